@@ -1,0 +1,46 @@
+"""Shared pytest configuration.
+
+Fast tests run by default (CI runs exactly these). Long-running tests carry ``@pytest.mark.slow`` and run only
+with ``--runslow``; GPU tests carry ``@pytest.mark.gpu`` and are skipped when no CUDA device is present.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Two CPU cores on the reference machine: keep torch from oversubscribing them in every test process.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = config.getoption("--runslow")
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch is a hard dependency, but never fail collection on it
+        has_cuda = False
+    skip_slow = pytest.mark.skip(reason="slow test: run with --runslow")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same RNG state, so a failure reproduces."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    yield
