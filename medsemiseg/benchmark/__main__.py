@@ -1,0 +1,84 @@
+"""``python -m medsemiseg.benchmark CONFIG.yaml [CONFIG.yaml ...]`` — run the grid(s), then write tables and plots.
+
+Examples::
+
+    python -m medsemiseg.benchmark configs/benchmark_covid_quick.yaml configs/benchmark_chase_quick.yaml
+    python -m medsemiseg.benchmark configs/benchmark_covid.yaml --dry-run        # list the commands, run nothing
+    python -m medsemiseg.benchmark configs/benchmark_covid.yaml --report-only    # re-make tables/plots from cells
+    python -m medsemiseg.benchmark configs/benchmark_covid.yaml --methods supervised supmix_sufd --fractions 1/8
+
+Rerunning the same command skips every finished cell (``done.json``) and retries failed or interrupted ones.
+Exit status: 0 when every cell of the grid is finished, 1 when some failed (their ``failed.json`` says why),
+2 for a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .grid import ConfigError, load_config, run_grid
+from .report import make_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m medsemiseg.benchmark",
+        description="Run a benchmark grid of MONAI bundle trainings (method x labelled fraction x seed), "
+        "resumably, then write results.csv, results.md and plots.",
+    )
+    p.add_argument("configs", nargs="+", help="benchmark YAML file(s), e.g. configs/benchmark_covid_quick.yaml")
+    p.add_argument("--output-dir", help="override the YAML's output_dir (one config only)")
+    p.add_argument("--methods", nargs="+", help="run only these methods (the table still shows every finished one)")
+    p.add_argument("--fractions", nargs="+", help="run only these labelled fractions, e.g. 1/8 full")
+    p.add_argument("--seeds", nargs="+", type=int, help="run only these seeds")
+    p.add_argument("--dry-run", action="store_true", help="print the cells and commands that would run, then stop")
+    p.add_argument("--report-only", action="store_true", help="run nothing; rebuild tables and plots from the cells")
+    p.add_argument("--no-report", action="store_true", help="do not write tables and plots after running")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="cells finished with a different command are moved aside (*.stale-N) and run again")
+    p.add_argument("--no-rerun-failed", action="store_true", help="leave cells that failed before alone")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (plain lines only)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.output_dir and len(args.configs) > 1:
+        print("error: --output-dir applies to one config only; give each YAML its own output_dir", file=sys.stderr)
+        return 2
+    try:
+        cfgs = [load_config(c, output_dir=args.output_dir) for c in args.configs]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    def only(cell) -> bool:
+        return ((not args.methods or cell.method in args.methods)
+                and (not args.fractions or cell.fraction.label in args.fractions)
+                and (not args.seeds or cell.seed in args.seeds))
+
+    n_failed = 0
+    for cfg in cfgs:
+        if not args.report_only:
+            try:
+                results = run_grid(cfg, rerun_failed=not args.no_rerun_failed, rerun_stale=args.rerun_stale,
+                                   dry_run=args.dry_run, progress=not args.no_progress, only=only)
+            except ConfigError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            failed = [r for r in results if r.status == "failed"]
+            n_failed += len(failed)
+            for r in failed:
+                print(f"[benchmark] FAILED {r.cell.key}: {r.message}", file=sys.stderr)
+            if args.dry_run:
+                continue
+        if not args.no_report:
+            written = make_report(cfg)
+            for name, path in written.items():
+                print(f"[benchmark] {cfg.task}: {name} -> {path}")
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

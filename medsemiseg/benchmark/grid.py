@@ -1,0 +1,629 @@
+"""The benchmark grid: configuration, cell enumeration and the resumable runner.
+
+A *cell* is one training run: ``(task, method, labelled fraction, seed)``. Each cell is one subprocess —
+``python -m monai.bundle run training`` with command-line overrides, then ``... run evaluating`` — writing into
+``<output_dir>/<task>/<method>/<fraction>/seed<k>/``. Running cells as subprocesses keeps them independent: a crash,
+an out-of-memory kill or a NaN loss in one cell is recorded in that cell's ``failed.json`` and the grid goes on.
+
+Resumability rests on two marker files written *only after* the step they certify succeeded:
+
+- ``trained.json`` after the training subprocess exited 0 (an evaluation failure then re-runs only the evaluation);
+- ``done.json`` after the evaluation exited 0 and its metrics file parsed; it holds the metrics, so the results table
+  is built from ``done.json`` files alone.
+
+A cell with ``done.json`` is never re-run. A cell without it is run again with the same command into the same folder,
+so a bundle that resumes from the checkpoint in its output folder picks up where it stopped. A cell whose
+``done.json`` was written by a *different* command (the YAML changed) is *stale*: the runner refuses to mix it into the
+table and says how to proceed (new ``output_dir``, or ``--rerun-stale`` to move the old cell aside and run it again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import yaml
+
+__all__ = [
+    "BenchmarkConfig",
+    "Cell",
+    "CellResult",
+    "FractionSpec",
+    "load_config",
+    "enumerate_cells",
+    "cell_status",
+    "run_cell",
+    "run_grid",
+    "parse_metrics",
+    "fraction_slug",
+]
+
+DONE = "done.json"
+TRAINED = "trained.json"
+FAILED = "failed.json"
+
+#: the methods the engine knows (medsemiseg.methods.create_method); used only to catch typos early.
+KNOWN_METHODS = ("supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd")
+
+
+class ConfigError(ValueError):
+    """A benchmark YAML is malformed; the message names the file, the key and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FractionSpec:
+    """One labelled-fraction column of the table.
+
+    ``label`` is what the table prints (``"1/8"``, ``"full"``); ``value`` is what the bundle receives as
+    ``--labeled_fraction`` (the same string unless the upper bound needs a different spelling); ``methods``
+    restricts the column to some methods (the full-label upper bound is trained by ``supervised`` only: there is no
+    unlabelled data left for a semi-supervised method to use).
+    """
+
+    label: str
+    value: str
+    methods: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One training run of the grid, and where it lives on disk."""
+
+    task: str
+    method: str
+    fraction: FractionSpec
+    seed: int
+    directory: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.method}/{self.fraction.label}/seed{self.seed}"
+
+
+@dataclasses.dataclass
+class CellResult:
+    """What a finished (or failed) cell reports to the progress display."""
+
+    cell: Cell
+    status: str  # "done", "skipped", "failed"
+    miou: float | None = None
+    elapsed_s: float = 0.0
+    message: str = ""
+
+
+@dataclasses.dataclass
+class BenchmarkConfig:
+    """A parsed benchmark YAML (see ``configs/benchmark_*.yaml`` and ``docs/benchmarks.md`` for every key)."""
+
+    source: Path
+    task: str
+    bundle: Path
+    methods: list[str]
+    fractions: list[FractionSpec]
+    seeds: list[int]
+    output_dir: Path
+    classes: list[str] | None = None
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    train_workflow: str = "training"
+    train_config: list[str] = dataclasses.field(default_factory=lambda: ["train.json"])
+    eval_workflow: str = "evaluating"
+    eval_config: list[str] = dataclasses.field(default_factory=lambda: ["evaluate.json"])
+    eval_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    eval_pass_training_overrides: bool = True
+    metrics_file: str = "eval/metrics.json"
+    launcher: list[str] = dataclasses.field(default_factory=lambda: ["{python}", "-m", "monai.bundle", "run"])
+    cell_timeout_s: float | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    plots: dict[str, Any] = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    # ---- paths -------------------------------------------------------------------------------------------------
+    def bundle_file(self, name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else self.bundle / p
+
+    def cell_dir(self, method: str, fraction: FractionSpec, seed: int) -> Path:
+        return self.output_dir / self.task / method / fraction_slug(fraction.label) / f"seed{seed}"
+
+    @property
+    def task_dir(self) -> Path:
+        return self.output_dir / self.task
+
+    # ---- commands ----------------------------------------------------------------------------------------------
+    def _launcher(self) -> list[str]:
+        return [a.replace("{python}", sys.executable) for a in self.launcher]
+
+    def cell_overrides(self, cell: Cell) -> dict[str, Any]:
+        """The training overrides of one cell: common ones, then the method's own, then the cell's identity."""
+        ov: dict[str, Any] = dict(self.overrides)
+        ov.update(self.method_overrides.get(cell.method, {}))
+        ov.update(
+            {
+                "method": cell.method,
+                "labeled_fraction": cell.fraction.value,
+                "seed": cell.seed,
+                "output_dir": str(cell.directory),
+            }
+        )
+        return ov
+
+    def train_command(self, cell: Cell) -> list[str]:
+        cmd = self._launcher() + [self.train_workflow, "--config_file", _config_arg(self, self.train_config)]
+        return cmd + _override_args(self.cell_overrides(cell))
+
+    def eval_command(self, cell: Cell) -> list[str]:
+        cmd = self._launcher() + [self.eval_workflow, "--config_file", _config_arg(self, self.eval_config)]
+        ov: dict[str, Any] = self.cell_overrides(cell) if self.eval_pass_training_overrides else {
+            "output_dir": str(cell.directory)
+        }
+        ov.update(self.eval_overrides)
+        return cmd + _override_args(ov)
+
+
+def _config_arg(cfg: BenchmarkConfig, files: list[str]) -> str:
+    """``--config_file`` takes one path or a list written as ``"['a.json','b.json']"`` (MONAI bundle CLI)."""
+    paths = [str(cfg.bundle_file(f)) for f in files]
+    return paths[0] if len(paths) == 1 else "[" + ",".join(repr(p) for p in paths) + "]"
+
+
+def _override_args(ov: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for k, v in ov.items():
+        if isinstance(v, bool):
+            v = str(v)  # fire parses "True"/"False"
+        elif isinstance(v, (list, dict)):
+            v = json.dumps(v)
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def fraction_slug(label: str) -> str:
+    """A folder name for a fraction label: ``"1/8" -> "1-8"``, ``"full" -> "full"``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(label)).strip("-")
+    if not slug:
+        raise ConfigError(f"labelled fraction {label!r} gives an empty folder name; use e.g. '1/8' or 'full'")
+    return slug
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML loading
+# ---------------------------------------------------------------------------------------------------------------
+
+_ALLOWED_KEYS = {
+    "task", "bundle", "methods", "fractions", "upper_bound", "seeds", "output_dir", "classes", "overrides",
+    "method_overrides", "train", "evaluate", "metrics_file", "launcher", "cell_timeout_s", "env", "plots",
+    "description",
+}
+
+
+def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> BenchmarkConfig:
+    """Read and validate one benchmark YAML.
+
+    Relative ``bundle`` and ``output_dir`` paths are taken relative to the current directory (the repository root
+    in every documented command), so the same YAML works from a fresh clone. ``output_dir`` overrides the YAML's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"benchmark config {path} does not exist; pass e.g. configs/benchmark_covid_quick.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (task, bundle, methods, ...)")
+
+    def err(msg: str) -> ConfigError:
+        return ConfigError(f"{path}: {msg}")
+
+    unknown = set(raw) - _ALLOWED_KEYS
+    if unknown:
+        raise err(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(_ALLOWED_KEYS)}")
+    for key in ("task", "bundle", "methods", "fractions"):
+        if key not in raw:
+            raise err(f"missing required key '{key}'")
+
+    methods = raw["methods"]
+    if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+        raise err("'methods' must be a non-empty list of method names, e.g. [supervised, classmix, supmix_sufd]")
+    bad = [m for m in methods if m not in KNOWN_METHODS]
+    if bad:
+        raise err(f"unknown method(s) {bad}; known: {list(KNOWN_METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise err("'methods' lists a method twice")
+
+    fractions = [_parse_fraction(f, err) for f in _as_list(raw["fractions"], "fractions", err)]
+    if "upper_bound" in raw and raw["upper_bound"] is not None:
+        ub = raw["upper_bound"]
+        if not isinstance(ub, dict):
+            raise err("'upper_bound' must be a mapping like {label: full, value: '1', methods: [supervised]}")
+        fractions.append(_parse_fraction({"methods": ["supervised"], "label": "full", **ub}, err))
+    labels = [f.label for f in fractions]
+    if len(set(labels)) != len(labels):
+        raise err(f"labelled fractions repeat: {labels}")
+    slugs = [fraction_slug(f.label) for f in fractions]
+    if len(set(slugs)) != len(slugs):
+        raise err(f"labelled fractions {labels} map to the same folder names {slugs}")
+    for f in fractions:
+        if f.methods is not None:
+            missing = [m for m in f.methods if m not in KNOWN_METHODS]
+            if missing:
+                raise err(f"fraction {f.label!r} names unknown method(s) {missing}")
+
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise err("'seeds' must be a non-negative integer or a list of them, e.g. [0, 1, 2]")
+
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise err("'overrides' must be a mapping of bundle config keys to values")
+    reserved = {"method", "labeled_fraction", "seed", "output_dir"} & set(overrides)
+    if reserved:
+        raise err(f"'overrides' may not set {sorted(reserved)}: the grid sets them per cell")
+    method_overrides = raw.get("method_overrides") or {}
+    if not isinstance(method_overrides, dict) or not all(isinstance(v, dict) for v in method_overrides.values()):
+        raise err("'method_overrides' must map a method name to a mapping of overrides")
+    for m in method_overrides:
+        if m not in KNOWN_METHODS:
+            raise err(f"'method_overrides' names unknown method {m!r}")
+
+    train = raw.get("train") or {}
+    evaluate = raw.get("evaluate") or {}
+    for name, sect in (("train", train), ("evaluate", evaluate)):
+        if not isinstance(sect, dict):
+            raise err(f"'{name}' must be a mapping with 'workflow' and 'config_file'")
+
+    def files(sect: dict, default: str) -> list[str]:
+        v = sect.get("config_file", default)
+        return [v] if isinstance(v, str) else list(v)
+
+    classes = raw.get("classes")
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise err("'classes' must be a list of class names in label order, e.g. [background, vessel]")
+
+    launcher = raw.get("launcher", ["{python}", "-m", "monai.bundle", "run"])
+    if isinstance(launcher, str):
+        launcher = shlex.split(launcher)
+
+    out = Path(output_dir) if output_dir is not None else Path(raw.get("output_dir", f"runs/benchmark/{raw['task']}"))
+    cfg = BenchmarkConfig(
+        source=path,
+        task=str(raw["task"]),
+        bundle=Path(raw["bundle"]),
+        methods=list(methods),
+        fractions=fractions,
+        seeds=list(seeds),
+        output_dir=out,
+        classes=classes,
+        overrides=dict(overrides),
+        method_overrides={k: dict(v) for k, v in method_overrides.items()},
+        train_workflow=str(train.get("workflow", "training")),
+        train_config=files(train, "train.json"),
+        eval_workflow=str(evaluate.get("workflow", "evaluating")),
+        eval_config=files(evaluate, "evaluate.json"),
+        eval_overrides=dict(evaluate.get("overrides") or {}),
+        eval_pass_training_overrides=bool(evaluate.get("pass_training_overrides", True)),
+        metrics_file=str(raw.get("metrics_file", "eval/metrics.json")),
+        launcher=[str(a) for a in launcher],
+        cell_timeout_s=raw.get("cell_timeout_s"),
+        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+        plots=dict(raw.get("plots") or {}),
+        description=str(raw.get("description", "")),
+    )
+    if not cfg.bundle.is_dir():
+        raise err(f"bundle folder {cfg.bundle} does not exist (run from the repository root, or fix 'bundle')")
+    return cfg
+
+
+def _as_list(v: Any, key: str, err: Callable[[str], ConfigError]) -> list:
+    if not isinstance(v, list) or not v:
+        raise err(f"'{key}' must be a non-empty list")
+    return v
+
+
+def _parse_fraction(v: Any, err: Callable[[str], ConfigError]) -> FractionSpec:
+    if isinstance(v, (str, int)):
+        return FractionSpec(label=str(v), value=str(v))
+    if isinstance(v, dict) and "label" in v:
+        methods = v.get("methods")
+        if methods is not None and (not isinstance(methods, list) or not methods):
+            raise err(f"fraction {v['label']!r}: 'methods' must be a non-empty list")
+        return FractionSpec(
+            label=str(v["label"]),
+            value=str(v.get("value", v["label"])),
+            methods=tuple(methods) if methods is not None else None,
+        )
+    raise err(f"a labelled fraction must be a string like '1/8' or a mapping {{label, value, methods}}, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cells
+# ---------------------------------------------------------------------------------------------------------------
+
+def enumerate_cells(cfg: BenchmarkConfig) -> list[Cell]:
+    """Every cell of the grid, in the order they run: fraction-major (the small fractions, the paper's point,
+    finish first), then method in YAML order, then seed."""
+    cells = []
+    for fraction in cfg.fractions:
+        for method in cfg.methods:
+            if fraction.methods is not None and method not in fraction.methods:
+                continue
+            for seed in cfg.seeds:
+                cells.append(Cell(cfg.task, method, fraction, seed, cfg.cell_dir(method, fraction, seed)))
+    if not cells:
+        raise ConfigError(f"{cfg.source}: the grid is empty (no method is allowed at any fraction)")
+    return cells
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cell_status(cfg: BenchmarkConfig, cell: Cell) -> str:
+    """``"done"``, ``"stale"`` (done by another command), ``"trained"`` (evaluation pending), ``"failed"``,
+    ``"partial"`` (started, no marker) or ``"todo"``."""
+    d = cell.directory
+    done = _read_json(d / DONE)
+    if done is not None:
+        if done.get("train_command") != _portable(cfg.train_command(cell)):
+            return "stale"
+        return "done"
+    if (d / TRAINED).is_file():
+        return "trained"
+    if (d / FAILED).is_file():
+        return "failed"
+    if d.is_dir() and any(d.iterdir()):
+        return "partial"
+    return "todo"
+
+
+def _portable(cmd: Sequence[str]) -> list[str]:
+    """A command as recorded in markers: the interpreter path replaced by ``python`` so a cell stays *done* when
+    the same grid is resumed from another virtual environment."""
+    return ["python" if a == sys.executable else a for a in cmd]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------------------------
+
+def parse_metrics(data: dict, classes: Sequence[str] | None = None, source: str = "metrics") -> dict[str, Any]:
+    """Normalise an evaluation metrics JSON into ``{"iou": {class: v}, "miou": v, "dice": {class: v} | None}``.
+
+    Accepted forms (values in [0, 1]): ``{"iou": {name: v, ...}, "miou": v, "dice": {...}}``, the same with
+    ``"per_class": {name: {"iou": v, "dice": v}}``, or ``"iou"`` as a list in class order (then ``classes`` or
+    ``data["classes"]`` names them). ``miou`` is recomputed as the mean of the per-class IoUs when absent.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a JSON object with per-class IoU, got {type(data).__name__}")
+    names = list(classes) if classes else data.get("classes")
+    iou: dict[str, float] | None = None
+    dice: dict[str, float] | None = None
+    if isinstance(data.get("per_class"), dict):
+        pc = data["per_class"]
+        iou = {k: float(v["iou"]) for k, v in pc.items() if isinstance(v, dict) and "iou" in v}
+        dice = {k: float(v["dice"]) for k, v in pc.items() if isinstance(v, dict) and "dice" in v} or None
+    for key in ("iou", "IoU", "per_class_iou"):
+        if iou is None and key in data:
+            iou = _named(data[key], names, source, key)
+    for key in ("dice", "Dice", "per_class_dice"):
+        if dice is None and key in data:
+            dice = _named(data[key], names, source, key)
+    if not iou:
+        raise ValueError(f"{source}: no per-class IoU found (expected a key 'iou' or 'per_class'); keys: {sorted(data)}")
+    miou = data.get("miou", data.get("mIoU", data.get("mean_iou")))
+    miou = float(miou) if miou is not None else sum(iou.values()) / len(iou)
+    return {"iou": iou, "miou": miou, "dice": dice}
+
+
+def _named(v: Any, names: Sequence[str] | None, source: str, key: str) -> dict[str, float]:
+    if isinstance(v, dict):
+        return {str(k): float(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        if names is None or len(names) != len(v):
+            names = [f"class{i}" for i in range(len(v))]
+        return {n: float(x) for n, x in zip(names, v)}
+    raise ValueError(f"{source}: '{key}' must be a mapping class -> value or a list in class order")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------------------
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except Exception:
+        return None
+
+
+def _run_logged(cmd: list[str], log: Path, env: dict[str, str], timeout: float | None) -> tuple[int, str]:
+    """Run ``cmd`` with stdout+stderr appended to ``log``; return (exit code, last lines of the log)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {shlex.join(cmd)}\n")
+        fh.flush()
+        try:
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            fh.write(f"\n[benchmark] killed after {timeout} s (cell_timeout_s)\n")
+            rc = 124
+    lines = log.read_text(errors="replace").splitlines()
+    return rc, "\n".join(lines[-30:])
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)  # atomic: a killed runner never leaves a half-written marker
+
+
+def run_cell(cfg: BenchmarkConfig, cell: Cell) -> CellResult:
+    """Train (unless ``trained.json`` says it already did) and evaluate one cell; write ``done.json`` or
+    ``failed.json``. Never raises for a failure inside the cell's subprocesses."""
+    d = cell.directory
+    d.mkdir(parents=True, exist_ok=True)
+    (d / FAILED).unlink(missing_ok=True)
+    env = {**os.environ, **cfg.env}
+    start = time.time()
+    train_cmd = cfg.train_command(cell)
+    prior = _read_json(d / TRAINED)
+    if prior is None or prior.get("train_command") != _portable(train_cmd):
+        rc, tail = _run_logged(train_cmd, d / "train.log", env, cfg.cell_timeout_s)
+        if rc != 0:
+            return _fail(cell, "training", rc, tail, time.time() - start, train_cmd)
+        _write_json(d / TRAINED, {"train_command": _portable(train_cmd), "train_s": time.time() - start})
+    train_s = (_read_json(d / TRAINED) or {}).get("train_s", time.time() - start)
+
+    eval_start = time.time()
+    eval_cmd = cfg.eval_command(cell)
+    rc, tail = _run_logged(eval_cmd, d / "eval.log", env, cfg.cell_timeout_s)
+    if rc != 0:
+        return _fail(cell, "evaluation", rc, tail, time.time() - start, eval_cmd)
+    mpath = d / cfg.metrics_file
+    try:
+        metrics = parse_metrics(json.loads(mpath.read_text()), cfg.classes, str(mpath))
+    except (OSError, ValueError) as e:
+        return _fail(cell, "evaluation", rc, f"metrics file unreadable: {e}", time.time() - start, eval_cmd)
+    eval_s = time.time() - eval_start
+    _write_json(
+        d / DONE,
+        {
+            "task": cell.task,
+            "method": cell.method,
+            "fraction": cell.fraction.label,
+            "labeled_fraction": cell.fraction.value,
+            "seed": cell.seed,
+            "metrics": metrics,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "train_command": _portable(train_cmd),
+            "eval_command": _portable(eval_cmd),
+            "metrics_file": cfg.metrics_file,
+            "finished_at": _dt.datetime.now().isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+        },
+    )
+    return CellResult(cell, "done", metrics["miou"], time.time() - start)
+
+
+def _fail(cell: Cell, step: str, rc: int, tail: str, elapsed: float, cmd: list[str]) -> CellResult:
+    _write_json(
+        cell.directory / FAILED,
+        {
+            "step": step,
+            "returncode": rc,
+            "command": _portable(cmd),
+            "log_tail": tail,
+            "failed_at": _dt.datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+    return CellResult(cell, "failed", None, elapsed, f"{step} failed (exit {rc}); see {cell.directory}/{FAILED}")
+
+
+def _move_aside(d: Path) -> Path:
+    k = 1
+    while (target := d.with_name(f"{d.name}.stale-{k}")).exists():
+        k += 1
+    shutil.move(str(d), str(target))
+    return target
+
+
+def run_grid(
+    cfg: BenchmarkConfig,
+    *,
+    rerun_failed: bool = True,
+    rerun_stale: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+    only: Callable[[Cell], bool] | None = None,
+    log: Callable[[str], None] = print,
+    runner: Callable[[BenchmarkConfig, Cell], CellResult] = run_cell,
+) -> list[CellResult]:
+    """Run every unfinished cell of ``cfg`` in order, with a tqdm bar over the cells to run (its ETA is the mean
+    time of the cells finished so far times those left) and one line per finished cell with its mIoU and time.
+
+    Raises :class:`ConfigError` before running anything when stale cells exist and ``rerun_stale`` is False.
+    """
+    cells = [c for c in enumerate_cells(cfg) if only is None or only(c)]
+    statuses = {c.key: cell_status(cfg, c) for c in cells}
+    stale = [c for c in cells if statuses[c.key] == "stale"]
+    if stale and not rerun_stale:
+        names = ", ".join(c.key for c in stale[:5]) + (" ..." if len(stale) > 5 else "")
+        raise ConfigError(
+            f"{len(stale)} finished cell(s) in {cfg.output_dir} were run with a different command than "
+            f"{cfg.source} now gives ({names}). Use another output_dir (--output-dir), or pass --rerun-stale to "
+            "move those cells aside (renamed *.stale-N) and run them again."
+        )
+    results: list[CellResult] = []
+    todo: list[Cell] = []
+    for c in cells:
+        st = statuses[c.key]
+        if st == "done":
+            done = _read_json(c.directory / DONE) or {}
+            results.append(CellResult(c, "skipped", (done.get("metrics") or {}).get("miou"), 0.0, "already done"))
+        elif st == "failed" and not rerun_failed:
+            results.append(CellResult(c, "failed", None, 0.0, "failed before; not retried (--no-rerun-failed)"))
+        else:
+            todo.append(c)
+    log(
+        f"[benchmark] {cfg.task}: {len(cells)} cells, {len(cells) - len(todo)} finished or skipped, "
+        f"{len(todo)} to run -> {cfg.output_dir / cfg.task}"
+    )
+    if dry_run:
+        for c in todo:
+            log(f"  would run {c.key} [{statuses[c.key]}]: {shlex.join(_portable(cfg.train_command(c)))}")
+        return results
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"{cfg.task} cells", unit="cell", file=sys.stderr, dynamic_ncols=True)
+    for i, c in enumerate(todo, 1):
+        if statuses[c.key] == "stale":
+            moved = _move_aside(c.directory)
+            log(f"[benchmark] stale cell {c.key} moved to {moved}")
+        if bar is not None:
+            bar.set_postfix_str(c.key)
+        res = runner(cfg, c)
+        results.append(res)
+        if res.status == "done":
+            line = f"[{i}/{len(todo)}] {c.key}: mIoU {100 * res.miou:.2f}  ({_fmt_s(res.elapsed_s)})"
+        else:
+            line = f"[{i}/{len(todo)}] {c.key}: FAILED ({_fmt_s(res.elapsed_s)}) {res.message}"
+        if bar is not None:
+            bar.write(line)
+            bar.update(1)
+        else:
+            log(line)
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def iter_done(cfg: BenchmarkConfig) -> Iterable[tuple[Cell, dict]]:
+    """Yield ``(cell, done.json content)`` for every finished, non-stale cell of the grid."""
+    for c in enumerate_cells(cfg):
+        if cell_status(cfg, c) == "done":
+            yield c, _read_json(c.directory / DONE) or {}
