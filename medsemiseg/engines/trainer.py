@@ -1,0 +1,309 @@
+"""``SemiSupervisedTrainer``: a MONAI ``SupervisedTrainer`` that also draws unlabelled batches.
+
+MONAI's trainer runs one labelled batch per iteration through ``network`` and ``loss_function``. Semi-supervised
+methods need, in the same iteration, a batch of unlabelled images and a method-specific loss (pseudo-labels,
+mixing, strong views, a discriminator term). This class keeps everything of ``SupervisedTrainer`` — ignite engine,
+``train_handlers``, ``key_train_metric``, ``postprocessing``, decollation, ``amp``/``GradScaler``, MONAI's
+``IterationEvents`` — and replaces only ``_iteration``:
+
+1. ``prepare_batch`` the labelled batch (``engine.state.batch``) as ``SupervisedTrainer`` does;
+2. take the next batch of an *independently cycled* unlabelled loader (its iterator is recreated when exhausted,
+   so every pass reshuffles; a ``DistributedSampler``'s epoch is advanced each pass) and move it to the device;
+3. call ``method(engine, labeled, unlabeled)`` under ``torch.autocast("cuda")`` when ``amp`` and CUDA;
+4. check the total loss is finite (else stop with an error naming the iteration and the non-finite terms, before
+   any optimiser step, so nothing is updated and no checkpoint of a broken model is written);
+5. back-propagate (through the trainer's ``GradScaler`` when amp), step the optimiser, fire ``FORWARD_COMPLETED``,
+   ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` as ``SupervisedTrainer`` does.
+
+``engine.state.output`` holds ``image``, ``label``, ``pred``, ``loss`` and every scalar the method returned
+(``loss_sup``, ``loss_unsup``, ``mask_ratio``, ...) as detached tensors, so stock handlers log them. Because MONAI
+decollates ``engine.state.output`` into one dict per *labelled* item at ``MODEL_COMPLETED`` (and the unlabelled
+batch may have another size), non-scalar extras (e.g. SUFD's detached features) are kept, with the scalars, whole
+in ``engine.state.method_output``: that is where handlers such as ``DiscriminatorStep`` read them.
+
+The labelled loader needs no special code to cycle: when ``epoch_length`` exceeds ``len(train_data_loader)``
+ignite restarts the data iterator inside the epoch (``DATALOADER_STOP_ITERATION``); this class only advances a
+``DistributedSampler``'s epoch there, so the restarted pass is reshuffled too.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from monai.data import MetaTensor
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents, default_prepare_batch
+from monai.utils.enums import CommonKeys as Keys
+from torch.utils.data import DataLoader, DistributedSampler
+
+__all__ = ["SemiSupervisedTrainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a method returns a NaN/inf loss: names the iteration, epoch and offending terms."""
+
+
+def _plain(x: Any) -> Any:
+    """MetaTensor -> plain tensor (mixing ops and losses need no metadata; it only costs time)."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
+
+
+class SemiSupervisedTrainer(SupervisedTrainer):
+    """Semi-supervised trainer: ``SupervisedTrainer`` + an unlabelled stream + a pluggable ``method``.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer: as ``SupervisedTrainer`` (the labelled loader).
+        method: callable ``method(engine, labeled, unlabeled) -> dict`` (see ``medsemiseg.methods``) returning
+            ``"loss"`` (with grad), ``"pred"`` (logits of the labelled batch) and its terms; its ``handlers``
+            attribute (a list of objects with ``attach(engine)``) is attached here.
+        unlabeled_data_loader: iterable of dicts with ``"image"`` (the weak view); ``None`` for methods that use
+            labelled data only. Cycled independently of ``train_data_loader``.
+        loss_function: optional; a method without its own ``sup_loss`` uses it for the supervised term.
+        epoch_length: iterations per epoch (default ``len(train_data_loader)``); may exceed both loaders' lengths.
+        amp: autocast + GradScaler on CUDA; on a CPU device it is ignored with a warning.
+        All other arguments are passed to ``SupervisedTrainer`` unchanged (``inferer`` and ``compile`` are not
+        used by methods, which call the network themselves).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        method: Callable,
+        unlabeled_data_loader: Iterable | DataLoader | None = None,
+        loss_function: Callable | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = default_prepare_batch,
+        postprocessing: Callable | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        metric_cmp_fn: Callable | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        event_names: list | None = None,
+        event_to_attr: dict | None = None,
+        decollate: bool = True,
+        optim_set_to_none: bool = False,
+        to_kwargs: dict | None = None,
+        amp_kwargs: dict | None = None,
+        accumulation_steps: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        if method is None or not callable(method):
+            raise TypeError(
+                "SemiSupervisedTrainer(method=...) must be a callable method(engine, labeled, unlabeled) -> dict, "
+                "e.g. medsemiseg.methods.create_method('supmix_sufd', network, num_classes)."
+            )
+        requires_unlabeled = bool(getattr(method, "requires_unlabeled", False))
+        if requires_unlabeled and unlabeled_data_loader is None:
+            raise ValueError(
+                f"SemiSupervisedTrainer: method {type(method).__name__} needs unlabelled images but "
+                "unlabeled_data_loader is None; pass a loader over the datalist's 'unlabeled' items "
+                "(or use the 'supervised' method)."
+            )
+        if unlabeled_data_loader is not None:
+            try:
+                n_unl = len(unlabeled_data_loader)  # type: ignore[arg-type]
+            except TypeError:
+                n_unl = None
+            if n_unl == 0:
+                raise ValueError(
+                    "SemiSupervisedTrainer: unlabeled_data_loader is empty (0 batches). Check the datalist's "
+                    "'unlabeled' list, and drop_last with a batch size larger than the number of unlabelled images."
+                )
+        if metric_cmp_fn is not None:
+            kwargs["metric_cmp_fn"] = metric_cmp_fn
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,  # type: ignore[arg-type]
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            postprocessing=postprocessing,
+            key_train_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            train_handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=decollate,
+            optim_set_to_none=optim_set_to_none,
+            to_kwargs=to_kwargs,
+            amp_kwargs=amp_kwargs,
+            accumulation_steps=accumulation_steps,
+            **kwargs,
+        )
+        self.method = method
+        self.unlabeled_data_loader = unlabeled_data_loader
+        self._unlabeled_iter = None
+        self._unlabeled_passes = 0
+        self.state.method_output = {}
+        self._amp_warned = False
+
+        sampler = getattr(train_data_loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            # ignite restarts the labelled iterator mid-epoch when epoch_length > len(loader); reshuffle that pass.
+            passes = {"n": 0}
+
+            @self.on(Events.DATALOADER_STOP_ITERATION)
+            def _advance_sampler_epoch(engine: Engine) -> None:
+                passes["n"] += 1
+                sampler.set_epoch(10_000 * engine.state.epoch + passes["n"])
+
+        for handler in getattr(method, "handlers", None) or []:
+            handler.attach(self)
+
+    # ------------------------------------------------------------------ unlabelled stream
+    def _next_unlabeled_batch(self) -> Any:
+        """Next unlabelled batch; the iterator is recreated (reshuffled) whenever it is exhausted."""
+        loader = self.unlabeled_data_loader
+        for attempt in range(2):
+            if self._unlabeled_iter is None:
+                sampler = getattr(loader, "sampler", None)
+                if isinstance(sampler, DistributedSampler):
+                    sampler.set_epoch(self._unlabeled_passes)
+                self._unlabeled_iter = iter(loader)  # type: ignore[arg-type]
+                self._unlabeled_passes += 1
+            try:
+                return next(self._unlabeled_iter)
+            except StopIteration:
+                self._unlabeled_iter = None
+        raise ValueError(
+            "SemiSupervisedTrainer: unlabeled_data_loader yielded no batch in a whole pass (empty dataset, or "
+            "drop_last=True with fewer unlabelled images than the batch size)."
+        )
+
+    def _prepare_unlabeled(self, batch: Any) -> dict:
+        if isinstance(batch, torch.Tensor):
+            batch = {Keys.IMAGE: batch}
+        if not isinstance(batch, dict) or Keys.IMAGE not in batch:
+            raise ValueError(
+                "SemiSupervisedTrainer: each unlabelled batch must be a dict with an 'image' key (the weak view), "
+                f"got {type(batch).__name__}" + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else "")
+            )
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                out[k] = _plain(v).to(device=self.state.device, non_blocking=self.non_blocking, **self.to_kwargs)
+        return out
+
+    # ------------------------------------------------------------------ one iteration
+    def _use_amp(self, engine: Any) -> bool:
+        if not engine.amp:
+            return False
+        device = engine.state.device
+        if (device is None or torch.device(device).type != "cuda") or engine.scaler is None:
+            if not self._amp_warned:
+                warnings.warn("SemiSupervisedTrainer: amp=True needs a CUDA device; running in float32.")
+                self._amp_warned = True
+            return False
+        return True
+
+    def _check_finite(self, engine: Any, result: dict) -> None:
+        loss = result[Keys.LOSS]
+        if bool(torch.isfinite(loss.detach()).all()):
+            return
+        bad = []
+        for k, v in result.items():
+            if k in (Keys.LOSS, Keys.PRED):
+                continue
+            if isinstance(v, torch.Tensor) and v.numel() == 1 and not bool(torch.isfinite(v.detach()).all()):
+                bad.append(f"{k}={float(v.detach()):.4g}")
+            elif isinstance(v, float) and not math.isfinite(v):
+                bad.append(f"{k}={v}")
+        pred = result.get(Keys.PRED)
+        if isinstance(pred, torch.Tensor) and not bool(torch.isfinite(pred.detach()).all()):
+            bad.append("pred (network output) has NaN/inf")
+        raise NonFiniteLossError(
+            f"Non-finite training loss ({float(loss.detach())}) at iteration {engine.state.iteration} "
+            f"(epoch {engine.state.epoch}) from method {type(self.method).__name__}; non-finite terms: "
+            f"{', '.join(bad) if bad else 'none individually (their weighted sum overflowed)'}. "
+            "No optimiser step was taken for this iteration. Check the learning rate, the input intensities "
+            "(are CT images windowed?), and amp."
+        )
+
+    def _iteration(self, engine: Any, batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = batch[0], batch[1]
+        if targets is None:
+            raise ValueError(
+                "SemiSupervisedTrainer: the labelled batch has no 'label'; train_data_loader must yield the "
+                "datalist's 'labeled' items (image + label)."
+            )
+        labeled = {Keys.IMAGE: _plain(inputs), Keys.LABEL: _plain(targets)}
+        unlabeled = None
+        if self.unlabeled_data_loader is not None:
+            unlabeled = self._prepare_unlabeled(self._next_unlabeled_batch())
+
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+
+        acc = engine.accumulation_steps
+        if acc > 1:
+            epoch_length = engine.state.epoch_length
+            local_iter = (engine.state.iteration - 1) % epoch_length if epoch_length else engine.state.iteration - 1
+            should_zero_grad = local_iter % acc == 0
+            should_step = (local_iter + 1) % acc == 0 or (epoch_length is not None and local_iter + 1 == epoch_length)
+        else:
+            should_zero_grad = should_step = True
+
+        engine.network.train()
+        if should_zero_grad:
+            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+
+        use_amp = self._use_amp(engine)
+        if use_amp:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                result = self.method(engine, labeled, unlabeled)
+        else:
+            result = self.method(engine, labeled, unlabeled)
+        if not isinstance(result, dict) or Keys.LOSS not in result or Keys.PRED not in result:
+            raise TypeError(
+                f"method {type(self.method).__name__} must return a dict with 'loss' and 'pred', got "
+                f"{sorted(result) if isinstance(result, dict) else type(result).__name__}."
+            )
+        engine.state.output[Keys.PRED] = result[Keys.PRED]
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        self._check_finite(engine, result)
+        loss = result[Keys.LOSS]
+        engine.state.output[Keys.LOSS] = loss
+        extras: dict[str, Any] = {}
+        for k, v in result.items():
+            if k in (Keys.LOSS, Keys.PRED):
+                continue
+            v = v.detach() if isinstance(v, torch.Tensor) else v
+            extras[k] = v
+            if not isinstance(v, torch.Tensor) or v.numel() == 1:
+                engine.state.output[k] = v.reshape(()) if isinstance(v, torch.Tensor) else v
+        engine.state.method_output = extras
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        scaled = loss / acc if acc > 1 else loss
+        if use_amp:
+            engine.scaler.scale(scaled).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if should_step:
+                engine.scaler.step(engine.optimizer)
+                engine.scaler.update()
+        else:
+            scaled.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            if should_step:
+                engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

@@ -1,0 +1,16 @@
+"""MONAI/ignite event handlers for the pieces of the methods that live across iterations.
+
+- :class:`EMATeacher`: mean teacher, EMA of the student after every optimiser step (ClassMix, SupMix);
+- :class:`DiscriminatorStep`: the SUFD discriminator's own optimiser step on detached features;
+- :class:`RampUp`: ramp-up of the unsupervised loss weight.
+
+All have ``attach(engine)``; the stateful ones have ``state_dict``/``load_state_dict`` for ``CheckpointSaver``.
+"""
+
+from __future__ import annotations
+
+from .discriminator import DiscriminatorStep, add_to_output, discriminator_loss
+from .ema import EMATeacher
+from .ramp import RampUp, ramp_value
+
+__all__ = ["EMATeacher", "DiscriminatorStep", "discriminator_loss", "add_to_output", "RampUp", "ramp_value"]

@@ -1,0 +1,179 @@
+"""Shared pieces of the semi-supervised methods.
+
+A *method* is a small object the :class:`~medsemiseg.engines.SemiSupervisedTrainer` calls once per iteration::
+
+    out = method(engine, labeled, unlabeled)
+    # labeled   = {"image": (B_l, C, X, Y) float, "label": (B_l, 1, X, Y)}   on the device
+    # unlabeled = {"image": (B_u, C, X, Y) float} (the weak view) or None
+    # out = {"loss": total (with grad), "pred": logits of labeled["image"], "loss_sup": ..., ...}
+
+Methods hold their hyper-parameters as plain keyword arguments (so a MONAI bundle builds them with ``_target_``)
+and list the event handlers they need across iterations (EMA teacher, discriminator step, ramp-up) in
+``handlers``; the trainer attaches them. :meth:`Method.checkpoint_objects` names the stateful ones so a bundle
+can add them to ``CheckpointSaver``/``CheckpointLoader``.
+
+Conventions shared by all methods (recorded in ``docs/methods.md``):
+
+- the CutMix/ClassMix *mix partner* of unlabelled image ``i`` is image ``i-1`` of the same batch
+  (``torch.roll(x, 1, 0)``), the ClassMix convention; FixMatch/UniMatch's reference code draws a second
+  unlabelled loader instead;
+- strong views are photometric and computed on the device by ``StrongAugment``;
+- the supervised term uses, in this order: the method's ``sup_loss``, else the trainer's ``loss_function``, else
+  MONAI ``DiceCELoss(to_onehot_y=True, softmax=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medsemiseg.losses import default_supervised_loss
+
+__all__ = ["Method", "label_map", "student_forward", "partner", "pair_indices", "confidence_and_label"]
+
+
+def label_map(label: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, X, Y)`` (or ``(B, X, Y)``) label -> ``(B, X, Y)`` long."""
+    if label.ndim == 4 and label.shape[1] == 1:
+        label = label[:, 0]
+    if label.ndim != 3:
+        raise ValueError(f"labels must be (B, 1, X, Y) or (B, X, Y), got {tuple(label.shape)}.")
+    return label.long()
+
+
+def partner(x: torch.Tensor) -> torch.Tensor:
+    """The mix partner of every sample: the previous sample of the batch (``torch.roll(x, 1, dims=0)``)."""
+    return torch.roll(x, shifts=1, dims=0)
+
+
+def pair_indices(n_unlabeled: int, n_labeled: int, mode: str = "random", device: Any = None) -> torch.Tensor:
+    """Which labelled sample each unlabelled sample is paired with (SupMix).
+
+    ``"random"``: a random permutation of the labelled batch, cycled if the unlabelled batch is larger;
+    ``"cycle"``: ``arange(n_unlabeled) % n_labeled``.
+    """
+    base = torch.arange(n_unlabeled, device=device) % n_labeled
+    if mode == "cycle":
+        return base
+    if mode == "random":
+        return torch.randperm(n_labeled, device=device)[base]
+    raise ValueError(f"labeled pairing must be 'random' or 'cycle', got {mode!r}.")
+
+
+@torch.no_grad()
+def confidence_and_label(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max softmax probability and argmax class ``(B, X, Y)`` each, computed in float32."""
+    conf, lab = torch.softmax(logits.detach().float(), dim=1).max(dim=1)
+    return conf, lab
+
+
+def student_forward(
+    network: torch.nn.Module, x: torch.Tensor, need_features: bool = False
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Logits of ``network`` on ``x`` and, when asked (or free), its encoder features.
+
+    Networks that follow the package contract (``encode``/``decode``) always go through them, so one forward pass
+    serves both the logits and the features; any other ``nn.Module`` is called plainly.
+    """
+    if hasattr(network, "encode") and hasattr(network, "decode"):
+        feats = network.encode(x)
+        return network.decode(feats, x.shape[2:]), feats
+    if need_features:
+        raise TypeError(
+            f"{type(network).__name__} has no encode()/decode(); methods that need encoder features "
+            "(UniMatch's feature perturbation, SUFD) need a medsemiseg.networks network (UNet, DeepLabV3Plus)."
+        )
+    return network(x), None
+
+
+class Method:
+    """Base class: supervised loss, feature capture for SUFD, handlers, checkpoint objects.
+
+    Args:
+        num_classes: classes including background.
+        sup_loss: loss for the labelled batch, ``sup_loss(logits, label (B,1,X,Y))``; ``None`` -> the trainer's
+            ``loss_function`` or, when that is ``None`` too, MONAI ``DiceCELoss(to_onehot_y=True, softmax=True)``.
+    """
+
+    #: whether the trainer must be given an unlabelled loader
+    requires_unlabeled: bool = True
+
+    def __init__(self, num_classes: int, sup_loss: Callable | None = None) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f"{type(self).__name__}(num_classes={num_classes}): need at least 2 (background + 1).")
+        self.num_classes = int(num_classes)
+        self.sup_loss = sup_loss
+        self._default_sup_loss: Callable | None = None
+        self.handlers: list = []
+        # set by SUFD: None, or ("encoder", index) / ("prediction", None): what to expose as "_feat_l"/"_feat_u"
+        self.capture: tuple[str, int | None] | None = None
+
+    # -- pieces used by subclasses ------------------------------------------------------------------
+    def supervised_loss(self, engine: Any, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        fn = self.sup_loss
+        if fn is None:
+            fn = getattr(engine, "loss_function", None)
+        if fn is None:
+            if self._default_sup_loss is None:
+                self._default_sup_loss = default_supervised_loss()
+            fn = self._default_sup_loss
+        if label.ndim == pred.ndim - 1:
+            label = label.unsqueeze(1)
+        return fn(pred.float(), label).mean()
+
+    def _store_features(
+        self, out: dict, which: str, feats: Sequence[torch.Tensor] | None, logits: torch.Tensor | None
+    ) -> None:
+        """Expose the student's features of the labelled (``which="l"``) or weak unlabelled (``"u"``) batch."""
+        if self.capture is None:
+            return
+        kind, index = self.capture
+        if kind == "prediction" and logits is not None:
+            out[f"_feat_{which}"] = torch.softmax(logits.float(), dim=1)
+        elif kind == "encoder" and feats is not None:
+            out[f"_feat_{which}"] = feats[index if index is not None else -1]
+
+    @staticmethod
+    def _require_unlabeled(unlabeled: dict | None, name: str) -> torch.Tensor:
+        if unlabeled is None or "image" not in unlabeled:
+            raise ValueError(f"{name} needs an unlabelled batch (dict with 'image'); the trainer got none.")
+        return unlabeled["image"]
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """Stateful pieces to add to ``CheckpointSaver(save_dict=...)``/``CheckpointLoader(load_dict=...)``."""
+        return {}
+
+    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def dropout_features(feats: Sequence[torch.Tensor], p: float) -> list[torch.Tensor]:
+    """UniMatch's feature perturbation: ``Dropout2d(p)`` on every encoder level (always on, as in training)."""
+    return [F.dropout2d(f, p=p, training=True) for f in feats]
+
+
+def build_strong_augment(strong_augment: Callable | None) -> Callable:
+    """The strong-view callable ``(B, C, X, Y) -> (B, C, X, Y)``: the given one, or ``StrongAugment()``.
+
+    Pass ``strong_augment=torch.nn.Identity()`` (or ``lambda x: x``) to switch strong views off.
+    """
+    if strong_augment is not None:
+        if not callable(strong_augment):
+            raise TypeError(f"strong_augment must be callable (images -> images), got {type(strong_augment).__name__}.")
+        return strong_augment
+    from medsemiseg.transforms.views import StrongAugment
+
+    return StrongAugment()
+
+
+def add_rampup(method: Method, rampup_iters: int, shape: str = "sigmoid") -> None:
+    """Give ``method`` an ``unsup_scale`` attribute (1.0) and, when ``rampup_iters > 0``, a ``RampUp`` handler."""
+    from medsemiseg.handlers.ramp import RampUp
+
+    method.unsup_scale = 1.0
+    if int(rampup_iters) > 0:
+        method.unsup_scale = 0.0
+        method.handlers.append(RampUp(method, int(rampup_iters), 1.0, attr="unsup_scale", shape=shape))

@@ -1,0 +1,116 @@
+"""``classmix``: ClassMix (Olsson et al. 2021) with a mean teacher, after ``WilhelmT/ClassMix`` ``trainSSL.py``.
+
+Per iteration:
+
+1. supervised term on the labelled batch (DiceCE by default; ClassMix itself uses CE);
+2. the EMA teacher (:class:`~medsemiseg.handlers.EMATeacher`, eval mode, no grad) predicts the weak unlabelled
+   batch: soft-max probabilities, confidence ``c`` and argmax pseudo-label ``p``;
+3. for every unlabelled image ``A`` a ClassMix mask ``M`` = half of the classes of the teacher's argmax of ``A``
+   (:func:`~medsemiseg.transforms.mixing.classmix_mask`); ``B`` is its mix partner (the previous image of the
+   batch); mixed image ``M·A + (1-M)·B`` and, with the same mask, mixed pseudo-label and confidence;
+4. strong (photometric) augmentation of the mixed batch, student forward;
+5. unsupervised CE against the mixed pseudo-label, weighted by the fraction of pixels whose mixed confidence is
+   ``>= 0.968`` (ClassMix's ``threshold_uniform`` pixel weight), mean over pixels;
+6. total ``L_sup + unsup_weight * ramp(t) * L_unsup``; the teacher is updated after the optimiser step.
+
+ClassMix also flips the mixed batch; our strong view is photometric only, so no label transform is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from medsemiseg.handlers.ema import EMATeacher
+from medsemiseg.losses import unsupervised_loss
+from medsemiseg.transforms.mixing import classmix_mask, mix
+
+from .base import Method, add_rampup, build_strong_augment, confidence_and_label, label_map, partner, student_forward
+
+__all__ = ["ClassMix", "classmix_unlabeled"]
+
+
+def classmix_unlabeled(
+    x_u: torch.Tensor, conf: torch.Tensor, plabel: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ClassMix of a weak unlabelled batch with its rolled partner: (image, pseudo-label, confidence, mask)."""
+    m = classmix_mask(plabel, num_classes)
+    img = mix(partner(x_u), x_u, m)
+    lab = mix(partner(plabel), plabel, m)
+    cf = mix(partner(conf), conf, m)
+    return img, lab, cf, m
+
+
+class ClassMix(Method):
+    """ClassMix with an EMA teacher.
+
+    Args:
+        network: the student (the trainer's network); the EMA teacher is copied from it.
+        num_classes: classes including background.
+        conf_threshold: confidence defining ClassMix's uniform pixel weight (0.968).
+        unsup_weight: weight of the unsupervised term (ClassMix: 1.0).
+        ema_alpha: maximum EMA decay of the teacher (0.99).
+        rampup_iters: sigmoid ramp-up of the unsupervised weight over this many iterations (0: off, as ClassMix).
+        unsup_loss: ``"ce"`` (ClassMix) or ``"dice"``/``"ce+dice"`` (the scalar weight then multiplies the loss).
+        strong_augment: strong-view callable; default ``StrongAugment()``.
+        sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        num_classes: int,
+        conf_threshold: float = 0.968,
+        unsup_weight: float = 1.0,
+        ema_alpha: float = 0.99,
+        rampup_iters: int = 0,
+        unsup_loss: str = "ce",
+        strong_augment: Callable | None = None,
+        sup_loss: Callable | None = None,
+    ) -> None:
+        super().__init__(num_classes, sup_loss)
+        self.conf_threshold = float(conf_threshold)
+        self.unsup_weight = float(unsup_weight)
+        self.unsup_loss = unsup_loss
+        unsupervised_loss(unsup_loss, torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), None)
+        self.strong_augment = build_strong_augment(strong_augment)
+        self.ema = EMATeacher(network, alpha=ema_alpha)
+        self.handlers.append(self.ema)
+        add_rampup(self, rampup_iters)
+
+    @property
+    def teacher(self) -> torch.nn.Module:
+        return self.ema.teacher
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        return {"teacher": self.ema}
+
+    def _labeled_step(self, engine: Any, labeled: dict, out: dict) -> torch.Tensor:
+        x_l, y_l = labeled["image"], labeled["label"]
+        label_map(y_l)
+        pred_l, feats_l = student_forward(engine.network, x_l, need_features=self.capture is not None)
+        self._store_features(out, "l", feats_l, pred_l)
+        out["pred"] = pred_l
+        return self.supervised_loss(engine, pred_l, y_l)
+
+    def _teacher_pseudo_label(self, x_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return confidence_and_label(self.ema.predict(x_u))
+
+    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+        x_u = self._require_unlabeled(unlabeled, "ClassMix")
+        out: dict = {}
+        loss_sup = self._labeled_step(engine, labeled, out)
+
+        conf, plabel = self._teacher_pseudo_label(x_u)
+        img_m, lab_m, conf_m, _ = classmix_unlabeled(x_u, conf, plabel, self.num_classes)
+        with torch.no_grad():
+            x_s = self.strong_augment(img_m)
+        pred_s = engine.network(x_s)
+        mask_ratio = (conf_m >= self.conf_threshold).float().mean()
+        loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_m, mask_ratio)
+
+        loss = loss_sup + self.unsup_weight * self.unsup_scale * loss_unsup
+        out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=mask_ratio, unsup_scale=self.unsup_scale)
+        return out

@@ -1,0 +1,104 @@
+"""``fixmatch``: FixMatch for segmentation, as in ``LiheYoung/UniMatch`` ``fixmatch.py`` (medical variant).
+
+Per iteration:
+
+1. one joint student forward (train mode) of ``cat(labelled, weak unlabelled)``; the labelled half gives the
+   supervised term, the unlabelled half, detached, the pseudo-label (argmax) and confidence (max softmax);
+2. strong view of the unlabelled batch (``StrongAugment``, photometric), with a CutMix box (p 0.5, area 2–40 %,
+   aspect 0.3–3.3) whose inside comes from the mix partner's strong view; inside the box the pseudo-label and
+   confidence come from the partner's prediction too;
+3. unsupervised loss on the student's prediction of the mixed strong view, ignoring pixels with confidence
+   ``< 0.95``: Dice (medical variant, default) or CE (``unsup_loss="ce"``, divided by the number of pixels);
+4. total ``(L_sup + L_unsup) / 2``.
+
+Differences from the reference, recorded in ``docs/methods.md``: the mix partner is the previous image of the same
+batch (``torch.roll``), not a second loader, so its pseudo-label is the same train-mode prediction rather than a
+separate eval-mode forward; the strong view is ``StrongAugment`` instead of torchvision colour jitter + blur.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from medsemiseg.losses import unsupervised_loss
+from medsemiseg.transforms.mixing import cutmix_box_mask, mix
+
+from .base import Method, build_strong_augment, confidence_and_label, label_map, partner, student_forward
+
+__all__ = ["FixMatch", "cutmix_strong_view"]
+
+
+def cutmix_strong_view(
+    strong: torch.Tensor, plabel: torch.Tensor, conf: torch.Tensor, p: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CutMix a strong view with its rolled partner: (image, pseudo-label, confidence, box)."""
+    box = cutmix_box_mask(strong.shape[0], strong.shape[2:], p=p, device=strong.device)
+    return (
+        mix(strong, partner(strong), box),
+        mix(plabel, partner(plabel), box),
+        mix(conf, partner(conf), box),
+        box,
+    )
+
+
+class FixMatch(Method):
+    """FixMatch (weak -> strong consistency with a confidence threshold and CutMix).
+
+    Args:
+        num_classes: classes including background.
+        conf_threshold: pseudo-label confidence threshold (0.95).
+        cutmix_p: probability of a CutMix box per sample (0.5).
+        unsup_loss: ``"dice"`` (medical reference, default), ``"ce"`` or ``"ce+dice"``.
+        strong_augment: strong-view callable; default ``StrongAugment()``.
+        sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        conf_threshold: float = 0.95,
+        cutmix_p: float = 0.5,
+        unsup_loss: str = "dice",
+        strong_augment: Callable | None = None,
+        sup_loss: Callable | None = None,
+    ) -> None:
+        super().__init__(num_classes, sup_loss)
+        unsupervised_loss(unsup_loss, torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), None)
+        self.conf_threshold = float(conf_threshold)
+        self.cutmix_p = float(cutmix_p)
+        self.unsup_loss = unsup_loss
+        self.strong_augment = build_strong_augment(strong_augment)
+
+    def _joint_weak_forward(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
+        """Student on ``cat(x_l, x_u)``: labelled logits, detached weak logits, encoder features (or None)."""
+        x_l = labeled["image"]
+        label_map(labeled["label"])
+        n_l = x_l.shape[0]
+        logits, feats = student_forward(engine.network, torch.cat([x_l, x_u.to(x_l.dtype)]), need_feats)
+        pred_l, pred_u_w = logits[:n_l], logits[n_l:]
+        f_l = [f[:n_l] for f in feats] if feats is not None else None
+        f_u = [f[n_l:] for f in feats] if feats is not None else None
+        self._store_features(out, "l", f_l, pred_l)
+        self._store_features(out, "u", f_u, pred_u_w)
+        out["pred"] = pred_l
+        return pred_l, pred_u_w, feats
+
+    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+        x_u = self._require_unlabeled(unlabeled, "FixMatch")
+        out: dict = {}
+        pred_l, pred_u_w, _ = self._joint_weak_forward(engine, labeled, x_u, out, self.capture is not None)
+        loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
+
+        conf, plabel = confidence_and_label(pred_u_w)
+        with torch.no_grad():
+            strong = self.strong_augment(x_u)
+        x_s, lab_s, conf_s, _ = cutmix_strong_view(strong, plabel, conf, self.cutmix_p)
+        pred_s = engine.network(x_s)
+        loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_s, conf_s >= self.conf_threshold)
+
+        loss = (loss_sup + loss_unsup) / 2.0
+        out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=(conf >= self.conf_threshold).float().mean())
+        return out

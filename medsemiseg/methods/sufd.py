@@ -1,0 +1,144 @@
+"""SUFD — Sup-Unsup Feature Discriminator (Mano, Saito & Hotta), as a component on top of a base method.
+
+Labelled and unlabelled images differ in quality, and so do the feature maps the network computes for them. SUFD
+trains a discriminator ``D`` to tell the two apart and the segmentation network, adversarially, to make its
+unlabelled features indistinguishable from labelled ones.
+
+Per iteration (``SUFD(base, ...)`` wraps any base method):
+
+1. the base method runs and, because SUFD asked it to, exposes the student's features of the labelled batch and,
+   where its forward passes include one, of the weak unlabelled batch (``feats[feature_index]`` of
+   ``network.encode``, default the deepest; or the soft-max prediction with ``feature_source="prediction"``).
+   Missing ones are computed here with an extra student forward (ClassMix/SupMix never run the student on the weak
+   unlabelled view; the labelled features are then computed without grad, since only ``D`` sees them);
+2. after ``warmup_iters`` iterations, the adversarial term ``BCEWithLogits(D(f_u), 1)`` (make unlabelled look
+   labelled), computed with ``D``'s parameters frozen so the segmentation backward leaves ``D`` untouched, is added
+   to the base loss with weight ``adv_weight`` (default 0.001, adversarial-segmentation practice);
+3. the detached features go to ``engine.state.method_output`` (``feat_l``, ``feat_u``) where the
+   :class:`~medsemiseg.handlers.DiscriminatorStep` handler trains ``D`` (``BCE(D(f_l),1) + BCE(D(f_u),0)``, its own
+   Adam optimiser, lr 1e-4, betas (0.9, 0.99)) after the segmentation optimiser step.
+
+``sufd`` is ClassMix + SUFD and ``supmix_sufd`` SupMix + SUFD (see :func:`medsemiseg.methods.create_method`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medsemiseg.handlers.discriminator import DiscriminatorStep
+
+from .base import Method, student_forward
+
+__all__ = ["SUFD"]
+
+
+class _Frozen:
+    """Context manager: ``requires_grad=False`` on a module's parameters, restored on exit."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.saved: list[bool] = []
+
+    def __enter__(self) -> torch.nn.Module:
+        self.saved = [p.requires_grad for p in self.module.parameters()]
+        self.module.requires_grad_(False)
+        return self.module
+
+    def __exit__(self, *exc: Any) -> None:
+        for p, flag in zip(self.module.parameters(), self.saved):
+            p.requires_grad_(flag)
+
+
+class SUFD(Method):
+    """Add a Sup-Unsup Feature Discriminator to ``base``.
+
+    Args:
+        base: the base method (ClassMix, SupMix, FixMatch, UniMatch...); its loss, pred, terms and handlers are kept.
+        discriminator: ``FeatureDiscriminator(in_channels=...)`` judging the chosen feature map.
+        adv_weight: weight of the adversarial term in the segmentation loss (0.001).
+        warmup_iters: iterations without the adversarial term (``D`` trains from the start).
+        feature_index: which ``network.encode`` level to use (-1: the deepest).
+        feature_source: ``"encoder"`` (default) or ``"prediction"`` (soft-max maps, AdvSemiSeg-style).
+        d_lr: discriminator learning rate (Adam, 1e-4).
+        d_betas: Adam betas (0.9, 0.99).
+        d_optimizer: a ready optimiser for ``D`` instead of Adam(d_lr, d_betas).
+    """
+
+    def __init__(
+        self,
+        base: Method,
+        discriminator: torch.nn.Module,
+        adv_weight: float = 0.001,
+        warmup_iters: int = 0,
+        feature_index: int = -1,
+        feature_source: str = "encoder",
+        d_lr: float = 1e-4,
+        d_betas: Sequence[float] = (0.9, 0.99),
+        d_optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        if not isinstance(base, Method):
+            raise TypeError(f"SUFD(base=...) must be a medsemiseg method, got {type(base).__name__}.")
+        if base.requires_unlabeled is False:
+            raise ValueError("SUFD needs unlabelled images; its base method must be semi-supervised (not 'supervised').")
+        if feature_source not in ("encoder", "prediction"):
+            raise ValueError(f"SUFD(feature_source={feature_source!r}): use 'encoder' or 'prediction'.")
+        super().__init__(base.num_classes, base.sup_loss)
+        self.base = base
+        self.discriminator = discriminator
+        self.adv_weight = float(adv_weight)
+        self.warmup_iters = int(warmup_iters)
+        self.feature_index = int(feature_index)
+        self.feature_source = feature_source
+        base.capture = (feature_source, self.feature_index if feature_source == "encoder" else None)
+        self.discriminator_step = DiscriminatorStep(discriminator, optimizer=d_optimizer, lr=d_lr, betas=d_betas)
+        self.handlers = list(base.handlers) + [self.discriminator_step]
+
+    def __getattr__(self, name: str) -> Any:
+        # expose the base method's settings (teacher, thresholds...) on the combined method
+        if name in ("base", "__setstate__", "__getstate__"):
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        return {**self.base.checkpoint_objects(), "sufd": self.discriminator_step}
+
+    def _features(self, network: torch.nn.Module, x: torch.Tensor, grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            if self.feature_source == "prediction":
+                logits, _ = student_forward(network, x)
+                return torch.softmax(logits.float(), dim=1)
+            if not hasattr(network, "encode"):
+                raise TypeError(f"SUFD(feature_source='encoder') needs network.encode(); {type(network).__name__} has none.")
+            return network.encode(x)[self.feature_index]
+
+    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+        x_u = self._require_unlabeled(unlabeled, "SUFD")
+        out = self.base(engine, labeled, unlabeled)
+        net = engine.network
+        f_l = out.pop("_feat_l", None)
+        f_u = out.pop("_feat_u", None)
+        if f_l is None:
+            f_l = self._features(net, labeled["image"], grad=False)
+        if f_u is None:
+            f_u = self._features(net, x_u, grad=True)
+
+        d = self.discriminator
+        p = next(d.parameters(), None)
+        if p is not None and p.device != f_u.device:
+            d.to(f_u.device)
+        active = engine.state.iteration > self.warmup_iters and self.adv_weight > 0
+        if active:
+            with _Frozen(d):
+                logit_u = d(f_u)
+                loss_adv = F.binary_cross_entropy_with_logits(logit_u.float(), torch.ones_like(logit_u, dtype=torch.float32))
+            out["loss"] = out["loss"] + self.adv_weight * loss_adv
+        else:
+            loss_adv = torch.zeros((), device=f_u.device)
+        out["loss_adv"] = loss_adv
+        out["feat_l"] = f_l.detach()
+        out["feat_u"] = f_u.detach()
+        return out

@@ -1,0 +1,102 @@
+"""``unimatch``: UniMatch, as in ``LiheYoung/UniMatch`` ``more-scenarios/medical/unimatch.py``.
+
+FixMatch plus (a) two strong views, each with its own CutMix box, and (b) a feature-perturbation branch: the
+decoder run on the weak view's encoder features passed through ``Dropout2d(0.5)`` (on every encoder level, as the
+medical UNet does). As in the reference, the clean and perturbed features are decoded in one batch (so decoder
+batch-norm statistics see both), and the three unlabelled terms use the weak prediction's pseudo-label with the
+0.95 confidence mask. Loss ``(L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2``; unlabelled terms Dice by default
+(medical variant), CE optional. Differences from the reference are those of :mod:`.fixmatch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from medsemiseg.losses import unsupervised_loss
+
+from .base import confidence_and_label, dropout_features, label_map
+from .fixmatch import FixMatch, cutmix_strong_view
+
+__all__ = ["UniMatch"]
+
+
+class UniMatch(FixMatch):
+    """UniMatch (dual strong views + feature perturbation).
+
+    Args:
+        num_classes: classes including background.
+        conf_threshold: pseudo-label confidence threshold (0.95).
+        cutmix_p: probability of a CutMix box per sample and view (0.5).
+        fp_dropout: ``Dropout2d`` probability of the feature perturbation (0.5).
+        loss_weights: weights of ``(L_s1, L_s2, L_fp)`` (0.25, 0.25, 0.5); the total is halved as in the reference.
+        unsup_loss: ``"dice"`` (default), ``"ce"`` or ``"ce+dice"``.
+        strong_augment, sup_loss: as :class:`~.fixmatch.FixMatch`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        conf_threshold: float = 0.95,
+        cutmix_p: float = 0.5,
+        fp_dropout: float = 0.5,
+        loss_weights: Sequence[float] = (0.25, 0.25, 0.5),
+        unsup_loss: str = "dice",
+        strong_augment: Callable | None = None,
+        sup_loss: Callable | None = None,
+    ) -> None:
+        super().__init__(num_classes, conf_threshold, cutmix_p, unsup_loss, strong_augment, sup_loss)
+        if len(loss_weights) != 3:
+            raise ValueError(f"UniMatch(loss_weights=...) needs three weights (s1, s2, fp), got {loss_weights}.")
+        self.fp_dropout = float(fp_dropout)
+        self.loss_weights = tuple(float(w) for w in loss_weights)
+
+    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+        x_u = self._require_unlabeled(unlabeled, "UniMatch")
+        net = engine.network
+        if not (hasattr(net, "encode") and hasattr(net, "decode")):
+            raise TypeError(
+                f"UniMatch needs a network with encode()/decode() for feature perturbation; {type(net).__name__} "
+                "has none (use medsemiseg.networks.UNet or DeepLabV3Plus)."
+            )
+        out: dict = {}
+        x_l = labeled["image"]
+        label_map(labeled["label"])
+        n_l, n_u = x_l.shape[0], x_u.shape[0]
+        size = x_l.shape[2:]
+        feats = net.encode(torch.cat([x_l, x_u.to(x_l.dtype)]))
+        feats_fp = dropout_features([f[n_l:] for f in feats], self.fp_dropout)
+        logits_all = net.decode([torch.cat([f, g]) for f, g in zip(feats, feats_fp)], size)
+        logits, pred_fp = logits_all[: n_l + n_u], logits_all[n_l + n_u :]
+        pred_l, pred_u_w = logits[:n_l], logits[n_l:]
+        self._store_features(out, "l", [f[:n_l] for f in feats], pred_l)
+        self._store_features(out, "u", [f[n_l:] for f in feats], pred_u_w)
+        out["pred"] = pred_l
+        loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
+
+        conf, plabel = confidence_and_label(pred_u_w)
+        with torch.no_grad():
+            s1 = self.strong_augment(x_u)
+            s2 = self.strong_augment(x_u)
+        x_s1, lab1, conf1, _ = cutmix_strong_view(s1, plabel, conf, self.cutmix_p)
+        x_s2, lab2, conf2, _ = cutmix_strong_view(s2, plabel, conf, self.cutmix_p)
+        pred_s1, pred_s2 = net(torch.cat([x_s1, x_s2])).chunk(2)
+
+        thr = self.conf_threshold
+        loss_s1 = unsupervised_loss(self.unsup_loss, pred_s1, lab1, conf1 >= thr)
+        loss_s2 = unsupervised_loss(self.unsup_loss, pred_s2, lab2, conf2 >= thr)
+        loss_fp = unsupervised_loss(self.unsup_loss, pred_fp, plabel, conf >= thr)
+        w1, w2, wfp = self.loss_weights
+        loss = (loss_sup + w1 * loss_s1 + w2 * loss_s2 + wfp * loss_fp) / 2.0
+        out.update(
+            loss=loss,
+            loss_sup=loss_sup,
+            loss_s1=loss_s1,
+            loss_s2=loss_s2,
+            loss_fp=loss_fp,
+            loss_unsup=(loss_s1 + loss_s2) / 2.0,
+            mask_ratio=(conf >= thr).float().mean(),
+        )
+        return out
