@@ -7,6 +7,20 @@
 
 from __future__ import annotations
 
+from .intensity import LUNG_WINDOW, CTWindowd, FundusNormalized
 from .mixing import classes_present, classmix_mask, cutmix_box_mask, mix, select_supmix_classes, supmix_paste
+from .views import StrongAugment, weak_transforms
 
-__all__ = ["classes_present", "classmix_mask", "cutmix_box_mask", "mix", "select_supmix_classes", "supmix_paste"]
+__all__ = [
+    "CTWindowd",
+    "FundusNormalized",
+    "LUNG_WINDOW",
+    "StrongAugment",
+    "weak_transforms",
+    "classes_present",
+    "classmix_mask",
+    "cutmix_box_mask",
+    "mix",
+    "select_supmix_classes",
+    "supmix_paste",
+]

@@ -1,0 +1,65 @@
+"""CT windowing and fundus normalisation dictionary transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+
+from medsemiseg.transforms import LUNG_WINDOW, CTWindowd, FundusNormalized
+
+
+def test_ct_window_maps_hu_to_unit_range():
+    hu = torch.tensor([[[-2000.0, -1250.0, -500.0, 250.0, 3000.0]]])  # (1, 1, 5)
+    label = torch.tensor([[[0, 1, 2, 3, 0]]])
+    out = CTWindowd("image")({"image": hu, "label": label})
+    torch.testing.assert_close(out["image"], torch.tensor([[[0.0, 0.0, 0.5, 1.0, 1.0]]]))
+    assert out["image"].dtype == torch.float32
+    assert out["label"] is label  # labels untouched
+
+
+def test_ct_window_defaults_keep_all_lesion_classes_distinct():
+    c, w = LUNG_WINDOW
+    t = CTWindowd("image")
+    assert (t.window_center, t.window_width) == (c, w)
+    # lung, ground-glass, consolidation, effusion (typical HU) must all lie strictly inside (0, 1)
+    hu = torch.tensor([[[-900.0, -500.0, 0.0, 20.0]]])
+    v = t({"image": hu})["image"].flatten()
+    assert ((v > 0) & (v < 1)).all() and (v.diff() > 0).all()
+
+
+def test_ct_window_custom_and_metatensor():
+    img = MetaTensor(torch.full((1, 4, 4), 40.0), meta={"filename_or_obj": "x.nii.gz"})
+    out = CTWindowd(["image"], window_center=40, window_width=400)({"image": img})["image"]
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "x.nii.gz"
+    torch.testing.assert_close(out.as_tensor(), torch.full((1, 4, 4), 0.5))
+    with pytest.raises(ValueError, match="window_width"):
+        CTWindowd("image", window_width=0)
+    with pytest.raises(KeyError):
+        CTWindowd("image")({"label": img})
+    assert "image" not in CTWindowd("image", allow_missing_keys=True)({"label": img})
+
+
+def test_fundus_normalize():
+    rgb = torch.tensor([0.0, 255.0, 51.0]).reshape(3, 1, 1).repeat(1, 2, 2).to(torch.uint8)
+    out = FundusNormalized("image")({"image": rgb})["image"]
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([0.0, 1.0, 0.2]))
+    std = FundusNormalized("image", mean=(0.5, 0.5, 0.2), std=(0.5, 0.25, 1.0))({"image": rgb})["image"]
+    torch.testing.assert_close(std[:, 0, 0], torch.tensor([-1.0, 2.0, 0.0]))
+    out_np = FundusNormalized("image")({"image": np.full((3, 2, 2), 255, np.uint8)})["image"]
+    assert torch.allclose(out_np, torch.ones(3, 2, 2))
+
+
+def test_fundus_normalize_errors():
+    with pytest.raises(ValueError, match="both mean and std"):
+        FundusNormalized("image", mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="4 channels"):
+        FundusNormalized("image", mean=(0.5,) * 3, std=(0.5,) * 3)({"image": torch.zeros(4, 2, 2)})
+
+
+def test_in_compose():
+    t = Compose([CTWindowd("image"), FundusNormalized("rgb")])
+    out = t({"image": torch.zeros(1, 2, 2), "rgb": torch.full((3, 2, 2), 255.0)})
+    assert out["image"].max() <= 1 and torch.allclose(out["rgb"], torch.ones(3, 2, 2))
