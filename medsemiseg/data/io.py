@@ -1,0 +1,566 @@
+"""Readers for every input the package accepts, on top of MONAI's ``LoadImage`` readers.
+
+One entry point per role:
+
+- :func:`read_image` -> ``MetaTensor`` float32, channel-first, MONAI spatial order: ``(C, X, Y)`` for a 2D
+  picture/slice, ``(C, X, Y, Z)`` for a stack (3D NIfTI, DICOM series, multi-frame DICOM).
+- :func:`read_mask` -> ``MetaTensor`` integer ``(1, X, Y[, Z])`` validated against the declared classes.
+- :class:`LoadSliced` -> the MONAI dictionary transform bundles use for train / validation / inference.
+- :func:`iter_slices` -> 2D ``(C, X, Y)`` slices of a 3D input (inference on a CT volume or DICOM series).
+
+Why not plain ``LoadImage``: MONAI's readers disagree on channel placement, ``PydicomReader`` sorts a series by
+``InstanceNumber`` (which scanners and anonymisers renumber) instead of by position along the slice normal,
+multi-frame DICOM comes back with swapped axes, and a mask is never checked.  Everything here still goes through
+``PydicomReader`` / ``NibabelReader`` / ``PILReader`` so the metadata (affine, spacing, file name) is MONAI's.
+
+Every failure on bad input is a single :class:`DataReadError` whose message starts with the offending path and
+says what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor, NibabelReader, PILReader, PydicomReader
+from monai.transforms import LoadImage, MapTransform
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "PICTURE_SUFFIXES",
+    "DataReadError",
+    "LoadSliced",
+    "check_label_values",
+    "detect_format",
+    "file_stem",
+    "is_supported_file",
+    "iter_slices",
+    "list_dicom_files",
+    "num_slices",
+    "read_image",
+    "read_mask",
+]
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_ALL_SUFFIXES = PICTURE_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
+
+
+class DataReadError(ValueError):
+    """One clear error about one input file: the message names the file, what is wrong and the fix."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+# ----------------------------------------------------------------------------------------------------- formats
+
+
+def _suffix(path: str | os.PathLike) -> str:
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def file_stem(path: str | os.PathLike) -> str:
+    """File name without its (double) extension: ``tr_im.nii.gz`` -> ``tr_im``; a folder keeps its name."""
+    p = Path(path)
+    if p.is_dir():
+        return p.name
+    name = p.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else p.stem
+
+
+def _is_dicom_file(path: Path) -> bool:
+    import pydicom
+
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if _suffix(path) in DICOM_SUFFIXES:
+        return True
+    if _suffix(path) in PICTURE_SUFFIXES + NIFTI_SUFFIXES:
+        return False
+    try:
+        return bool(pydicom.misc.is_dicom(str(path)))
+    except OSError:
+        return False
+
+
+def list_dicom_files(folder: str | os.PathLike) -> list[Path]:
+    """DICOM files directly inside ``folder`` (by ``.dcm``/``.dicom``/``.ima`` suffix or the ``DICM`` preamble)."""
+    return sorted(p for p in Path(folder).iterdir() if _is_dicom_file(p))
+
+
+def is_supported_file(path: str | os.PathLike) -> bool:
+    """True for a file whose extension (or DICOM preamble) this module reads."""
+    p = Path(path)
+    return p.is_file() and (_suffix(p) in _ALL_SUFFIXES or _is_dicom_file(p))
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``"dicom-series"``, ``"dicom"``, ``"nifti"`` or ``"picture"``; a :class:`DataReadError` otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise DataReadError(p, "no such file or folder.")
+    if p.is_dir():
+        if not list_dicom_files(p):
+            raise DataReadError(
+                p, "folder holds no DICOM files (expected a DICOM series: *.dcm or files with the DICM preamble)."
+            )
+        return "dicom-series"
+    suffix = _suffix(p)
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in PICTURE_SUFFIXES:
+        return "picture"
+    if _is_dicom_file(p):
+        return "dicom"
+    raise DataReadError(
+        p,
+        f"unknown file type {suffix or '(no extension)'!r}; supported: DICOM ({', '.join(DICOM_SUFFIXES)} or a "
+        f"series folder), NIfTI ({', '.join(NIFTI_SUFFIXES)}), pictures ({', '.join(PICTURE_SUFFIXES)}).",
+    )
+
+
+# ------------------------------------------------------------------------------------------------- raw loading
+
+
+def _picture_converter(role: str):
+    """PIL mode normalisation before ``PILReader`` turns the picture into an array.
+
+    Images: palette / CMYK / YCbCr -> RGB, alpha dropped, 1-bit -> 8-bit grey, 16-bit kept.  Masks: palette
+    pictures keep their *indices* (that is how indexed label PNGs store classes), 1-bit -> 0/255.
+    """
+
+    def convert(img):
+        mode = img.mode
+        if mode == "1":
+            return img.convert("L")
+        if mode.startswith("I;16"):
+            return img.convert("I")
+        if role == "mask":
+            if mode in ("P", "PA"):
+                return img.convert("P") if mode == "PA" else img
+            return img
+        if mode in ("P", "PA", "CMYK", "YCbCr", "RGBA", "RGBa", "RGBX"):
+            return img.convert("RGB")
+        if mode == "LA":
+            return img.convert("L")
+        return img
+
+    return convert
+
+
+def _as_tensor_meta(path: Path, array: np.ndarray, meta: dict) -> MetaTensor:
+    meta = dict(meta)
+    meta["filename_or_obj"] = str(path)
+    return MetaTensor(torch.as_tensor(np.ascontiguousarray(array)), meta=meta)
+
+
+def _load_with(reader, path: Path) -> MetaTensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = LoadImage(reader=reader, image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
+    return out
+
+
+def _dicom_fix_hint(ds) -> str:
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and getattr(ts, "is_compressed", False):
+        return (
+            f" The pixel data is compressed ({ts.name}); install a decoder (pip install pylibjpeg "
+            "pylibjpeg-libjpeg pylibjpeg-openjpeg) or convert the file with `gdcmconv --raw`."
+        )
+    return " The file looks damaged or incomplete; re-export it from the PACS / scanner."
+
+
+def _read_dicom_header(path: Path):
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as e:  # InvalidDicomError, EOF, struct errors on garbage
+        raise DataReadError(path, f"not a readable DICOM file ({type(e).__name__}: {e}).") from e
+
+
+def _dicom_multiframe(path: Path, header) -> MetaTensor:
+    """Multi-frame or colour DICOM, which ``PydicomReader`` returns with the wrong axes: done by hand here."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        arr = np.asarray(ds.pixel_array)
+    except Exception as e:
+        raise DataReadError(path, f"cannot decode the DICOM pixel data ({e}).{_dicom_fix_hint(header)}") from e
+    frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+    spp = int(getattr(header, "SamplesPerPixel", 1) or 1)
+    if frames == 1:
+        arr = arr[None]
+    if spp == 1:
+        arr = arr[..., None]  # (F, rows, cols, S)
+    arr = arr.astype(np.float32) * float(getattr(header, "RescaleSlope", 1) or 1) + float(
+        getattr(header, "RescaleIntercept", 0) or 0
+    )
+    arr = np.transpose(arr, (3, 2, 1, 0))  # (S, X=cols, Y=rows, Z=frames)
+    if frames == 1:
+        arr = arr[..., 0]
+    row_sp, col_sp = (float(v) for v in getattr(header, "PixelSpacing", [1.0, 1.0]))
+    dz = float(getattr(header, "SpacingBetweenSlices", None) or getattr(header, "SliceThickness", None) or 1.0)
+    affine = np.diag([col_sp, row_sp, dz, 1.0])
+    meta = {"affine": affine, "original_affine": affine.copy(), "spacing": np.array([col_sp, row_sp, dz][: arr.ndim - 1])}
+    return _as_tensor_meta(path, arr, meta)
+
+
+def _read_dicom_file(path: Path, header=None) -> MetaTensor:
+    """One DICOM file -> ``(C, X, Y)`` (or ``(C, X, Y, Z)`` for multi-frame), HU via RescaleSlope/Intercept."""
+    header = header if header is not None else _read_dicom_header(path)
+    if "SegmentSequence" in header:
+        raise DataReadError(
+            path,
+            "is a DICOM SEG object, not an image; export the segmentation to NIfTI or PNG (e.g. with "
+            "pydicom-seg or dcmqi) and give it as a mask.",
+        )
+    if int(getattr(header, "NumberOfFrames", 1) or 1) > 1 or int(getattr(header, "SamplesPerPixel", 1) or 1) > 1:
+        return _dicom_multiframe(path, header)
+    try:
+        img = _load_with(PydicomReader(swap_ij=True), path)
+    except Exception as e:
+        raise DataReadError(path, f"cannot decode the DICOM pixel data ({e}).{_dicom_fix_hint(header)}") from e
+    img = img.to(torch.float32)[None]  # (1, X, Y); PydicomReader applied slope/intercept when present
+    img.meta["spacing"] = np.asarray(img.pixdim[:2], dtype=float)
+    return img
+
+
+def _series_sort(headers: list, files: list[Path]) -> tuple[list[int], np.ndarray | None]:
+    """Order of the slices along the slice normal (ImagePositionPatient . (row x col)), and the unit normal."""
+    have_geometry = all(
+        getattr(h, "ImagePositionPatient", None) is not None and getattr(h, "ImageOrientationPatient", None) is not None
+        for h in headers
+    )
+    if have_geometry:
+        iop = np.asarray(headers[0].ImageOrientationPatient, dtype=float)
+        normal = np.cross(iop[:3], iop[3:])
+        pos = [float(np.dot(np.asarray(h.ImagePositionPatient, dtype=float), normal)) for h in headers]
+        return sorted(range(len(files)), key=lambda i: (pos[i], str(files[i]))), normal
+    if all(getattr(h, "InstanceNumber", None) is not None for h in headers):
+        warnings.warn("DICOM series without ImagePositionPatient: slices sorted by InstanceNumber.", stacklevel=3)
+        return sorted(range(len(files)), key=lambda i: (int(headers[i].InstanceNumber), str(files[i]))), None
+    warnings.warn("DICOM series without position or instance numbers: slices sorted by file name.", stacklevel=3)
+    return list(range(len(files))), None
+
+
+def _read_dicom_series(folder: Path) -> MetaTensor:
+    """A DICOM series folder -> ``(1, X, Y, Z)`` float32 HU, slices in patient-position order.
+
+    ``PydicomReader`` reads every slice (HU, spacing and affine from MONAI); the order is our own, by position
+    along the slice normal, because file names and ``InstanceNumber`` are not reliable.
+    """
+    files = list_dicom_files(folder)
+    if not files:
+        raise DataReadError(folder, "folder holds no DICOM files.")
+    headers = [_read_dicom_header(f) for f in files]
+    uids = {str(getattr(h, "SeriesInstanceUID", "")) for h in headers}
+    if len(uids) > 1:
+        raise DataReadError(
+            folder,
+            f"folder mixes {len(uids)} DICOM series (SeriesInstanceUID {sorted(uids)[:3]}...); put each series in "
+            "its own folder.",
+        )
+    order, normal = _series_sort(headers, files)
+    files = [files[i] for i in order]
+    headers = [headers[i] for i in order]
+    slices = []
+    for f, h in zip(files, headers):
+        s = _read_dicom_file(f, h)
+        if s.ndim != 3:
+            raise DataReadError(f, "multi-frame or colour DICOM inside a series folder is not supported.")
+        if slices and s.shape != slices[0].shape:
+            raise DataReadError(
+                f, f"slice size {tuple(s.shape[1:])} differs from the series' {tuple(slices[0].shape[1:])}."
+            )
+        slices.append(s)
+    first = slices[0]
+    vol = torch.stack([s.as_tensor() for s in slices], dim=-1)  # (1, X, Y, Z)
+    affine = np.array(first.affine, dtype=float)
+    if len(slices) > 1 and normal is not None:
+        p0 = np.asarray(headers[0].ImagePositionPatient, dtype=float)
+        p1 = np.asarray(headers[-1].ImagePositionPatient, dtype=float)
+        step = (p1 - p0) / (len(slices) - 1)
+        step[:2] *= -1  # LPS -> RAS, as PydicomReader's affine
+        affine[:3, 2] = step
+    elif normal is not None:
+        dz = float(getattr(headers[0], "SliceThickness", None) or 1.0)
+        affine[:3, 2] = normal * dz * np.array([-1, -1, 1])
+    dz = float(np.linalg.norm(affine[:3, 2])) or 1.0
+    meta = dict(first.meta)
+    meta.update(
+        affine=torch.as_tensor(affine),
+        original_affine=affine.copy(),
+        spacing=np.array([*np.asarray(first.meta["spacing"], dtype=float)[:2], dz]),
+        spatial_shape=np.array(vol.shape[1:]),
+        filename_or_obj=str(folder),
+        series_files=[str(f) for f in files],
+    )
+    return MetaTensor(vol, meta=meta)
+
+
+def _read_nifti(path: Path) -> MetaTensor:
+    try:
+        img = _load_with(NibabelReader(), path)
+    except Exception as e:
+        raise DataReadError(path, f"not a readable NIfTI file ({type(e).__name__}: {e}).") from e
+    shape = tuple(img.shape)
+    # A 2D image is often stored as (X, Y, 1); drop trailing singleton axes beyond the first two.
+    while img.ndim > 2 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = img[None]
+    elif img.ndim == 3:
+        img = img[None]
+    else:
+        raise DataReadError(
+            path,
+            f"NIfTI of shape {shape} has more than 3 non-singleton axes; give a 2D image or a 3D stack of slices "
+            "(split 4D series into volumes first).",
+        )
+    img.meta["spacing"] = np.asarray(img.pixdim[: img.ndim - 1], dtype=float)
+    return img
+
+
+def _read_picture(path: Path, role: str) -> MetaTensor:
+    try:
+        img = _load_with(PILReader(converter=_picture_converter(role)), path)
+    except Exception as e:
+        raise DataReadError(path, f"not a readable picture ({type(e).__name__}: {e}).") from e
+    if img.ndim == 2:
+        img = img[None]
+    elif img.ndim == 3:
+        img = img.permute(2, 0, 1)  # (X, Y, C) -> (C, X, Y); MetaTensor keeps the 2D spatial affine
+    else:
+        raise DataReadError(path, f"unexpected picture array shape {tuple(img.shape)} (multi-page TIFF?).")
+    img.meta["spacing"] = np.ones(2)
+    return img
+
+
+def _read_raw(path: str | os.PathLike, role: str) -> MetaTensor:
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "dicom-series":
+        return _read_dicom_series(p)
+    if fmt == "dicom":
+        return _read_dicom_file(p)
+    if fmt == "nifti":
+        return _read_nifti(p)
+    return _read_picture(p, role)
+
+
+# ------------------------------------------------------------------------------------------------ public reads
+
+
+def read_image(path: str | os.PathLike) -> MetaTensor:
+    """Read any supported image as float32 ``(C, X, Y)`` or ``(C, X, Y, Z)``.
+
+    CT stays in Hounsfield units (DICOM RescaleSlope/Intercept applied), pictures stay 0-255.  ``meta`` keeps
+    MONAI's ``affine``/``original_affine``, ``filename_or_obj`` and a ``spacing`` array (one value per spatial axis).
+    """
+    img = _read_raw(path, "image")
+    return img.to(torch.float32)
+
+
+def check_label_values(values: np.ndarray | torch.Tensor, num_classes: int, path: str | os.PathLike | None) -> None:
+    """Raise :class:`DataReadError` if any label is outside ``0..num_classes-1``; the message lists what was found."""
+    found = np.unique(np.asarray(values))
+    bad = found[(found < 0) | (found >= num_classes)]
+    if bad.size:
+        raise DataReadError(
+            path,
+            f"label values {_fmt_values(bad)} are outside the declared classes 0..{num_classes - 1} "
+            f"(values found: {_fmt_values(found)}). Fix the mask, or declare more classes "
+            "(num_classes / --num-classes), or binarise it with a threshold.",
+        )
+
+
+def _fmt_values(v: np.ndarray, limit: int = 12) -> str:
+    items = [int(x) if float(x).is_integer() else float(x) for x in v[:limit]]
+    return str(items)[:-1] + (", ...]" if v.size > limit else "]")
+
+
+def read_mask(
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    *,
+    threshold: float | None = None,
+    channel: int = 0,
+    dtype: torch.dtype = torch.int64,
+) -> MetaTensor:
+    """Read an integer label map ``(1, X, Y[, Z])``.
+
+    - multi-channel pictures (RGB masks): channel ``channel`` is used (CHASE_DB1's PNGs are not uniformly encoded);
+    - ``threshold``: label = value >= threshold (CHASE_DB1: 128), for anti-aliased or JPEG-damaged binary masks;
+    - otherwise the values must be whole numbers; a mask holding only 0 and 255 becomes 0/1;
+    - with ``num_classes`` every value must lie in ``0..num_classes-1``, else one error names the file and values.
+    """
+    p = Path(path)
+    raw = _read_raw(p, "mask")
+    if raw.shape[0] > 1:
+        if channel >= raw.shape[0]:
+            raise DataReadError(p, f"mask has {raw.shape[0]} channels, channel {channel} asked.")
+        raw = raw[channel : channel + 1]
+    arr = raw.as_tensor()
+    if threshold is not None:
+        out = (arr.to(torch.float64) >= threshold).to(dtype)
+    else:
+        a64 = arr.to(torch.float64)
+        if not torch.all(torch.isfinite(a64)) or not torch.equal(a64, torch.round(a64)):
+            frac = np.unique(a64[a64 != torch.round(a64)].numpy())
+            raise DataReadError(
+                p,
+                f"mask holds non-integer values {_fmt_values(frac)}; labels must be whole numbers "
+                "(was it resampled with linear interpolation?). Re-export it, or give a threshold.",
+            )
+        values = torch.unique(a64)
+        if values.numel() and bool(torch.all((values == 0) | (values == 255))) and bool(torch.any(values == 255)):
+            a64 = a64 / 255.0
+        out = a64.to(dtype)
+    if num_classes is not None:
+        check_label_values(out.numpy(), num_classes, p)
+    return MetaTensor(out, meta=dict(raw.meta))
+
+
+# ------------------------------------------------------------------------------------------------------ slices
+
+
+def num_slices(img: torch.Tensor) -> int:
+    """Number of 2D slices in a ``(C, X, Y)`` (1) or ``(C, X, Y, Z)`` (Z) array."""
+    return 1 if img.ndim == 3 else int(img.shape[-1])
+
+
+def _slice(img: MetaTensor, k: int) -> MetaTensor:
+    out = MetaTensor(img.as_tensor()[..., k].clone(), meta=dict(img.meta))
+    affine = np.array(img.affine, dtype=float)
+    affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * k  # origin of slice k; in-plane spacing unchanged
+    out.affine = torch.as_tensor(affine)
+    out.meta["spacing"] = np.asarray(img.meta.get("spacing", np.ones(3)), dtype=float)[:2]
+    out.meta["slice_index"] = k
+    return out
+
+
+def iter_slices(img: str | os.PathLike | torch.Tensor, *, label: bool = False, **mask_kwargs) -> Iterator[MetaTensor]:
+    """Yield the 2D ``(C, X, Y)`` slices (``meta["slice_index"]`` = k) of an image, a stack or a path to one.
+
+    The affine of slice ``k`` is the volume's, moved to that slice, so a prediction saved with it lands where the
+    slice came from.  A 2D input yields itself once.
+    """
+    if not isinstance(img, torch.Tensor):
+        img = read_mask(img, **mask_kwargs) if label else read_image(img)
+    if not isinstance(img, MetaTensor):
+        img = MetaTensor(img)
+    if img.ndim == 3:
+        yield img
+        return
+    if img.ndim != 4:
+        raise DataReadError(img.meta.get("filename_or_obj"), f"expected (C, X, Y[, Z]) data, got {tuple(img.shape)}.")
+    for k in range(img.shape[-1]):
+        yield _slice(img, k)
+
+
+# ------------------------------------------------------------------------------------------------- transforms
+
+
+class LoadSliced(MapTransform):
+    """Load each key's file into a channel-first 2D ``MetaTensor`` ``(C, X, Y)`` (MONAI dictionary transform).
+
+    Args:
+        keys: keys to load (e.g. ``["image", "label"]``).
+        label_keys: which of ``keys`` are masks (read with :func:`read_mask`, validated).
+        num_classes: declared classes; mask values outside ``0..num_classes-1`` raise an error naming the file.
+        mask_threshold: binarise masks at this value (CHASE_DB1-style PNGs: 128); ``None`` keeps integer labels.
+        mask_channel: channel of multi-channel mask pictures to use.
+        slice_index: for a 3D input, the slice to take; ``None`` accepts only single-slice inputs (use
+            :func:`iter_slices` to run over a whole volume).
+        label_dtype: dtype of loaded masks (``torch.int64`` suits cross-entropy / one-hot).
+        allow_missing_keys: as in MONAI (unlabelled items have no ``"label"``).
+
+    Values that are already tensors / arrays pass through (as ``MetaTensor``), so slices produced by
+    :func:`iter_slices` can go through the same pipeline.  When an image and a mask are both loaded, their
+    spatial sizes must match.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_keys: KeysCollection | None = ("label",),
+        num_classes: int | None = None,
+        mask_threshold: float | None = None,
+        mask_channel: int = 0,
+        slice_index: int | None = None,
+        label_dtype: torch.dtype | str = torch.int64,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_keys = set() if label_keys is None else {label_keys} if isinstance(label_keys, str) else set(label_keys)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.mask_threshold = mask_threshold
+        self.mask_channel = int(mask_channel)
+        self.slice_index = slice_index
+        self.label_dtype = getattr(torch, label_dtype) if isinstance(label_dtype, str) else label_dtype
+
+    def _to_2d(self, img: MetaTensor, key: Hashable) -> MetaTensor:
+        if img.ndim == 3:
+            return img
+        name = img.meta.get("filename_or_obj", key)
+        if self.slice_index is not None:
+            if not -img.shape[-1] <= self.slice_index < img.shape[-1]:
+                raise DataReadError(name, f"slice_index {self.slice_index} out of range for {img.shape[-1]} slices.")
+            return _slice(img, self.slice_index % img.shape[-1])
+        raise DataReadError(
+            name,
+            f"is a stack of {img.shape[-1]} slices; LoadSliced gives 2D items. Prepare the volume into slices "
+            "(python -m medsemiseg.prepare), or pass slice_index, or iterate with medsemiseg.data.iter_slices.",
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        spatial: dict[Hashable, tuple] = {}
+        for key in self.key_iterator(d):
+            value = d[key]
+            is_label = key in self.label_keys
+            if isinstance(value, (str, os.PathLike)):
+                if is_label:
+                    img = read_mask(
+                        value, self.num_classes, threshold=self.mask_threshold, channel=self.mask_channel,
+                        dtype=self.label_dtype,
+                    )
+                else:
+                    img = read_image(value)
+                img = self._to_2d(img, key)
+            else:
+                img = value if isinstance(value, MetaTensor) else MetaTensor(torch.as_tensor(np.asarray(value)))
+                if is_label and self.num_classes is not None:
+                    check_label_values(img.detach().cpu().numpy(), self.num_classes, img.meta.get("filename_or_obj"))
+            d[key] = img
+            spatial[key] = tuple(img.shape[1:])
+        if len(set(spatial.values())) > 1:
+            lab = next((k for k in spatial if k in self.label_keys), list(spatial)[-1])
+            other = next(k for k in spatial if spatial[k] != spatial[lab])
+            raise DataReadError(
+                _name_of(d[lab], data.get(lab)),
+                f"size {spatial[lab]} (X, Y) differs from {other!r} {_name_of(d[other], data.get(other))} of size "
+                f"{spatial[other]}; a mask must have its image's size.",
+            )
+        return d
+
+
+def _name_of(img: Any, fallback: Any) -> str:
+    if isinstance(img, MetaTensor) and img.meta.get("filename_or_obj"):
+        return str(img.meta["filename_or_obj"])
+    return str(fallback)
+

@@ -1,0 +1,717 @@
+"""``python -m medsemiseg.prepare {chase,covid,folder}``: raw data -> 2D slices + a MONAI datalist JSON.
+
+Every subcommand writes, under ``--out DIR``:
+
+- ``images/`` and ``labels/``: the 2D items.  CT slices are 2D NIfTI ``float32`` in HU with the in-plane spacing
+  and the slice's position kept in the affine; CT masks are 2D NIfTI ``uint8``.  Pictures (fundus photographs) are
+  copied unchanged (no re-encoding loss); their masks are written as 0/1 (or 0..K-1) PNGs.
+- ``pool.json``: every prepared item with its role fixed at preparation time (training pool with labels,
+  extra unlabelled images, validation, test).  It lets :func:`resplit_prepared` write a datalist for another
+  labelled fraction / seed without touching the slices.
+- ``datalist.json``: ``{"labeled", "unlabeled", "validation", "test", "meta"}`` for ``--labeled-fraction`` and
+  ``--seed``, paths relative to the JSON's folder (``monai.data.load_decathlon_datalist`` resolves them).
+
+The functions :func:`prepare_covid`, :func:`prepare_chase`, :func:`prepare_folder` are the CLI without argparse;
+:mod:`medsemiseg.data.builtin` runs the very same code on the synthetic data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Flip, Rotate90
+
+from .io import (
+    PICTURE_SUFFIXES,
+    DataReadError,
+    detect_format,
+    file_stem,
+    is_supported_file,
+    iter_slices,
+    list_dicom_files,
+    read_image,
+    read_mask,
+)
+from .splits import carve_heldout, chase_protocol_split, fraction_tag, fraction_text, num_labeled, resolve_count, split_labeled
+
+__all__ = [
+    "CHASE_CLASSES",
+    "COVID_CLASSES",
+    "ORIENTATIONS",
+    "build_datalist",
+    "main",
+    "orient_slice",
+    "prepare_chase",
+    "prepare_covid",
+    "prepare_folder",
+    "resplit_prepared",
+]
+
+COVID_CLASSES = ["background", "ground-glass", "consolidation", "pleural effusion"]
+CHASE_CLASSES = ["background", "vessel"]
+#: Operations on the picture *as displayed upright* (``a[0].T``), applied identically to image and mask.
+ORIENTATIONS = ("as-stored", "rot90", "rot180", "rot270", "flip-lr", "flip-ud", "transpose")
+POOL_FILE = "pool.json"
+DATALIST_FILE = "datalist.json"
+_OUTPUT_DIRS = ("images", "labels")
+_MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_gt")
+
+
+# ------------------------------------------------------------------------------------------------- small utils
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a datalist."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _progress(iterable, total: int | None, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="item", disable=None if enabled else True, leave=False)
+
+
+def orient_slice(img: MetaTensor, orientation: str) -> MetaTensor:
+    """Apply an upright-display operation to a ``(C, X, Y)`` slice; the affine follows (MONAI transforms).
+
+    ``rot90`` turns the displayed picture 90 degrees counter-clockwise (``np.rot90`` on ``a[0].T``), ``flip-lr``
+    mirrors it left-right, ``flip-ud`` top-bottom, ``transpose`` swaps its rows and columns.
+    """
+    if orientation == "as-stored":
+        return img
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"--orientation {orientation!r}: choose one of {', '.join(ORIENTATIONS)}.")
+    if orientation.startswith("rot"):
+        op = Rotate90(k=(4 - int(orientation[3:]) // 90) % 4, spatial_axes=(0, 1))  # display ccw == array cw
+    elif orientation == "flip-lr":
+        op = Flip(spatial_axis=0)
+    elif orientation == "flip-ud":
+        op = Flip(spatial_axis=1)
+    else:  # transpose == flip X after a quarter turn
+        op = Compose([Rotate90(k=1, spatial_axes=(0, 1)), Flip(spatial_axis=0)])
+    moved = op(img)
+    out = MetaTensor(moved.as_tensor().contiguous(), meta=dict(img.meta))  # drop applied_operations bookkeeping
+    out.affine = torch.as_tensor(np.round(np.asarray(moved.affine, dtype=float), 10))
+    return out
+
+
+def _save_nifti_2d(img: torch.Tensor, path: Path, dtype) -> None:
+    import nibabel as nib
+
+    arr = np.asarray(img.detach().cpu().numpy()[0], dtype=dtype)  # (X, Y)
+    affine = np.asarray(img.affine, dtype=float) if isinstance(img, MetaTensor) else np.eye(4)
+    if affine.shape != (4, 4):
+        affine = np.eye(4)
+    nimg = nib.Nifti1Image(arr, affine)
+    nimg.header.set_data_dtype(dtype)
+    nimg.header.set_qform(affine, code=1)
+    nimg.header.set_sform(affine, code=1)
+    nib.save(nimg, str(path))
+
+
+def _save_png_mask(mask: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    arr = mask.detach().cpu().numpy()[0]
+    if arr.max(initial=0) > 255:
+        raise ValueError(f"{path}: labels above 255 cannot be stored in an 8-bit PNG.")
+    Image.fromarray(np.ascontiguousarray(arr.T.astype(np.uint8))).save(str(path))  # (X, Y) -> rows = Y
+
+
+def _check_same_size(image: torch.Tensor, mask: torch.Tensor, image_path, mask_path) -> None:
+    if tuple(image.shape[1:]) != tuple(mask.shape[1:]):
+        raise DataReadError(
+            mask_path,
+            f"mask size {tuple(mask.shape[1:])} (X, Y[, Z]) differs from its image {image_path} of size "
+            f"{tuple(image.shape[1:])}; image and mask must cover the same pixels.",
+        )
+
+
+class _Writer:
+    """Names output files uniquely and records relative paths."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.used: set[str] = set()
+        for d in _OUTPUT_DIRS:
+            (out / d).mkdir(parents=True, exist_ok=True)
+
+    def name(self, stem: str, ext: str) -> str:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "item"
+        cand, i = stem, 1
+        while cand.lower() in self.used:
+            cand, i = f"{stem}_{i}", i + 1
+        self.used.add(cand.lower())
+        return cand + ext
+
+    def ct_pair(self, image: MetaTensor, mask: MetaTensor | None, name: str) -> dict:
+        item = {"image": f"images/{name}"}
+        _save_nifti_2d(image, self.out / item["image"], np.float32)
+        if mask is not None:
+            item["label"] = f"labels/{name}"
+            _save_nifti_2d(mask, self.out / item["label"], np.uint8)
+        return item
+
+    def picture_pair(self, src: Path, mask: MetaTensor | None, name_stem: str) -> dict:
+        fname = self.name(name_stem, _ext(src))
+        item = {"image": f"images/{fname}"}
+        shutil.copyfile(src, self.out / item["image"])
+        if mask is not None:
+            item["label"] = f"labels/{file_stem(fname)}.png"
+            _save_png_mask(mask, self.out / item["label"])
+        return item
+
+
+def _ext(p: Path) -> str:
+    return ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix.lower()
+
+
+def _prepare_out(out: str | os.PathLike, task: str, source: str, overwrite: bool, inputs: Sequence[Path]) -> Path:
+    """Create / check the output folder.
+
+    A non-empty folder is reused only if it is an earlier preparation of the same task from the same source, or
+    with ``overwrite``; then only what this module writes (``images/``, ``labels/``, ``pool.json``,
+    ``datalist*.json``) is removed, never anything else.
+    """
+    out = Path(out).resolve()
+    for p in inputs:
+        rp = Path(p).resolve()
+        for d in _OUTPUT_DIRS:
+            if rp == out / d or (out / d) in rp.parents:
+                raise ValueError(
+                    f"--out {out}: input {p} lies inside {out / d}, which preparation rewrites; choose another --out."
+                )
+        if rp == out:
+            raise ValueError(f"--out {out} is the input folder itself; choose a separate output folder.")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder.")
+    if out.exists() and any(out.iterdir()):
+        same = False
+        pool = out / POOL_FILE
+        if pool.exists():
+            try:
+                meta = json.loads(pool.read_text()).get("meta", {})
+                same = meta.get("task") == task and meta.get("source") == source
+            except (OSError, ValueError):
+                same = False
+        if not (same or overwrite):
+            raise ValueError(
+                f"--out {out} is not empty and is not an earlier '{task}' preparation of {source}; "
+                "pass --overwrite to replace what preparation writes there, or choose an empty folder."
+            )
+        for d in _OUTPUT_DIRS:
+            shutil.rmtree(out / d, ignore_errors=True)
+        for f in list(out.glob("datalist*.json")) + [out / POOL_FILE]:
+            f.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- datalist
+
+
+def _strip(items: Sequence[dict], keys=("image", "label")) -> list[dict]:
+    return [{k: it[k] for k in keys if k in it} for it in items]
+
+
+def build_datalist(pool: dict, labeled_fraction: Any = "1/8", seed: int = 0) -> dict:
+    """Datalist for one labelled fraction and seed from a prepared ``pool`` (see module doc)."""
+    train = pool["train"]
+    if not train:
+        raise ValueError("the prepared pool has no labelled training images; nothing to split.")
+    labeled, rest = split_labeled(train, labeled_fraction, seed)
+    meta = dict(pool["meta"])
+    unlabeled = _strip(rest, ("image",)) + _strip(pool.get("extra_unlabeled", []), ("image",))
+    meta.update(
+        labeled_fraction=fraction_text(labeled_fraction),
+        seed=int(seed),
+        counts={
+            "train": len(train),
+            "labeled": len(labeled),
+            "unlabeled": len(unlabeled),
+            "extra_unlabeled": len(pool.get("extra_unlabeled", [])),
+            "validation": len(pool["validation"]),
+            "test": len(pool["test"]),
+        },
+    )
+    return {
+        "labeled": _strip(labeled),
+        "unlabeled": unlabeled,
+        "validation": _strip(pool["validation"]),
+        "test": _strip(pool["test"]),
+        "meta": meta,
+    }
+
+
+def datalist_filename(labeled_fraction: Any, seed: int) -> str:
+    """``datalist_1-8_seed0.json`` style name for one fraction / seed."""
+    return f"datalist_{fraction_tag(labeled_fraction)}_seed{int(seed)}.json"
+
+
+def resplit_prepared(
+    prepared_dir: str | os.PathLike, labeled_fraction: Any = "1/8", seed: int = 0, filename: str | None = None
+) -> Path:
+    """Write a datalist for another labelled fraction / seed of an already prepared folder; no slice is rewritten.
+
+    Validation and test stay exactly those fixed at preparation.  Returns the new JSON path
+    (``prepared_dir/datalist_<fraction>_seed<seed>.json`` unless ``filename`` is given).
+    """
+    prepared_dir = Path(prepared_dir)
+    pool_path = prepared_dir / POOL_FILE
+    if not pool_path.exists():
+        raise FileNotFoundError(
+            f"{pool_path}: not found; {prepared_dir} is not a folder written by `python -m medsemiseg.prepare`."
+        )
+    pool = json.loads(pool_path.read_text())
+    return write_json(prepared_dir / (filename or datalist_filename(labeled_fraction, seed)),
+                      build_datalist(pool, labeled_fraction, seed))
+
+
+def _finish(out: Path, pool: dict, labeled_fraction: Any, seed: int) -> Path:
+    # Validate the fraction before anything is written, so a bad --labeled-fraction fails cleanly.
+    num_labeled(len(pool["train"]), labeled_fraction)
+    write_json(out / POOL_FILE, pool)
+    return write_json(out / DATALIST_FILE, build_datalist(pool, labeled_fraction, seed))
+
+
+def _holdout(train: list[dict], val_fraction: Any, test_fraction: Any, val_seed: int) -> tuple[list, list, list]:
+    """Carve test, then validation, from labelled items (by their ``group``)."""
+    n = len(train)
+    n_test = resolve_count(test_fraction, n, name="--test-fraction")
+    train, test = carve_heldout(train, n_test, val_seed, [it["group"] for it in train])
+    n_val = resolve_count(val_fraction, len(train), name="--val-fraction")
+    train, val = carve_heldout(train, n_val, val_seed + 1, [it["group"] for it in train])
+    return train, val, test
+
+
+# ------------------------------------------------------------------------------------------------------- covid
+
+
+def _expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files stay; a DICOM series folder stays; any other folder becomes its supported files / series sub-folders."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise DataReadError(p, "no such file or folder.")
+        if p.is_dir() and not list_dicom_files(p):
+            found = sorted(
+                q for q in p.iterdir()
+                if not q.name.startswith(".") and (is_supported_file(q) or (q.is_dir() and list_dicom_files(q)))
+            )
+            if not found:
+                raise DataReadError(p, "folder holds no DICOM, NIfTI or picture files.")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def prepare_covid(
+    image: str | os.PathLike,
+    mask: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    unlabeled: Sequence[str | os.PathLike] = (),
+    labeled_fraction: Any = "1/8",
+    seed: int = 0,
+    val_fraction: Any = 0.1,
+    test_fraction: Any = 0.2,
+    val_seed: int = 0,
+    orientation: str = "as-stored",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """MedSeg COVID-19 CT (``tr_im.nii.gz`` + ``tr_mask.nii.gz``, or a DICOM series + mask) -> 2D slices.
+
+    Each slice of the labelled stack is its own group (MedSeg set 1 mixes >40 patients with no patient ids).
+    ``test_fraction`` of the slices is held out as test, then ``val_fraction`` of the rest as validation; the
+    remaining training slices are split labelled / unlabelled by ``labeled_fraction`` and ``seed``.  Every slice
+    of the ``unlabeled`` volumes joins the unlabelled pool.  Returns the path of ``datalist.json``.
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"--orientation {orientation!r}: choose one of {', '.join(ORIENTATIONS)}.")
+    image, mask = Path(image), Path(mask)
+    extra = _expand_inputs(unlabeled)
+    source = str(image.resolve())
+    out = _prepare_out(out, "covid", source, overwrite, [image, mask, *extra])
+    img = read_image(image)
+    lab = read_mask(mask, len(COVID_CLASSES), dtype=torch.uint8)
+    _check_same_size(img, lab, image, mask)
+    writer = _Writer(out)
+    stem = file_stem(image)
+    train: list[dict] = []
+    pairs = zip(iter_slices(img), iter_slices(lab))
+    for k, (s_img, s_lab) in enumerate(_progress(pairs, _nz(img), f"covid {stem}", progress)):
+        name = writer.name(f"{stem}_{k:03d}", ".nii.gz")
+        item = writer.ct_pair(orient_slice(s_img, orientation), orient_slice(s_lab, orientation), name)
+        train.append({**item, "group": f"{stem}:{k}"})
+    extra_items = _unlabeled_slices(extra, writer, orientation, progress)
+    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed)
+    pool = {
+        "meta": {
+            "task": "covid",
+            "classes": COVID_CLASSES,
+            "source": source,
+            "inputs": {"image": source, "mask": str(mask.resolve()), "unlabeled": [str(p.resolve()) for p in extra]},
+            "orientation": orientation,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "val_seed": int(val_seed),
+            "format": "2D NIfTI float32 HU images, uint8 masks; arrays (X, Y), show upright as a.T",
+        },
+        "train": train,
+        "extra_unlabeled": extra_items,
+        "validation": val,
+        "test": test,
+    }
+    return _finish(out, pool, labeled_fraction, seed)
+
+
+def _nz(img: torch.Tensor) -> int:
+    return 1 if img.ndim == 3 else int(img.shape[-1])
+
+
+def _unlabeled_slices(paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool) -> list[dict]:
+    items: list[dict] = []
+    for p in paths:
+        fmt = detect_format(p)
+        stem = file_stem(p)
+        if fmt == "picture":
+            items.append({**writer.picture_pair(p, None, stem), "group": f"unlabeled:{stem}"})
+            continue
+        img = read_image(p)
+        for k, s in enumerate(_progress(iter_slices(img), _nz(img), f"unlabeled {stem}", progress)):
+            name = writer.name(f"{stem}_{k:03d}" if img.ndim == 4 else stem, ".nii.gz")
+            items.append({**writer.ct_pair(orient_slice(s, orientation), None, name), "group": f"unlabeled:{stem}"})
+    return items
+
+
+# ------------------------------------------------------------------------------------------------------- chase
+
+_CHASE_RE = re.compile(r"^Image_(\d+)([LR])\.(jpe?g|png|tiff?)$", re.IGNORECASE)
+
+
+def prepare_chase(
+    src_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    protocol: str = "20/8",
+    observer: str = "1stHO",
+    unlabeled: Sequence[str | os.PathLike] = (),
+    labeled_fraction: Any = "1/8",
+    seed: int = 0,
+    val_fraction: Any = 0,
+    val_seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """CHASE_DB1 (``Image_01L.jpg`` ... with ``Image_01L_1stHO.png`` masks) -> images + 0/1 PNG masks.
+
+    Train / test by the sorted-name ``protocol`` (``"20/8"`` default, ``"8/20"`` older).  With ``val_fraction``
+    0 (default) the validation list *is* the test list (mmsegmentation's convention on this tiny data set);
+    otherwise that share of the training images is held out, whole children (L and R eye) at a time.
+    Masks: channel 0, >= 128 -> vessel.  Returns the path of ``datalist.json``.
+    """
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise DataReadError(src, "is not a folder; give the CHASE_DB1 folder holding Image_01L.jpg ...")
+    if observer not in ("1stHO", "2ndHO"):
+        raise ValueError(f"--observer {observer!r}: choose 1stHO (usual ground truth) or 2ndHO.")
+    images = sorted(p for p in src.iterdir() if _CHASE_RE.match(p.name))
+    if not images:
+        raise DataReadError(src, "holds no CHASE_DB1 images (Image_01L.jpg ... Image_14R.jpg).")
+    if len(images) != 28:
+        warnings.warn(f"{src}: {len(images)} CHASE_DB1 images instead of 28; protocol {protocol} scaled.", stacklevel=2)
+    extra = _expand_inputs(unlabeled)
+    source = str(src.resolve())
+    train_names, test_names = chase_protocol_split([p.name for p in images], protocol)
+    out = _prepare_out(out, "chase", source, overwrite, [src, *extra])
+    writer = _Writer(out)
+    items: dict[str, dict] = {}
+    for p in _progress(images, len(images), "chase", progress):
+        stem = file_stem(p)
+        candidates = [q for q in src.glob(f"{stem}_{observer}.*") if q.suffix.lower() in PICTURE_SUFFIXES]
+        if not candidates:
+            raise DataReadError(p, f"has no {observer} mask (expected {src / (stem + '_' + observer + '.png')}).")
+        img = read_image(p)
+        lab = read_mask(candidates[0], len(CHASE_CLASSES), threshold=128, channel=0, dtype=torch.uint8)
+        _check_same_size(img, lab, p, candidates[0])
+        child = _CHASE_RE.match(p.name).group(1)
+        items[p.name] = {**writer.picture_pair(p, lab, stem), "group": f"child{int(child):02d}"}
+    train = [items[n] for n in train_names]
+    test = [items[n] for n in test_names]
+    if resolve_count(val_fraction, len(train), name="--val-fraction") > 0:
+        train, val, _ = _holdout(train, val_fraction, 0, val_seed)
+        val_is_test = False
+    else:
+        val, val_is_test = list(test), True
+    extra_items = _unlabeled_slices(extra, writer, "as-stored", progress)
+    pool = {
+        "meta": {
+            "task": "chase",
+            "classes": CHASE_CLASSES,
+            "source": source,
+            "inputs": {"src_dir": source, "unlabeled": [str(p.resolve()) for p in extra]},
+            "protocol": protocol,
+            "observer": observer,
+            "val_fraction": val_fraction,
+            "validation_is_test": val_is_test,
+            "val_seed": int(val_seed),
+            "format": "fundus pictures copied as is (RGB 0-255), masks 0/1 PNG",
+        },
+        "train": train,
+        "extra_unlabeled": extra_items,
+        "validation": val,
+        "test": test,
+    }
+    return _finish(out, pool, labeled_fraction, seed)
+
+
+# ------------------------------------------------------------------------------------------------------ folder
+
+
+def _is_mask_name(p: Path) -> bool:
+    return file_stem(p).lower().endswith(_MASK_SUFFIXES)
+
+
+def _image_sources(folder: Path, skip_dirs: set[str]) -> tuple[list[Path], list[Path]]:
+    """(images, skipped files) in ``folder``: supported files that are not masks, and DICOM series sub-folders."""
+    images, skipped = [], []
+    for q in sorted(folder.iterdir()):
+        if q.name.startswith("."):
+            continue
+        if q.is_dir():
+            if q.name.lower() not in skip_dirs and list_dicom_files(q):
+                images.append(q)
+            continue
+        if is_supported_file(q):
+            if not _is_mask_name(q):
+                images.append(q)
+        else:
+            skipped.append(q)
+    return images, skipped
+
+
+def find_mask(image: Path, src: Path) -> Path | None:
+    """The mask of ``image`` by the documented rule (see ``docs/data.md``), or ``None``.
+
+    Looked for, in order: ``SRC/labels/<stem>.*``, ``SRC/masks/<stem>.*`` (also with a ``_mask``/``_label``/``_seg``
+    suffix there), then next to the image ``<stem>_mask.*``, ``<stem>_label.*``, ``<stem>_seg.*``, ``<stem>_gt.*``.
+    More than one match in the first place that has any is an error.
+    """
+    stem = file_stem(image)
+    places: list[tuple[Path, list[str]]] = []
+    for d in ("labels", "masks", "Labels", "Masks"):
+        if (src / d).is_dir():
+            places.append((src / d, [stem] + [stem + s for s in _MASK_SUFFIXES]))
+    places.append((image.parent, [stem + s for s in _MASK_SUFFIXES]))
+    for folder, stems in places:
+        hits = [
+            q for q in sorted(folder.iterdir())
+            if q.is_file() and is_supported_file(q) and file_stem(q) in stems and q != image
+        ]
+        if len(hits) > 1:
+            raise DataReadError(image, f"has several candidate masks {[str(h) for h in hits]}; keep only one.")
+        if hits:
+            return hits[0]
+    return None
+
+
+def prepare_folder(
+    src_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    task: str = "folder",
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    mask_threshold: float | None = None,
+    labeled_fraction: Any = "1/8",
+    seed: int = 0,
+    val_fraction: Any = 0.1,
+    test_fraction: Any = 0.0,
+    val_seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Any folder of DICOM series / DICOM files / NIfTI / pictures with optional masks -> 2D items.
+
+    Images with a mask (matched by :func:`find_mask`) form the labelled pool; images without one, and everything in
+    ``SRC/unlabeled/``, are unlabelled.  3D inputs become slices that share a group, so validation / test never
+    split a volume.  ``num_classes`` defaults to (largest label found) + 1.  Returns the path of ``datalist.json``.
+    """
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise DataReadError(src, "is not a folder.")
+    skip = {"labels", "masks", "unlabeled", "unlabelled", "images"}
+    img_root = src / "images" if (src / "images").is_dir() else src
+    images, skipped = _image_sources(img_root, skip)
+    unl_dir = next((src / d for d in ("unlabeled", "unlabelled") if (src / d).is_dir()), None)
+    unl_images, unl_skipped = _image_sources(unl_dir, set()) if unl_dir else ([], [])
+    if not images and not unl_images:
+        raise DataReadError(
+            src,
+            "holds no images (DICOM files or series folders, NIfTI, PNG/JPG/TIF/GIF); see docs/data.md for the layout.",
+        )
+    pairs = [(p, find_mask(p, src)) for p in images]
+    if not any(m for _, m in pairs):
+        raise DataReadError(
+            src,
+            "no image has a mask: put masks in labels/<name>.* or next to the image as <name>_mask.* "
+            "(docs/data.md, 'folder').",
+        )
+    source = str(src.resolve())
+    out = _prepare_out(out, task, source, overwrite, [src])
+    writer = _Writer(out)
+    train: list[dict] = []
+    max_label = 0
+    channels: set[int] = set()
+    for p, m in _progress(pairs, len(pairs), f"folder {src.name}", progress):
+        if m is None:
+            unl_images.append(p)
+            continue
+        img = read_image(p)
+        lab = read_mask(m, num_classes, threshold=mask_threshold, dtype=torch.uint8)
+        _check_same_size(img, lab, p, m)
+        max_label = max(max_label, int(lab.max()))
+        channels.add(int(img.shape[0]))
+        stem = file_stem(p)
+        if detect_format(p) == "picture":
+            train.append({**writer.picture_pair(p, lab, stem), "group": stem})
+            continue
+        for k, (si, sl) in enumerate(zip(iter_slices(img), iter_slices(lab))):
+            name = writer.name(f"{stem}_{k:03d}" if img.ndim == 4 else stem, ".nii.gz")
+            train.append({**writer.ct_pair(si, sl, name), "group": stem})
+    extra_items = _unlabeled_slices(unl_images, writer, "as-stored", progress)
+    n_cls = int(num_classes) if num_classes is not None else max(2, max_label + 1)
+    names = list(class_names) if class_names else ["background"] + [f"class{i}" for i in range(1, n_cls)]
+    if len(names) != n_cls:
+        raise ValueError(f"--class-names gives {len(names)} names for {n_cls} classes.")
+    if len(channels) > 1:
+        warnings.warn(f"{src}: images have different channel counts {sorted(channels)}.", stacklevel=2)
+    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed)
+    pool = {
+        "meta": {
+            "task": task,
+            "classes": names,
+            "source": source,
+            "inputs": {"src_dir": source, "skipped": [str(q) for q in skipped + unl_skipped]},
+            "mask_threshold": mask_threshold,
+            "in_channels": sorted(channels)[0] if len(channels) == 1 else sorted(channels),
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "val_seed": int(val_seed),
+        },
+        "train": train,
+        "extra_unlabeled": extra_items,
+        "validation": val,
+        "test": test,
+    }
+    return _finish(out, pool, labeled_fraction, seed)
+
+
+# --------------------------------------------------------------------------------------------------------- CLI
+
+
+def _count(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (fraction in [0, 1) or a whole count)") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="output folder (slices + datalist.json)")
+    common.add_argument("--labeled-fraction", default="1/8", help="1/8, 1/4, 1/2, a decimal, or a count N (default 1/8)")
+    common.add_argument("--seed", type=int, default=0, help="seed of the labelled subset (default 0)")
+    common.add_argument("--val-seed", type=int, default=0, help="seed of the validation/test hold-out (default 0)")
+    common.add_argument("--overwrite", action="store_true", help="replace an existing different preparation in --out")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    parser = argparse.ArgumentParser(
+        prog="python -m medsemiseg.prepare",
+        description="Prepare 2D slices and a MONAI datalist JSON for semi-supervised training (see docs/data.md).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("chase", parents=[common], help="CHASE_DB1 retinal vessel folder")
+    c.add_argument("src_dir", help="folder with Image_01L.jpg ... and Image_01L_1stHO.png ...")
+    c.add_argument("--protocol", choices=["20/8", "8/20"], default="20/8",
+                   help="train/test by sorted name: 20/8 (default, first 20 train) or the older 8/20")
+    c.add_argument("--observer", choices=["1stHO", "2ndHO"], default="1stHO", help="annotator (default 1stHO)")
+    c.add_argument("--val-fraction", type=_count, default=0.0,
+                   help="share/count of training images held out for validation; 0 (default) = validate on test")
+    c.add_argument("--unlabeled", nargs="*", default=[], help="extra unlabelled fundus pictures (files or folders)")
+
+    v = sub.add_parser("covid", parents=[common], help="MedSeg COVID-19 CT (NIfTI stack or DICOM series + mask)")
+    v.add_argument("--image", "--src", dest="image", required=True, help="tr_im.nii.gz, or a DICOM series folder")
+    v.add_argument("--mask", required=True, help="tr_mask.nii.gz (0 bg, 1 ground-glass, 2 consolidation, 3 effusion)")
+    v.add_argument("--unlabeled", nargs="*", default=[], help="more volumes / series / folders of them, no masks")
+    v.add_argument("--val-fraction", type=_count, default=0.1, help="validation share of the non-test slices (0.1)")
+    v.add_argument("--test-fraction", type=_count, default=0.2, help="test share of the labelled slices (0.2)")
+    v.add_argument("--orientation", choices=ORIENTATIONS, default="as-stored",
+                   help="operation on the upright picture if your copy is stored differently (default as-stored)")
+
+    f = sub.add_parser("folder", parents=[common], help="any folder of DICOM / NIfTI / pictures with optional masks")
+    f.add_argument("src_dir", help="folder of images; masks in labels/ or as <name>_mask.*; unlabeled/ for extras")
+    f.add_argument("--task", default="folder", help="task name stored in the datalist meta")
+    f.add_argument("--num-classes", type=int, default=None, help="declared classes (default: largest label + 1)")
+    f.add_argument("--class-names", default=None, help="comma-separated class names, background first")
+    f.add_argument("--mask-threshold", type=float, default=None, help="binarise masks: value >= T -> 1")
+    f.add_argument("--val-fraction", type=_count, default=0.1, help="validation share of the non-test items (0.1)")
+    f.add_argument("--test-fraction", type=_count, default=0.0, help="test share of the labelled items (0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry; returns the exit status (0 ok, 2 bad input with one clear message on stderr)."""
+    args = _parser().parse_args(argv)
+    common = dict(
+        labeled_fraction=args.labeled_fraction, seed=args.seed, val_seed=args.val_seed,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    try:
+        if args.command == "chase":
+            path = prepare_chase(args.src_dir, args.out, protocol=args.protocol, observer=args.observer,
+                                 unlabeled=args.unlabeled, val_fraction=args.val_fraction, **common)
+        elif args.command == "covid":
+            path = prepare_covid(args.image, args.mask, args.out, unlabeled=args.unlabeled,
+                                 val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                 orientation=args.orientation, **common)
+        else:
+            names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
+            path = prepare_folder(args.src_dir, args.out, task=args.task, num_classes=args.num_classes,
+                                  class_names=names, mask_threshold=args.mask_threshold,
+                                  val_fraction=args.val_fraction, test_fraction=args.test_fraction, **common)
+    except (DataReadError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    meta = json.loads(Path(path).read_text())["meta"]
+    c = meta["counts"]
+    print(
+        f"{meta['task']}: {c['labeled']} labeled + {c['unlabeled']} unlabeled "
+        f"(fraction {meta['labeled_fraction']} of {c['train']} training, seed {meta['seed']}), "
+        f"{c['validation']} validation, {c['test']} test -> {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
