@@ -1,0 +1,464 @@
+"""Cost benchmark: seconds per iteration, peak memory and FLOPs of every method, next to its FLOP floor.
+
+``python -m medsemiseg.benchmark.cost`` trains each method for a few iterations with the *real* engine
+(:class:`medsemiseg.engines.SemiSupervisedTrainer`, the method's own handlers — EMA teacher, SUFD discriminator step —
+attached) on fixed in-memory batches of the same sizes for every method, and reports, relative to ``supervised``:
+
+- **s/iter**: median wall time of the timed iterations (after warm-up; CUDA synchronised before every clock read),
+  with the inter-quartile range, so a noisy shared machine shows as a wide range instead of a wrong ratio;
+- **peak memory of a training step**:
+  on CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before the first iteration (model, data);
+  on CPU the growth of the process's peak resident set size: each method runs in its own subprocess, the kernel's
+  high-water mark ``VmHWM`` is reset (``echo 5 > /proc/self/clear_refs``) after the model and data are built, and
+  read after the last iteration, minus ``VmRSS`` at the reset. Where that reset is not permitted the high-water mark
+  is sampled by a 1 ms thread instead (the JSON records which: ``memory_method``). ``tracemalloc`` cannot see
+  torch's allocator and is not used;
+- **FLOPs per iteration**: counted by ``torch.utils.flop_counter.FlopCounterMode`` over one whole iteration
+  (forward passes, backward, the discriminator step; EMA updates are element-wise and not counted), and the
+  **FLOP floor**: the forward/backward passes a method cannot avoid (table :data:`FLOOR_PASSES`) times the measured
+  FLOPs of one image through the segmentation network (``F``) and through the discriminator (``G``), with
+  backward ≈ 2 × forward. ``measured / floor`` above 1 is work an implementation does beyond the minimum (extra
+  passes, a batch that runs with grad where no-grad would do).
+
+Everything is measured in one run, one method after another, with the same seed and batch sizes. The cost module is
+reusable: :func:`measure_method` returns one method's numbers and :func:`cost_table` formats a list of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "FLOOR_PASSES",
+    "TASKS",
+    "CostSettings",
+    "floor_units",
+    "measure_method",
+    "run_cost_benchmark",
+    "cost_table",
+    "main",
+]
+
+#: the data-set shapes of the two tasks: (image channels, classes)
+TASKS = {"covid": (1, 4), "chase": (3, 2)}
+
+#: The passes a method cannot avoid per iteration, in units of one image through the segmentation network
+#: (forward F; backward ≈ 2F, so a trained pass costs 3F) and through the discriminator (G).
+#: ``l``/``u`` multiply the labelled/unlabelled batch sizes. Sources: the issue text and BASELINES.md:
+#: supervised 1 fwd+bwd on the labelled batch; ClassMix/SupMix: +1 no-grad teacher fwd on the weak unlabelled
+#: batch, +1 fwd+bwd on the mixed batch; FixMatch: +1 no-grad fwd on weak, +1 fwd+bwd on strong; UniMatch: weak
+#: with feature perturbation (encoder fwd+bwd and perturbed decoder fwd+bwd ≈ one trained pass; the clean weak decode
+#: is counted at zero) +2 strong views fwd+bwd; SUFD: D fwd+bwd on labelled and unlabelled features (its own step)
+#: and D fwd+bwd on unlabelled features for the adversarial term (the network's part of that backward rides on a
+#: pass already trained, so it is not counted again).
+FLOOR_PASSES: dict[str, dict[str, dict[str, float]]] = {
+    "supervised": {"F": {"l": 3}, "G": {}},
+    "classmix": {"F": {"l": 3, "u": 1 + 3}, "G": {}},
+    "supmix": {"F": {"l": 3, "u": 1 + 3}, "G": {}},
+    "fixmatch": {"F": {"l": 3, "u": 1 + 3}, "G": {}},
+    "unimatch": {"F": {"l": 3, "u": 3 + 2 * 3}, "G": {}},
+    "sufd": {"F": {"l": 3, "u": 1 + 3}, "G": {"l": 3, "u": 3 + 3}},
+    "supmix_sufd": {"F": {"l": 3, "u": 1 + 3}, "G": {"l": 3, "u": 3 + 3}},
+}
+
+FLOOR_TEXT = {
+    "supervised": "1 fwd+bwd (labelled)",
+    "classmix": "sup + teacher fwd (u) + fwd+bwd (mixed u)",
+    "supmix": "sup + teacher fwd (u) + fwd+bwd (mixed u)",
+    "fixmatch": "sup + no-grad fwd (weak u) + fwd+bwd (strong u)",
+    "unimatch": "sup + FP fwd+bwd (weak u) + 2 fwd+bwd (strong u)",
+    "sufd": "classmix + D fwd+bwd (l, u) + D adv fwd+bwd (u)",
+    "supmix_sufd": "supmix + D fwd+bwd (l, u) + D adv fwd+bwd (u)",
+}
+
+
+def floor_units(method: str, b_l: int, b_u: int) -> tuple[float, float]:
+    """(F-units, G-units) of the FLOP floor of ``method`` with batch sizes ``b_l``, ``b_u``."""
+    p = FLOOR_PASSES[method]
+
+    def units(d: dict[str, float]) -> float:
+        return d.get("l", 0) * b_l + d.get("u", 0) * b_u
+
+    return units(p["F"]), units(p["G"])
+
+
+@dataclasses.dataclass
+class CostSettings:
+    task: str = "covid"
+    network: str = "unet"
+    network_kwargs: dict = dataclasses.field(default_factory=dict)
+    image_size: int = 64
+    batch_size: int = 4
+    unlabeled_batch_size: int = 4
+    iters: int = 10
+    warmup: int = 3
+    device: str = "cpu"
+    amp: bool = False
+    threads: int | None = None
+    seed: int = 0
+    method_options: dict = dataclasses.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# memory probes
+# ---------------------------------------------------------------------------------------------------------------
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class _RssPeak:
+    """Peak RSS growth over a block: VmHWM reset through /proc/self/clear_refs, else a 1 ms sampling thread."""
+
+    def __init__(self) -> None:
+        self.method = "none"
+        self.base_kb = 0
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import gc
+
+        gc.collect()
+        self.base_kb = _status_kb("VmRSS") or 0
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            hwm = _status_kb("VmHWM")
+            if hwm is not None and hwm <= self.base_kb + 1024:  # the reset took effect
+                self.method = "VmHWM reset via /proc/self/clear_refs"
+                return
+        except OSError:
+            pass
+        self.method = "VmRSS sampled every 1 ms"
+        self.peak_kb = self.base_kb
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                v = _status_kb("VmRSS") or 0
+                self.peak_kb = max(self.peak_kb, v)
+                time.sleep(0.001)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        """Peak growth in MiB."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        else:
+            self.peak_kb = _status_kb("VmHWM") or 0
+        return max(self.peak_kb - self.base_kb, 0) / 1024.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one method
+# ---------------------------------------------------------------------------------------------------------------
+
+def _batches(s: CostSettings, n: int, in_ch: int, num_classes: int, labelled: bool, seed: int) -> list[dict]:
+    """``n`` fixed batches: smooth random images and label maps with every class present (ClassMix/SupMix masks
+    are then non-trivial), so every method does its full work."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    bs = s.batch_size if labelled else s.unlabeled_batch_size
+    out = []
+    for _ in range(n):
+        field = torch.rand(bs, 1, s.image_size // 8, s.image_size // 8, generator=g)
+        field = F.interpolate(field, size=(s.image_size, s.image_size), mode="bilinear", align_corners=False)
+        img = field.repeat(1, in_ch, 1, 1) + 0.1 * torch.randn(bs, in_ch, s.image_size, s.image_size, generator=g)
+        item = {"image": img.float()}
+        if labelled:
+            # K-1 per-image quantile thresholds -> K roughly equal-area classes
+            q = torch.quantile(field.flatten(1), torch.linspace(0, 1, num_classes + 1)[1:-1], dim=1)  # (K-1, B)
+            lab = sum((field > q[k].view(bs, 1, 1, 1)).long() for k in range(num_classes - 1))
+            item["label"] = lab
+        out.append(item)
+    return out
+
+
+def _count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return float(fc.get_total_flops())
+
+
+def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
+    """Train ``method_name`` for ``s.warmup + s.iters + 1`` iterations and return its costs (see module doc)."""
+    import torch
+    from ignite.engine import Events
+
+    from medsemiseg.engines import SemiSupervisedTrainer
+    from medsemiseg.methods import create_method
+    from medsemiseg.networks import FeatureDiscriminator, get_network
+
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = torch.device(s.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    in_ch, num_classes = TASKS[s.task]
+    torch.manual_seed(s.seed)
+    net = get_network(s.network, in_ch, num_classes, **s.network_kwargs).to(device)
+    options = dict(s.method_options.get(method_name, {}))
+    if method_name.endswith("sufd"):
+        options.setdefault("warmup_iters", 0)  # measure the steady state: adversarial term on from the start
+    method = create_method(method_name, net, num_classes, **options)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    n_total = s.warmup + s.iters + 1
+    lab = [{k: v.to(device) for k, v in b.items()} for b in _batches(s, 4, in_ch, num_classes, True, s.seed)]
+    unl = None
+    if getattr(method, "requires_unlabeled", True):
+        unl = [{k: v.to(device) for k, v in b.items()} for b in _batches(s, 4, in_ch, num_classes, False, s.seed + 1)]
+    trainer = SemiSupervisedTrainer(
+        device=device, max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method,
+        unlabeled_data_loader=unl, epoch_length=n_total, amp=s.amp, decollate=False,
+    )
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    times: list[float] = []
+    clock: dict[str, Any] = {}
+    flops: dict[str, float] = {}
+    flop_iter = n_total  # the last iteration is counted, not timed (the counter slows it down)
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def _start(engine) -> None:
+        if engine.state.iteration == flop_iter:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            clock["fc"] = FlopCounterMode(display=False)
+            clock["fc"].__enter__()
+            return
+        sync()
+        clock["t"] = time.perf_counter()
+
+    # attached last, so it runs after the method's own ITERATION_COMPLETED handlers (EMA update, ...)
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _stop(engine) -> None:
+        if engine.state.iteration == flop_iter:
+            clock["fc"].__exit__(None, None, None)
+            flops["iter"] = float(clock["fc"].get_total_flops())
+            return
+        sync()
+        if engine.state.iteration > s.warmup:
+            times.append(time.perf_counter() - clock["t"])
+
+    probe = _RssPeak() if device.type == "cpu" else None
+    if device.type == "cuda":
+        sync()
+        torch.cuda.reset_peak_memory_stats(device)
+        base_alloc = torch.cuda.memory_allocated(device)
+    else:
+        probe.start()
+    trainer.run()
+    sync()
+    if device.type == "cuda":
+        peak_mb = (torch.cuda.max_memory_allocated(device) - base_alloc) / 2**20
+        mem_method = "torch.cuda.max_memory_allocated - memory_allocated before the first iteration"
+    else:
+        peak_mb = probe.stop()
+        mem_method = f"peak RSS growth ({probe.method})"
+
+    # one image through the network (F) and through a discriminator on its deepest features (G)
+    net.eval()
+    x1 = lab[0]["image"][:1]
+    with torch.no_grad():
+        f_img = _count_flops(lambda: net(x1))
+        feat = net.encode(x1)[-1]
+        disc = FeatureDiscriminator(in_channels=int(net.feature_channels)).to(device)
+        g_img = _count_flops(lambda: disc(feat))
+    fu, gu = floor_units(method_name, s.batch_size, s.unlabeled_batch_size) if method_name in FLOOR_PASSES else (
+        float("nan"), float("nan"))
+    floor = fu * f_img + gu * g_img
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {
+        "method": method_name,
+        "s_per_iter": statistics.median(times),
+        "s_per_iter_q1": q[0],
+        "s_per_iter_q3": q[2],
+        "timed_iters": len(times),
+        "peak_mem_mb": peak_mb,
+        "memory_method": mem_method,
+        "flops_per_iter": flops.get("iter", float("nan")),
+        "flops_floor": floor,
+        "floor_F_units": fu,
+        "floor_G_units": gu,
+        "flops_per_image_fwd": f_img,
+        "flops_disc_per_image_fwd": g_img,
+        "floor_passes": FLOOR_TEXT.get(method_name, ""),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the whole table
+# ---------------------------------------------------------------------------------------------------------------
+
+def _machine(s: CostSettings) -> str:
+    import torch
+
+    if s.device.startswith("cuda") and torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(torch.device(s.device))
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        dev = f"{cpu}, {os.cpu_count()} logical cores, torch threads {s.threads or torch.get_num_threads()}"
+    return f"{dev}; torch {torch.__version__}; Python {platform.python_version()}; {platform.system()}"
+
+
+def run_cost_benchmark(methods: Sequence[str], s: CostSettings, isolate: bool = True, log=print) -> dict[str, Any]:
+    """Measure every method (each in its own subprocess when ``isolate``, which the CPU memory numbers need) and
+    return ``{"settings", "machine", "date", "results": [...]}`` with ratios to ``supervised``."""
+    results = []
+    for m in methods:
+        log(f"[cost] measuring {m} ...")
+        if isolate:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "r.json"
+                cmd = [sys.executable, "-m", "medsemiseg.benchmark.cost", "--_worker", m, "--_settings",
+                       json.dumps(dataclasses.asdict(s)), "--_out", str(out)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0 or not out.is_file():
+                    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+                    log(f"[cost] {m} FAILED (exit {proc.returncode}):\n{tail}")
+                    results.append({"method": m, "error": tail})
+                    continue
+                r = json.loads(out.read_text())
+        else:
+            r = measure_method(m, s)
+        log(f"[cost] {m}: {r['s_per_iter']:.3f} s/iter, peak +{r['peak_mem_mb']:.0f} MiB, "
+            f"{r['flops_per_iter'] / 1e9:.2f} GFLOP/iter (floor {r['flops_floor'] / 1e9:.2f})")
+        results.append(r)
+    ref = next((r for r in results if r.get("method") == "supervised" and "error" not in r), None)
+    for r in results:
+        if ref is not None and "error" not in r:
+            r["time_x_supervised"] = r["s_per_iter"] / ref["s_per_iter"]
+            r["mem_x_supervised"] = r["peak_mem_mb"] / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0 else float("nan")
+            r["flops_x_supervised"] = r["flops_per_iter"] / ref["flops_per_iter"]
+        if "error" not in r:
+            r["measured_over_floor"] = r["flops_per_iter"] / r["flops_floor"] if r["flops_floor"] else float("nan")
+    return {
+        "settings": dataclasses.asdict(s),
+        "machine": _machine(s),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": "python -m medsemiseg.benchmark.cost " + " ".join(sys.argv[1:]),
+        "results": results,
+    }
+
+
+def cost_table(report: dict[str, Any]) -> str:
+    """Markdown table of a :func:`run_cost_benchmark` report."""
+    s = report["settings"]
+    head = (
+        f"{s['task']} shapes, {s['network']} {s['image_size']}×{s['image_size']}, batch {s['batch_size']} labelled + "
+        f"{s['unlabeled_batch_size']} unlabelled, {s['device']}{' + AMP' if s['amp'] else ''}, median of "
+        f"{s['iters']} iterations after {s['warmup']} warm-up; {report['machine']}; {report['date']}\n\n"
+    )
+    lines = [
+        "| method | s/iter (IQR) | × sup | peak mem MiB | × sup | GFLOP/iter | × sup | floor GFLOP | measured/floor | floor passes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            lines.append(f"| {r['method']} | failed | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['method']} | {r['s_per_iter']:.3f} ({r['s_per_iter_q1']:.3f}–{r['s_per_iter_q3']:.3f}) | "
+            f"{r.get('time_x_supervised', float('nan')):.2f} | {r['peak_mem_mb']:.0f} | "
+            f"{r.get('mem_x_supervised', float('nan')):.2f} | {r['flops_per_iter'] / 1e9:.2f} | "
+            f"{r.get('flops_x_supervised', float('nan')):.2f} | {r['flops_floor'] / 1e9:.2f} | "
+            f"{r['measured_over_floor']:.2f} | {r['floor_passes']} |"
+        )
+    mem = {r.get("memory_method") for r in report["results"] if "memory_method" in r}
+    foot = "\n\nPeak memory: " + "; ".join(sorted(m for m in mem if m)) + "." if mem else ""
+    return head + "\n".join(lines) + foot + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m medsemiseg.benchmark.cost", description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", nargs="+", default=list(FLOOR_PASSES), help="methods to measure (supervised first)")
+    p.add_argument("--task", choices=sorted(TASKS), default="covid", help="image channels / classes of this task")
+    p.add_argument("--network", default="unet")
+    p.add_argument("--network-kwargs", default="{}", help='JSON, e.g. \'{"features": [16,32,64,128,256,16]}\'')
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4, help="labelled batch size")
+    p.add_argument("--unlabeled-batch-size", type=int, default=4)
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per method")
+    p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    p.add_argument("--amp", action="store_true", help="autocast + GradScaler (CUDA only)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--method-options", default="{}", help='JSON {method: {option: value}}')
+    p.add_argument("--in-process", action="store_true", help="no subprocess per method (CPU memory then invalid)")
+    p.add_argument("--json", help="write the full report here")
+    p.add_argument("--markdown", help="write the Markdown table here")
+    p.add_argument("--_worker", help=argparse.SUPPRESS)
+    p.add_argument("--_settings", help=argparse.SUPPRESS)
+    p.add_argument("--_out", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._worker:
+        s = CostSettings(**json.loads(a._settings))
+        Path(a._out).write_text(json.dumps(measure_method(a._worker, s)))
+        return 0
+    unknown = [m for m in a.methods if m not in FLOOR_PASSES]
+    if unknown:
+        p.error(f"unknown method(s) {unknown}; choose from {list(FLOOR_PASSES)}")
+    if a.amp and not a.device.startswith("cuda"):
+        p.error("--amp needs --device cuda (autocast on CPU is not what the bundles run)")
+    try:
+        s = CostSettings(
+            task=a.task, network=a.network, network_kwargs=json.loads(a.network_kwargs), image_size=a.image_size,
+            batch_size=a.batch_size, unlabeled_batch_size=a.unlabeled_batch_size, iters=a.iters, warmup=a.warmup,
+            device=a.device, amp=a.amp, threads=a.threads, method_options=json.loads(a.method_options),
+        )
+    except json.JSONDecodeError as e:
+        p.error(f"--network-kwargs / --method-options must be JSON: {e}")
+    if a.iters < 2:
+        p.error("--iters must be at least 2 (median and quartiles)")
+    report = run_cost_benchmark(a.methods, s, isolate=not a.in_process)
+    table = cost_table(report)
+    print(table)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(report, indent=2))
+    if a.markdown:
+        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.markdown).write_text(table)
+    return 1 if any("error" in r for r in report["results"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
