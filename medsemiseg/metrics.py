@@ -1,0 +1,559 @@
+"""Per-class IoU and Dice, mIoU / mDice, as MONAI metrics, ignite handlers and JSON/CSV reports.
+
+Definitions (what every number this package reports means)
+-----------------------------------------------------------
+
+* Per-class IoU and Dice are computed with MONAI's ``MeanIoU`` and ``DiceMetric`` with
+  ``include_background=True``: background is a class like the others.
+* **mIoU is the mean of the per-class IoU over all classes, background included**, as usual in semantic
+  segmentation and in the paper (CHASE_DB1: background and vessel; COVID-19: background, ground-glass,
+  consolidation, pleural effusion). mDice likewise.
+* Aggregation over images (the headline numbers, ``aggregation="image"``): the IoU of each class is computed per
+  image, then averaged over images (MONAI's per-image metric, reduced over the batch dimension); mIoU is the mean
+  of those per-class values.
+* Empty classes: when a class is absent from both the prediction and the label of an image, that image says
+  nothing about the class, so its IoU/Dice there is NaN and is left out of the class's mean over images (MONAI
+  would give NaN with ``ignore_empty=True`` even when the class was wrongly predicted, hiding false positives, and
+  1 with ``ignore_empty=False``, rewarding every image without the class). A class predicted in an image whose
+  label lacks it scores 0 there. A class that occurs in no label and no prediction of the whole set gets NaN and
+  is left out of mIoU (``nanmean``).
+* Also reported, ``aggregation="dataset"`` ("pooled"): intersection and union summed over all pixels of all
+  images before dividing (the confusion-matrix mIoU of mmsegmentation / UniMatch's evaluation), from MONAI's
+  ``get_confusion_matrix``. Pooled and per-image numbers differ when classes are small and absent from many
+  slices (COVID-19 CT), so reports carry both, named ``iou`` / ``iou_pooled``.
+
+Inputs: predictions may be logits or probabilities ``(B, K, X, Y)`` (argmax is taken), one-hot ``(B, K, X, Y)``,
+or label maps ``(B, 1, X, Y)``; labels one-hot or label maps. No post-processing transform is needed in an
+evaluator, though ``AsDiscreted(argmax=True, to_onehot=K)`` outputs are accepted too.
+
+JSON reports write NaN as ``NaN`` (Python's ``json`` reads it back; strict JSON parsers need ``allow_nan``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.handlers import IgniteMetricHandler, from_engine
+from monai.metrics import DiceMetric, MeanIoU
+from monai.metrics.confusion_matrix import get_confusion_matrix
+from monai.networks.utils import one_hot
+
+__all__ = [
+    "PerClassIoUMetric",
+    "PerClassDiceMetric",
+    "PerClassIoU",
+    "PerClassDice",
+    "MIoU",
+    "MDice",
+    "mIoU",
+    "mDice",
+    "compute_segmentation_report",
+    "report_from_per_class",
+    "write_report",
+    "MetricsReportHandler",
+    "AGGREGATION_NOTE",
+]
+
+logger = logging.getLogger(__name__)
+
+AGGREGATION_NOTE = (
+    "iou/dice: per-image per-class values (MONAI MeanIoU/DiceMetric, include_background=True) averaged over "
+    "images; an image where a class is absent from both prediction and label is skipped for that class. "
+    "mIoU/mDice: mean over all classes including background (classes never seen are skipped). "
+    "iou_pooled/dice_pooled: intersection and union summed over the whole set before dividing."
+)
+
+
+def _to_onehot(x: torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
+    """``(B, K, ...)`` scores / one-hot or ``(B, 1, ...)`` label map -> binary one-hot ``(B, K, ...)`` float."""
+    if x.ndim < 3:
+        raise ValueError(f"{name} must be batch-first with a channel dimension (B, C, X, Y), got {tuple(x.shape)}.")
+    if x.shape[1] == num_classes and num_classes > 1:
+        idx = x.argmax(dim=1, keepdim=True)
+    elif x.shape[1] == 1:
+        idx = x.round().long() if torch.is_floating_point(x) else x.long()
+        if idx.numel() and (idx.min() < 0 or idx.max() >= num_classes):
+            raise ValueError(
+                f"{name} holds label values outside 0..{num_classes - 1} (min {int(idx.min())}, max {int(idx.max())}); "
+                f"check num_classes and the label files."
+            )
+    else:
+        raise ValueError(
+            f"{name} has {x.shape[1]} channels; expected {num_classes} (scores or one-hot) or 1 (label map)."
+        )
+    return one_hot(idx, num_classes, dim=1)
+
+
+def _nan_where_both_empty(values: torch.Tensor, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    spatial = tuple(range(2, y.ndim))
+    both_empty = (y.sum(dim=spatial) == 0) & (y_pred.sum(dim=spatial) == 0)
+    return torch.where(both_empty, torch.full_like(values, float("nan")), values)
+
+
+class _PerClassMixin:
+    """Shared input conversion and aggregation of the per-class metrics."""
+
+    num_classes: int
+    aggregation: str
+    output: str
+
+    def _check_options(self, num_classes: int, aggregation: str, output: str) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes={num_classes}: need at least 2 (background + one class).")
+        if aggregation not in ("image", "dataset"):
+            raise ValueError(f"aggregation={aggregation!r}: use 'image' (mean over images) or 'dataset' (pooled).")
+        if output not in ("per_class", "mean"):
+            raise ValueError(f"output={output!r}: use 'per_class' (a (K,) tensor) or 'mean' (a float).")
+
+    def _score_from_counts(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _compute_per_class(self, y_pred: torch.Tensor, y: torch.Tensor, monai_fn: Callable) -> torch.Tensor:
+        p = _to_onehot(y_pred, self.num_classes, "y_pred")
+        t = _to_onehot(y, self.num_classes, "y")
+        if p.shape != t.shape:
+            raise ValueError(f"prediction {tuple(p.shape)} and label {tuple(t.shape)} differ in shape.")
+        if self.aggregation == "dataset":
+            cm = get_confusion_matrix(p, t, include_background=True)  # (B, K, 4): tp, fp, tn, fn
+            return cm[..., [0, 1, 3]]
+        return _nan_where_both_empty(monai_fn(p, t), p, t)
+
+    def _aggregate_per_class(self, buffer: torch.Tensor) -> torch.Tensor:
+        if self.aggregation == "dataset":
+            tp, fp, fn = buffer.sum(dim=0).unbind(-1)
+            per_class = self._score_from_counts(tp, fp, fn)
+        else:
+            per_class = torch.nanmean(buffer.float(), dim=0)
+        if self.output == "mean":
+            return torch.nanmean(per_class)
+        return per_class
+
+
+class PerClassIoUMetric(_PerClassMixin, MeanIoU):
+    """MONAI ``MeanIoU`` returning per-class IoU, with this module's empty-class rule (see module docstring).
+
+    Args:
+        num_classes: classes including background.
+        aggregation: ``"image"`` (per-image IoU averaged over images) or ``"dataset"`` (pooled counts).
+        output: ``"per_class"``: ``aggregate()`` returns a ``(K,)`` tensor (NaN for a class never seen);
+            ``"mean"``: the mIoU, mean over classes including background.
+    """
+
+    def __init__(self, num_classes: int, aggregation: str = "image", output: str = "per_class") -> None:
+        self._check_options(num_classes, aggregation, output)
+        super().__init__(include_background=True, reduction="none", ignore_empty=False)
+        self.num_classes, self.aggregation, self.output = int(num_classes), aggregation, output
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self._compute_per_class(y_pred, y, super()._compute_tensor)
+
+    def _score_from_counts(self, tp, fp, fn):
+        union = tp + fp + fn
+        return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+    def aggregate(self, reduction: Any = None) -> torch.Tensor:  # type: ignore[override]
+        buffer = self.get_buffer()
+        if not isinstance(buffer, torch.Tensor):
+            raise ValueError("PerClassIoUMetric.aggregate: no data accumulated yet.")
+        return self._aggregate_per_class(buffer)
+
+
+class PerClassDiceMetric(_PerClassMixin, DiceMetric):
+    """MONAI ``DiceMetric`` returning per-class Dice, with this module's empty-class rule.
+
+    Same arguments as :class:`PerClassIoUMetric`.
+    """
+
+    def __init__(self, num_classes: int, aggregation: str = "image", output: str = "per_class") -> None:
+        self._check_options(num_classes, aggregation, output)
+        super().__init__(include_background=True, reduction="none", ignore_empty=False, num_classes=int(num_classes))
+        self.num_classes, self.aggregation, self.output = int(num_classes), aggregation, output
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self._compute_per_class(y_pred, y, super()._compute_tensor)
+
+    def _score_from_counts(self, tp, fp, fn):
+        denom = 2 * tp + fp + fn
+        return torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.full_like(tp, float("nan")))
+
+    def aggregate(self, reduction: Any = None) -> torch.Tensor:  # type: ignore[override]
+        buffer = self.get_buffer()
+        if not isinstance(buffer, torch.Tensor):
+            raise ValueError("PerClassDiceMetric.aggregate: no data accumulated yet.")
+        return self._aggregate_per_class(buffer)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ignite handlers (usable in a SupervisedEvaluator's key_val_metric / additional_metrics)
+# ---------------------------------------------------------------------------------------------------------------
+
+_DEFAULT_OT = from_engine(["pred", "label"])
+
+
+class PerClassIoU(IgniteMetricHandler):
+    """Per-class IoU handler: ``engine.state.metrics[name]`` is a ``(num_classes,)`` CPU tensor.
+
+    Reads ``pred`` (logits, one-hot or label map) and ``label`` from the evaluator output by default. For an
+    evaluator's ``additional_metrics``; use :class:`MIoU` as ``key_val_metric``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        aggregation: str = "image",
+        output_transform: Callable = _DEFAULT_OT,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(
+            metric_fn=PerClassIoUMetric(num_classes, aggregation=aggregation, output="per_class"),
+            output_transform=output_transform,
+            save_details=save_details,
+        )
+
+
+class PerClassDice(IgniteMetricHandler):
+    """Per-class Dice handler: ``engine.state.metrics[name]`` is a ``(num_classes,)`` CPU tensor."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        aggregation: str = "image",
+        output_transform: Callable = _DEFAULT_OT,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(
+            metric_fn=PerClassDiceMetric(num_classes, aggregation=aggregation, output="per_class"),
+            output_transform=output_transform,
+            save_details=save_details,
+        )
+
+
+class MIoU(IgniteMetricHandler):
+    """mIoU (mean over classes, background included) as a float: the ``key_val_metric`` for best checkpoints."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        aggregation: str = "image",
+        output_transform: Callable = _DEFAULT_OT,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(
+            metric_fn=PerClassIoUMetric(num_classes, aggregation=aggregation, output="mean"),
+            output_transform=output_transform,
+            save_details=save_details,
+        )
+
+
+class MDice(IgniteMetricHandler):
+    """mDice (mean over classes, background included) as a float."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        aggregation: str = "image",
+        output_transform: Callable = _DEFAULT_OT,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(
+            metric_fn=PerClassDiceMetric(num_classes, aggregation=aggregation, output="mean"),
+            output_transform=output_transform,
+            save_details=save_details,
+        )
+
+
+mIoU = MIoU  # the paper's spelling
+mDice = MDice
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _as_list(v: Any, k: int, name: str) -> list[float] | None:
+    if v is None:
+        return None
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().reshape(-1).tolist()
+    elif isinstance(v, Mapping):
+        v = list(v.values())
+    v = [float(x) for x in v]
+    if len(v) != k:
+        raise ValueError(f"{name} has {len(v)} values but there are {k} class names.")
+    return v
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [x for x in values if not math.isnan(x)]
+    return sum(finite) / len(finite) if finite else float("nan")
+
+
+def report_from_per_class(
+    class_names: Sequence[str],
+    iou: Any,
+    dice: Any = None,
+    iou_pooled: Any = None,
+    dice_pooled: Any = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """Assemble a report dict from per-class values (tensors, lists or name->value mappings in class order).
+
+    Layout: ``{"classes": [...], "per_class": {name: {"iou", "dice", "iou_pooled", "dice_pooled"}}, "mIoU",
+    "mDice", "mIoU_pooled", "mDice_pooled", "aggregation", ...extra}`` (entries without values are omitted).
+    """
+    names = [str(n) for n in class_names]
+    k = len(names)
+    cols = {
+        "iou": _as_list(iou, k, "iou"),
+        "dice": _as_list(dice, k, "dice"),
+        "iou_pooled": _as_list(iou_pooled, k, "iou_pooled"),
+        "dice_pooled": _as_list(dice_pooled, k, "dice_pooled"),
+    }
+    cols = {c: v for c, v in cols.items() if v is not None}
+    if "iou" not in cols:
+        raise ValueError("report_from_per_class: per-class IoU is required.")
+    report: dict[str, Any] = {
+        "classes": names,
+        "per_class": {n: {c: v[i] for c, v in cols.items()} for i, n in enumerate(names)},
+    }
+    means = {"iou": "mIoU", "dice": "mDice", "iou_pooled": "mIoU_pooled", "dice_pooled": "mDice_pooled"}
+    for c, v in cols.items():
+        report[means[c]] = _nanmean(v)
+    report["aggregation"] = AGGREGATION_NOTE
+    if extra:
+        report.update(extra)
+    return report
+
+
+def _per_image_batches(preds: Any, labels: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalise the report inputs into a list of batch-first ``(pred, label)`` pairs with a channel dim."""
+    if isinstance(preds, torch.Tensor) and isinstance(labels, torch.Tensor):
+        p, t = preds, labels
+        if p.ndim == 3:
+            p = p[:, None]
+        if t.ndim == 3:
+            t = t[:, None]
+        return [(p, t)]
+    if isinstance(preds, torch.Tensor) or isinstance(labels, torch.Tensor):
+        raise ValueError("compute_segmentation_report: give preds and labels both as batch tensors or both as lists.")
+    if len(preds) != len(labels):
+        raise ValueError(f"compute_segmentation_report: {len(preds)} predictions but {len(labels)} labels.")
+    pairs = []
+    for p, t in zip(preds, labels):
+        p, t = torch.as_tensor(p), torch.as_tensor(t)
+        p = p[None, None] if p.ndim == 2 else p[None]
+        t = t[None, None] if t.ndim == 2 else t[None]
+        pairs.append((p, t))
+    return pairs
+
+
+def compute_segmentation_report(
+    preds: torch.Tensor | Sequence[torch.Tensor],
+    labels: torch.Tensor | Sequence[torch.Tensor],
+    class_names: Sequence[str],
+) -> dict:
+    """Per-class IoU/Dice (per-image mean and pooled), mIoU and mDice of a set of predictions.
+
+    Args:
+        preds: a batch tensor ``(N, X, Y)`` / ``(N, 1, X, Y)`` label maps or ``(N, K, X, Y)`` scores / one-hot;
+            or a list of per-image channel-first tensors ``(X, Y)``, ``(1, X, Y)`` or ``(K, X, Y)`` (images may then
+            differ in size).
+        labels: same layouts as ``preds``.
+        class_names: names in class-index order, background first; ``len(class_names)`` is the class count.
+
+    Returns:
+        the dict of :func:`report_from_per_class` plus ``num_images``.
+    """
+    k = len(class_names)
+    metrics = {
+        "iou": PerClassIoUMetric(k),
+        "dice": PerClassDiceMetric(k),
+        "iou_pooled": PerClassIoUMetric(k, aggregation="dataset"),
+        "dice_pooled": PerClassDiceMetric(k, aggregation="dataset"),
+    }
+    n = 0
+    for p, t in _per_image_batches(preds, labels):
+        for m in metrics.values():
+            m(p, t)
+        n += p.shape[0]
+    if n == 0:
+        raise ValueError("compute_segmentation_report: no images given.")
+    values = {name: m.aggregate() for name, m in metrics.items()}
+    return report_from_per_class(class_names, **values, extra={"num_images": n})
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().tolist() if v.ndim else v.item()
+    if isinstance(v, Mapping):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename an existing file to ``<stem>.<mtime stamp>[.n]<suffix>`` so that nothing is overwritten."""
+    if not path.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime))
+    target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    i = 1
+    while target.exists():
+        target = path.with_name(f"{path.stem}.{stamp}.{i}{path.suffix}")
+        i += 1
+    os.replace(path, target)
+    logger.warning(f"{path} existed: the previous report was kept as {target}")
+    return target
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_report(
+    report: Mapping[str, Any],
+    path_json: str | os.PathLike,
+    path_csv: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write a report as JSON (and optionally CSV: one row per class, then the mean row).
+
+    An existing file is never overwritten silently: unless ``overwrite``, it is renamed to
+    ``<name>.<timestamp><suffix>`` (with a warning) and the new report takes the given name, so the given path
+    always holds the latest report and earlier ones are kept.
+
+    Returns:
+        ``{"json": path, "csv": path}`` of what was written.
+    """
+    written: dict[str, Path] = {}
+    path_json = Path(path_json)
+    path_json.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite:
+        _move_aside(path_json)
+    _atomic_write(path_json, json.dumps(_json_value(dict(report)), indent=2) + "\n")
+    written["json"] = path_json
+    if path_csv is not None:
+        path_csv = Path(path_csv)
+        path_csv.parent.mkdir(parents=True, exist_ok=True)
+        if not overwrite:
+            _move_aside(path_csv)
+        per_class = report.get("per_class", {})
+        cols = [c for c in ("iou", "dice", "iou_pooled", "dice_pooled") if any(c in v for v in per_class.values())]
+        means = {"iou": "mIoU", "dice": "mDice", "iou_pooled": "mIoU_pooled", "dice_pooled": "mDice_pooled"}
+        tmp = path_csv.with_name(f".{path_csv.name}.tmp{os.getpid()}")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["class", *cols])
+            for name, v in per_class.items():
+                w.writerow([name, *(v.get(c, "") for c in cols)])
+            w.writerow(["mean", *(report.get(means[c], "") for c in cols)])
+        os.replace(tmp, path_csv)
+        written["csv"] = path_csv
+    return written
+
+
+class MetricsReportHandler:
+    """Write the per-class report of an evaluation run when the evaluator completes.
+
+    Reads the per-class tensors the :class:`PerClassIoU` / :class:`PerClassDice` handlers put in
+    ``engine.state.metrics`` (and pooled ones if attached under the given names), and writes
+    ``<output_dir>/<filename>.json`` and ``.csv``. With ``filename=None`` the name is ``metrics_<timestamp>``, so
+    every evaluation keeps its own report; with a fixed name an older report is moved aside, never overwritten
+    silently (see :func:`write_report`). Scalar metrics of the engine (e.g. the key metric) go into the JSON under
+    ``"metrics"``.
+
+    Args:
+        class_names: names in class-index order, background first.
+        output_dir: folder for the reports (created).
+        iou_metric: name of the per-class IoU metric in ``engine.state.metrics``.
+        dice_metric: name of the per-class Dice metric (optional: skipped when absent).
+        iou_pooled_metric / dice_pooled_metric: optional names of pooled per-class metrics.
+        filename: report file name without extension; ``None`` for a timestamped name.
+        write_csv: also write the CSV table.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        output_dir: str | os.PathLike,
+        iou_metric: str = "val_per_class_iou",
+        dice_metric: str | None = "val_per_class_dice",
+        iou_pooled_metric: str | None = None,
+        dice_pooled_metric: str | None = None,
+        filename: str | None = None,
+        write_csv: bool = True,
+    ) -> None:
+        self.class_names = [str(c) for c in class_names]
+        self.output_dir = Path(output_dir)
+        self.iou_metric = iou_metric
+        self.dice_metric = dice_metric
+        self.iou_pooled_metric = iou_pooled_metric
+        self.dice_pooled_metric = dice_pooled_metric
+        self.filename = filename
+        self.write_csv = write_csv
+        self.last_written: dict[str, Path] | None = None
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        if not engine.has_event_handler(self, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def _stem(self) -> str:
+        if self.filename:
+            return Path(self.filename).stem if Path(self.filename).suffix in (".json", ".csv") else self.filename
+        stem = f"metrics_{time.strftime('%Y%m%d-%H%M%S')}"
+        base, i = stem, 1
+        while (self.output_dir / f"{stem}.json").exists():
+            stem = f"{base}_{i}"
+            i += 1
+        return stem
+
+    def __call__(self, engine) -> None:
+        metrics = engine.state.metrics
+        if self.iou_metric not in metrics:
+            raise KeyError(
+                f"MetricsReportHandler: engine.state.metrics has no {self.iou_metric!r} (has {sorted(metrics)}); "
+                f"attach medsemiseg.metrics.PerClassIoU to the evaluator under that name (additional_metrics)."
+            )
+
+        def get(name):
+            return metrics.get(name) if name else None
+
+        scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        extra: dict[str, Any] = {"metrics": scalars, "epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration)}
+        best = getattr(engine.state, "best_metric", None)
+        if best is not None and best != -1:
+            extra["best_metric"] = float(best)
+            extra["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
+        report = report_from_per_class(
+            self.class_names,
+            iou=metrics[self.iou_metric],
+            dice=get(self.dice_metric),
+            iou_pooled=get(self.iou_pooled_metric),
+            dice_pooled=get(self.dice_pooled_metric),
+            extra=extra,
+        )
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        stem = self._stem()
+        self.last_written = write_report(
+            report,
+            self.output_dir / f"{stem}.json",
+            self.output_dir / f"{stem}.csv" if self.write_csv else None,
+        )
+        logger.info(f"per-class report written to {self.last_written['json']}")
