@@ -126,6 +126,7 @@ class BenchmarkConfig:
     cell_timeout_s: float | None = None
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     plots: dict[str, Any] = dataclasses.field(default_factory=dict)
+    table_metric: str = "iou"
     description: str = ""
 
     # ---- paths -------------------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def fraction_slug(label: str) -> str:
 _ALLOWED_KEYS = {
     "task", "bundle", "methods", "fractions", "upper_bound", "seeds", "output_dir", "classes", "overrides",
     "method_overrides", "train", "evaluate", "metrics_file", "launcher", "cell_timeout_s", "env", "plots",
-    "description",
+    "description", "table_metric",
 }
 
 
@@ -320,8 +321,11 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         cell_timeout_s=raw.get("cell_timeout_s"),
         env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
         plots=dict(raw.get("plots") or {}),
+        table_metric=str(raw.get("table_metric", "iou")),
         description=str(raw.get("description", "")),
     )
+    if cfg.table_metric not in ("iou", "iou_pooled"):
+        raise err(f"'table_metric' must be 'iou' (per-image mean) or 'iou_pooled', got {cfg.table_metric!r}")
     if not cfg.bundle.is_dir():
         raise err(f"bundle folder {cfg.bundle} does not exist (run from the repository root, or fix 'bundle')")
     return cfg
@@ -403,11 +407,14 @@ def _portable(cmd: Sequence[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def parse_metrics(data: dict, classes: Sequence[str] | None = None, source: str = "metrics") -> dict[str, Any]:
-    """Normalise an evaluation metrics JSON into ``{"iou": {class: v}, "miou": v, "dice": {class: v} | None}``.
+    """Normalise an evaluation metrics JSON into ``{"iou": {class: v}, "miou": v, "dice": {class: v} | None}``
+    plus ``"iou_pooled"``/``"miou_pooled"`` when the file has pooled (whole-set confusion-matrix) IoU.
 
     Accepted forms (values in [0, 1]): ``{"iou": {name: v, ...}, "miou": v, "dice": {...}}``, the same with
     ``"per_class": {name: {"iou": v, "dice": v}}``, or ``"iou"`` as a list in class order (then ``classes`` or
-    ``data["classes"]`` names them). ``miou`` is recomputed as the mean of the per-class IoUs when absent.
+    ``data["classes"]`` names them); ``medsemiseg.metrics.write_report``'s layout (``per_class`` with ``iou``,
+    ``dice``, ``iou_pooled``; ``mIoU``, ``mIoU_pooled``). ``miou`` is the NaN-skipping mean of the per-class IoUs
+    when absent.
     """
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a JSON object with per-class IoU, got {type(data).__name__}")
@@ -427,8 +434,25 @@ def parse_metrics(data: dict, classes: Sequence[str] | None = None, source: str 
     if not iou:
         raise ValueError(f"{source}: no per-class IoU found (expected a key 'iou' or 'per_class'); keys: {sorted(data)}")
     miou = data.get("miou", data.get("mIoU", data.get("mean_iou")))
-    miou = float(miou) if miou is not None else sum(iou.values()) / len(iou)
-    return {"iou": iou, "miou": miou, "dice": dice}
+    miou = float(miou) if miou is not None else _nanmean(iou.values())
+    out: dict[str, Any] = {"iou": iou, "miou": miou, "dice": dice}
+    # pooled (confusion-matrix) IoU, as medsemiseg.metrics reports next to the per-image mean
+    pooled = None
+    if isinstance(data.get("per_class"), dict):
+        pooled = {k: float(v["iou_pooled"]) for k, v in data["per_class"].items()
+                  if isinstance(v, dict) and "iou_pooled" in v} or None
+    if pooled is None and "iou_pooled" in data:
+        pooled = _named(data["iou_pooled"], names, source, "iou_pooled")
+    if pooled:
+        mp = data.get("miou_pooled", data.get("mIoU_pooled"))
+        out["iou_pooled"] = pooled
+        out["miou_pooled"] = float(mp) if mp is not None else _nanmean(pooled.values())
+    return out
+
+
+def _nanmean(values: Iterable[float]) -> float:
+    vals = [v for v in values if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def _named(v: Any, names: Sequence[str] | None, source: str, key: str) -> dict[str, float]:

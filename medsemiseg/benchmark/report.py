@@ -109,7 +109,7 @@ def make_report(cfg: BenchmarkConfig, log=print) -> dict[str, Path]:
         log(f"[benchmark] {cfg.task}: no finished cells yet; no plots")
         return written
     classes = class_names(rows, cfg.classes)
-    summary = summarize(rows, classes, [f.label for f in cfg.fractions], cfg.methods)
+    summary = summarize(rows, classes, [f.label for f in cfg.fractions], cfg.methods, metric=cfg.table_metric)
     out = cfg.task_dir
     written["miou_vs_fraction"] = plots.plot_miou_vs_fraction(
         summary, cfg.methods, out / "miou_vs_fraction.png", title=f"{cfg.task}: mIoU vs labelled fraction"

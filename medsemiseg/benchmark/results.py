@@ -31,6 +31,7 @@ def collect_rows(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             "fraction": cell.fraction.label,
             "seed": cell.seed,
             "miou": m.get("miou"),
+            "miou_pooled": m.get("miou_pooled"),
             "train_s": done.get("train_s"),
             "eval_s": done.get("eval_s"),
             "directory": str(cell.directory),
@@ -39,6 +40,8 @@ def collect_rows(cfg: BenchmarkConfig) -> list[dict[str, Any]]:
             row[f"iou/{name}"] = v
         for name, v in (m.get("dice") or {}).items():
             row[f"dice/{name}"] = v
+        for name, v in (m.get("iou_pooled") or {}).items():
+            row[f"iou_pooled/{name}"] = v
         rows.append(row)
     return rows
 
@@ -66,9 +69,17 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def summarize(
-    rows: Sequence[dict[str, Any]], classes: Sequence[str], fractions: Sequence[str], methods: Sequence[str]
+    rows: Sequence[dict[str, Any]], classes: Sequence[str], fractions: Sequence[str], methods: Sequence[str],
+    metric: str = "iou",
 ) -> list[dict[str, Any]]:
-    """Mean and std over seeds of every class IoU and the mIoU, per (fraction, method), in table order."""
+    """Mean and std over seeds of every class IoU and the mIoU, per (fraction, method), in table order.
+
+    ``metric="iou"`` uses the per-image IoU (``medsemiseg.metrics``' headline), ``"iou_pooled"`` the whole-set
+    confusion-matrix IoU; the summary keys are ``iou/<class>/mean`` etc. either way.
+    """
+    if metric not in ("iou", "iou_pooled"):
+        raise ValueError(f"metric must be 'iou' or 'iou_pooled', got {metric!r}")
+    miou_key = "miou" if metric == "iou" else "miou_pooled"
     out = []
     for f in fractions:
         for m in methods:
@@ -77,11 +88,12 @@ def summarize(
                 continue
             entry: dict[str, Any] = {"task": sel[0]["task"], "fraction": f, "method": m}
             for c in classes:
-                mu, sd, _ = mean_std(r.get(f"iou/{c}") for r in sel)
+                mu, sd, _ = mean_std(r.get(f"{metric}/{c}") for r in sel)
                 entry[f"iou/{c}/mean"], entry[f"iou/{c}/std"] = mu, sd
-            mu, sd, n = mean_std(r.get("miou") for r in sel)
+            mu, sd, n = mean_std(r.get(miou_key) for r in sel)
             entry["miou/mean"], entry["miou/std"], entry["n"] = mu, sd, n
             entry["seeds"] = sorted(r["seed"] for r in sel)
+            entry["metric"] = metric
             out.append(entry)
     return out
 
@@ -138,18 +150,34 @@ def write_summary_csv(summary: Sequence[dict[str, Any]], path: Path) -> Path:
     return write_csv(rows, path)
 
 
+METRIC_TEXT = {
+    "iou": "per-image IoU averaged over test images",
+    "iou_pooled": "pooled IoU (intersection and union summed over the test set)",
+}
+
+
 def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
-    """Write ``results.csv``, ``summary.csv`` and ``results.md`` into ``<output_dir>/<task>/``; return their paths."""
+    """Write ``results.csv``, ``summary.csv`` and ``results.md`` into ``<output_dir>/<task>/``; return their paths.
+
+    ``results.md`` holds the table in the YAML's ``table_metric`` first and, when the cells also report it, the
+    other IoU aggregation second (they differ where small classes are absent from many slices)."""
     rows = collect_rows(cfg)
     classes = class_names(rows, cfg.classes)
     fractions = [f.label for f in cfg.fractions]
-    summary = summarize(rows, classes, fractions, cfg.methods)
+    summary = summarize(rows, classes, fractions, cfg.methods, metric=cfg.table_metric)
     out = cfg.task_dir
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results_csv": write_csv(rows, out / "results.csv"),
              "summary_csv": write_summary_csv(summary, out / "summary.csv")}
-    title = f"### {cfg.task}: per-class IoU and mIoU (%), mean ± std over seeds"
-    md = markdown_table(summary, classes, title) if summary else f"{title}\n\n(no finished cells yet)\n"
+    parts = []
+    metrics = [cfg.table_metric] + [m for m in METRIC_TEXT if m != cfg.table_metric]
+    for metric in metrics:
+        summ = summary if metric == cfg.table_metric else summarize(rows, classes, fractions, cfg.methods, metric)
+        if metric != cfg.table_metric and not any(r.get(f"{metric}/{c}") is not None for r in rows for c in classes):
+            continue
+        title = f"### {cfg.task}: IoU per class and mIoU (%), {METRIC_TEXT[metric]}; mean ± std over seeds"
+        parts.append(markdown_table(summ, classes, title) if summ else f"{title}\n\n(no finished cells yet)\n")
+    md = "\n".join(parts)
     (out / "results.md").write_text(md)
     paths["results_md"] = out / "results.md"
     return paths
