@@ -118,7 +118,7 @@ class SupMix(ClassMix):
         with torch.no_grad():
             x_s = self.strong_augment(img_m)
         pred_s = engine.network(x_s)
-        valid = conf_m >= self.conf_threshold
+        valid = (conf_m >= self.conf_threshold) | paste  # pasted GT pixels always count
         loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_m, valid)
 
         loss = loss_sup + self.unsup_weight * self.unsup_scale * loss_unsup

@@ -1,0 +1,263 @@
+"""SemiSupervisedTrainer with stock MONAI handlers (CPU, 32x32 images, a few iterations each)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+
+import pytest
+import torch
+from monai.data import DataLoader, Dataset
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.handlers import CheckpointLoader, CheckpointSaver, MeanDice, StatsHandler, ValidationHandler, from_engine
+from monai.transforms import AsDiscreted
+
+from medsemiseg.engines import NonFiniteLossError, SemiSupervisedTrainer, from_engine_scalars
+from medsemiseg.methods import Supervised, create_method
+from medsemiseg.networks import UNet
+from medsemiseg.transforms.views import StrongAugment
+
+K = 3
+SIZE = 32
+
+
+def _net() -> UNet:
+    return UNet(in_channels=1, out_channels=K, features=(4, 4, 8, 8, 16, 4))
+
+
+def _labeled_items(n: int) -> list[dict]:
+    items = []
+    for i in range(n):
+        label = torch.zeros(1, SIZE, SIZE)
+        label[0, 4 + i : 14 + i, 6:16] = 1
+        label[0, 18:26, 18 + i % 4 : 28] = 2
+        image = 0.2 + 0.3 * label + 0.05 * torch.rand(1, SIZE, SIZE)
+        items.append({"image": image, "label": label, "idx": torch.tensor(i)})
+    return items
+
+
+def _unlabeled_items(n: int) -> list[dict]:
+    return [{"image": torch.rand(1, SIZE, SIZE), "idx": torch.tensor(100 + i)} for i in range(n)]
+
+
+def _loaders(n_l=3, n_u=4, bl=1, bu=2):
+    lab = DataLoader(Dataset(_labeled_items(n_l)), batch_size=bl, shuffle=True)
+    unl = DataLoader(Dataset(_unlabeled_items(n_u)), batch_size=bu, shuffle=True)
+    return lab, unl
+
+
+class _Recorder(Supervised):
+    """Supervised step that records which labelled and unlabelled items it saw."""
+
+    requires_unlabeled = True
+
+    def __init__(self):
+        super().__init__(K)
+        self.seen_l: list[list[int]] = []
+        self.seen_u: list[list[int]] = []
+
+    def __call__(self, engine, labeled, unlabeled):
+        out = super().__call__(engine, labeled, unlabeled)
+        self.seen_u.append(unlabeled["idx"].tolist())
+        self.seen_l.append(engine.state.batch["idx"].tolist())
+        return out
+
+
+def test_is_a_monai_supervised_trainer_and_cycles_both_loaders_independently():
+    lab, unl = _loaders(n_l=3, n_u=4, bl=1, bu=2)  # 3 labelled batches, 2 unlabelled batches
+    net = _net()
+    method = _Recorder()
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=2, train_data_loader=lab, network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=method,
+        unlabeled_data_loader=unl, epoch_length=7,  # larger than both loaders
+    )
+    assert isinstance(trainer, SupervisedTrainer)
+    trainer.run()
+    assert trainer.state.iteration == 14
+    assert len(method.seen_l) == 14 and len(method.seen_u) == 14
+    # the unlabelled loader: every consecutive pair of batches is one full pass over its 4 items
+    for p in range(7):
+        ids = sorted(method.seen_u[2 * p] + method.seen_u[2 * p + 1])
+        assert ids == [100, 101, 102, 103]
+    # the labelled loader restarted inside the epoch (ignite) and kept cycling: every item seen >= 4 times
+    flat = [i for b in method.seen_l for i in b]
+    assert all(flat.count(i) >= 4 for i in range(3))
+    assert trainer._unlabeled_passes == 7
+
+
+def test_output_has_every_term_and_method_output_keeps_whole_batches():
+    lab, unl = _loaders(n_l=2, n_u=3, bl=2, bu=3)
+    net = _net()
+    method = create_method("supmix_sufd", net, K, strong_augment=StrongAugment(seed=0))
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=method,
+        unlabeled_data_loader=unl, epoch_length=2, decollate=False,
+    )
+    trainer.run()
+    out = trainer.state.output
+    for key in ("image", "label", "pred", "loss", "loss_sup", "loss_unsup", "loss_adv", "mask_ratio", "loss_d", "d_acc"):
+        assert key in out, key
+    assert out["pred"].shape == (2, K, SIZE, SIZE)
+    assert out["loss_sup"].requires_grad is False
+    mo = trainer.state.method_output
+    assert mo["feat_l"].shape[0] == 2 and mo["feat_u"].shape[0] == 3  # different batch sizes survive
+    assert "feat_u" not in out
+    scalars = from_engine_scalars(out)
+    assert {"loss", "loss_sup", "loss_unsup", "loss_adv", "loss_d"} <= set(scalars)
+    assert all(isinstance(v, float) for v in scalars.values())
+
+
+def test_stock_stats_handler_logs_the_terms():
+    lab, unl = _loaders()
+    net = _net()
+    method = create_method("fixmatch", net, K, strong_augment=StrongAugment(seed=0))
+    stream = io.StringIO()
+    logger = logging.getLogger("ssl_train")
+    logger.setLevel(logging.INFO)
+    sink = logging.StreamHandler(stream)
+    logger.addHandler(sink)
+    stats = StatsHandler(name="ssl_train", output_transform=from_engine_scalars)
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=method,
+        unlabeled_data_loader=unl, epoch_length=2, train_handlers=[stats],
+    )
+    try:
+        trainer.run()
+    finally:
+        logger.removeHandler(sink)
+    text = stream.getvalue()
+    assert "loss_sup" in text and "loss_unsup" in text and "mask_ratio" in text
+
+
+def test_checkpoint_round_trip_includes_teacher_and_discriminator(tmp_path):
+    lab, unl = _loaders()
+    net = _net()
+    method = create_method("supmix_sufd", net, K, strong_augment=StrongAugment(seed=0))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method,
+        unlabeled_data_loader=unl, epoch_length=3,
+    )
+    save_dict = {"network": net, "optimizer": opt, "trainer": trainer, **method.checkpoint_objects()}
+    assert {"teacher", "sufd"} <= set(save_dict)
+    CheckpointSaver(save_dir=str(tmp_path), save_dict=save_dict, save_final=True, final_filename="final.pt").attach(trainer)
+    trainer.run()
+    ckpt = tmp_path / "final.pt"
+    assert ckpt.exists()
+
+    net2 = _net()
+    method2 = create_method("supmix_sufd", net2, K, strong_augment=StrongAugment(seed=0))
+    opt2 = torch.optim.Adam(net2.parameters(), lr=1e-3)
+    trainer2 = SemiSupervisedTrainer(
+        device="cpu", max_epochs=2, train_data_loader=lab, network=net2, optimizer=opt2, method=method2,
+        unlabeled_data_loader=unl, epoch_length=3,
+    )
+    load_dict = {"network": net2, "optimizer": opt2, "trainer": trainer2, **method2.checkpoint_objects()}
+    CheckpointLoader(load_path=str(ckpt), load_dict=load_dict, map_location="cpu")(trainer2)
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert same(net, net2)
+    assert same(method.teacher, method2.teacher)
+    assert same(method.discriminator, method2.discriminator)
+    assert method2.discriminator_step.optimizer.state_dict()["state"]  # Adam moments restored
+    assert trainer2.state.iteration == 3 and trainer2.state.epoch == 1
+    trainer2.run()  # resumes: runs only the second epoch
+    assert trainer2.state.iteration == 6
+
+
+def test_validation_handler_with_supervised_evaluator():
+    lab, unl = _loaders()
+    net = _net()
+    val = DataLoader(Dataset(_labeled_items(2)), batch_size=1)
+    post = AsDiscreted(keys=["pred", "label"], argmax=(True, False), to_onehot=K)
+    evaluator = SupervisedEvaluator(
+        device="cpu", val_data_loader=val, network=net, postprocessing=post,
+        key_val_metric={"val_mean_dice": MeanDice(include_background=False, output_transform=from_engine(["pred", "label"]))},
+    )
+    method = create_method("classmix", net, K, strong_augment=StrongAugment(seed=0))
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=2, train_data_loader=lab, network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=method, unlabeled_data_loader=unl,
+        epoch_length=2, train_handlers=[ValidationHandler(validator=evaluator, interval=1, epoch_level=True)],
+    )
+    trainer.run()
+    assert evaluator.state.epoch == 2
+    assert "val_mean_dice" in evaluator.state.metrics
+    assert 0.0 <= evaluator.state.metrics["val_mean_dice"] <= 1.0
+
+
+class _NaNMethod(Supervised):
+    def __call__(self, engine, labeled, unlabeled):
+        out = super().__call__(engine, labeled, unlabeled)
+        bad = out["loss_sup"] * float("nan")
+        out.update(loss=out["loss_sup"] + bad, loss_bad=bad)
+        return out
+
+
+def test_nan_loss_stops_with_a_clear_error_before_any_update(tmp_path):
+    lab, _ = _loaders()
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=_NaNMethod(K),
+        epoch_length=2,
+    )
+    CheckpointSaver(save_dir=str(tmp_path), save_dict={"network": net}, save_interval=1, epoch_level=False).attach(trainer)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 1 .*loss_bad=nan"):
+        trainer.run()
+    assert not list(tmp_path.glob("*.pt"))  # no checkpoint written from the broken iteration
+    for k, v in net.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            assert torch.equal(v, before[k]), k
+
+
+def test_bad_configurations_raise_clear_errors():
+    lab, unl = _loaders()
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    method = create_method("classmix", net, K, strong_augment=StrongAugment(seed=0))
+    with pytest.raises(ValueError, match="unlabeled_data_loader is None"):
+        SemiSupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method)
+    empty = DataLoader(Dataset(_unlabeled_items(1)), batch_size=2, drop_last=True)
+    with pytest.raises(ValueError, match="empty"):
+        SemiSupervisedTrainer(
+            device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method,
+            unlabeled_data_loader=empty,
+        )
+    with pytest.raises(TypeError, match="method"):
+        SemiSupervisedTrainer(device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=None)
+
+
+def test_amp_on_cpu_warns_and_trains_in_float32():
+    lab, _ = _loaders()
+    net = _net()
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=Supervised(K), epoch_length=1, amp=True,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.run()
+    assert any("amp=True needs a CUDA device" in str(w.message) for w in caught)
+    assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_trains_every_method():
+    from medsemiseg.methods import METHOD_NAMES
+
+    for name in METHOD_NAMES:
+        lab, unl = _loaders()
+        net = _net().cuda()
+        method = create_method(name, net, K) if name == "supervised" else create_method(name, net, K, strong_augment=StrongAugment(seed=0))
+        trainer = SemiSupervisedTrainer(
+            device="cuda", max_epochs=1, train_data_loader=lab, network=net,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=method,
+            unlabeled_data_loader=None if name == "supervised" else unl, epoch_length=3, amp=True,
+        )
+        trainer.run()
+        assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"])), name

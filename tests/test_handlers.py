@@ -1,0 +1,153 @@
+"""Handlers that live across iterations: EMA teacher, SUFD discriminator step, ramp-up (CPU, tiny, seconds)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from medsemiseg.handlers import DiscriminatorStep, EMATeacher, RampUp, add_to_output, discriminator_loss, ramp_value
+from medsemiseg.networks import FeatureDiscriminator, UNet
+
+
+def _net() -> UNet:
+    return UNet(in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
+
+
+def _distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return float(sum(((p - q) ** 2).sum() for p, q in zip(a.parameters(), b.parameters())))
+
+
+def _perturb(net: torch.nn.Module, scale: float = 0.1) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+def test_ema_teacher_is_a_frozen_eval_copy():
+    net = _net()
+    ema = EMATeacher(net, alpha=0.99)
+    assert ema.teacher is not net
+    assert not ema.teacher.training
+    assert all(not p.requires_grad for p in ema.teacher.parameters())
+    assert _distance(ema.teacher, net) == 0.0
+
+
+def test_ema_moves_toward_student_with_classmix_alpha():
+    net = _net()
+    ema = EMATeacher(net, alpha=0.99)
+    _perturb(net)
+    # step 0: alpha = min(1 - 1/1, 0.99) = 0 -> the teacher becomes an exact copy of the student
+    ema.update(step=0)
+    assert _distance(ema.teacher, net) == pytest.approx(0.0, abs=1e-12)
+    # later steps: the distance shrinks by alpha^2 (squared L2) with alpha = min(1 - 1/(step+1), 0.99)
+    _perturb(net)
+    before = _distance(ema.teacher, net)
+    ema.update(step=3)
+    after = _distance(ema.teacher, net)
+    assert ema.current_alpha(3) == pytest.approx(0.75)
+    assert after < before
+    assert after == pytest.approx(0.75**2 * before, rel=1e-4)
+    assert ema.current_alpha(10_000) == pytest.approx(0.99)
+
+
+def test_ema_averages_batchnorm_running_stats():
+    net = _net()
+    ema = EMATeacher(net, alpha=0.99)
+    net.train()
+    net(torch.rand(2, 1, 32, 32) * 5 + 3)  # changes BN running statistics of the student only
+    bn_s = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    bn_t = [m for m in ema.teacher.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert not torch.equal(bn_s.running_mean, bn_t.running_mean)
+    ema.update(step=0)
+    assert torch.allclose(bn_s.running_mean, bn_t.running_mean)
+    assert torch.equal(bn_s.num_batches_tracked, bn_t.num_batches_tracked)
+
+
+def test_ema_handler_updates_on_iteration_completed_and_round_trips_state():
+    net = _net()
+    ema = EMATeacher(net, alpha=0.5, true_average_warmup=False)
+    _perturb(net)
+    before = _distance(ema.teacher, net)
+    ema(SimpleNamespace(state=SimpleNamespace(iteration=5)))
+    assert _distance(ema.teacher, net) == pytest.approx(0.25 * before, rel=1e-4)
+    state = ema.state_dict()
+    other = EMATeacher(_net())
+    other.load_state_dict(state)
+    assert _distance(other.teacher, ema.teacher) == 0.0
+    assert other.num_updates == 1
+    with pytest.raises(KeyError, match="teacher"):
+        other.load_state_dict({"weights": 1})
+
+
+def test_ramp_values_and_handler():
+    assert ramp_value(0, 100) == pytest.approx(torch.exp(torch.tensor(-5.0)).item())
+    assert ramp_value(100, 100) == 1.0 and ramp_value(500, 100) == 1.0
+    assert 0.0 < ramp_value(50, 100) < 1.0
+    assert ramp_value(10, 0) == 1.0
+    assert ramp_value(3, 10, start_iter=5) == 0.0
+    assert ramp_value(5, 10, shape="linear") == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="ramp shape"):
+        RampUp(object(), 10, shape="cosine")
+    target = SimpleNamespace(unsup_scale=0.0)
+    ramp = RampUp(target, rampup_iters=10, final_value=2.0, shape="linear")
+    ramp(SimpleNamespace(state=SimpleNamespace(iteration=6)))  # 0-based step 5 -> half way
+    assert target.unsup_scale == pytest.approx(1.0)
+
+
+def _separable_features(n: int = 4, c: int = 8, size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    f_l = torch.randn(n, c, size, size) * 0.3 + 1.0
+    f_u = torch.randn(n, c, size, size) * 0.3 - 1.0
+    return f_l, f_u
+
+
+def test_discriminator_loss_falls_on_separable_inputs():
+    disc = FeatureDiscriminator(in_channels=8, base_channels=8, num_layers=2)
+    step = DiscriminatorStep(disc, lr=1e-3)
+    f_l, f_u = _separable_features()
+    first, _ = step.step(f_l, f_u)
+    for _ in range(40):
+        loss, acc = step.step(f_l, f_u)
+    final, acc = discriminator_loss(disc, f_l, f_u)
+    assert float(final) < 0.5 * float(first)
+    assert float(acc) == 1.0
+
+
+def test_discriminator_step_handler_reads_method_output_and_logs():
+    disc = FeatureDiscriminator(in_channels=8, base_channels=8, num_layers=2)
+    step = DiscriminatorStep(disc, lr=1e-3)
+    f_l, f_u = _separable_features()
+    before = [p.detach().clone() for p in disc.parameters()]
+    engine = SimpleNamespace(
+        state=SimpleNamespace(iteration=1, method_output={"feat_l": f_l, "feat_u": f_u}, output=[{"loss": 1.0}, {"loss": 1.0}])
+    )
+    step(engine)
+    assert any(not torch.equal(a, b) for a, b in zip(before, disc.parameters()))
+    assert all("loss_d" in item and "d_acc" in item for item in engine.state.output)
+    # resumable: D and its optimiser
+    other = DiscriminatorStep(FeatureDiscriminator(in_channels=8, base_channels=8, num_layers=2), lr=1e-3)
+    other.load_state_dict(step.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.discriminator.parameters(), disc.parameters()))
+    assert other.optimizer.state_dict()["state"].keys() == step.optimizer.state_dict()["state"].keys()
+    with pytest.raises(KeyError, match="SUFD"):
+        step(SimpleNamespace(state=SimpleNamespace(iteration=2, method_output={}, output={})))
+
+
+def test_discriminator_step_respects_start_iter():
+    disc = FeatureDiscriminator(in_channels=8, base_channels=8, num_layers=2)
+    step = DiscriminatorStep(disc, start_iter=3)
+    f_l, f_u = _separable_features()
+    before = [p.detach().clone() for p in disc.parameters()]
+    step(SimpleNamespace(state=SimpleNamespace(iteration=3, method_output={"feat_l": f_l, "feat_u": f_u}, output={})))
+    assert all(torch.equal(a, b) for a, b in zip(before, disc.parameters()))
+
+
+def test_add_to_output_handles_dict_and_decollated_list():
+    engine = SimpleNamespace(state=SimpleNamespace(output={"loss": 1}))
+    add_to_output(engine, "x", 2)
+    assert engine.state.output["x"] == 2
+    engine.state.output = [{"a": 1}, {"a": 2}]
+    add_to_output(engine, "x", 3)
+    assert [d["x"] for d in engine.state.output] == [3, 3]

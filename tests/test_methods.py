@@ -1,0 +1,272 @@
+"""Every method trains through the real SemiSupervisedTrainer; method-specific behaviour; SUFD's gradient paths."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.data import DataLoader, Dataset
+
+from medsemiseg.engines import SemiSupervisedTrainer
+from medsemiseg.losses import masked_cross_entropy, masked_dice_loss
+from medsemiseg.methods import (
+    METHOD_NAMES,
+    SUFD,
+    ClassMix,
+    FixMatch,
+    SupMix,
+    UniMatch,
+    canonical_method_name,
+    create_method,
+)
+from medsemiseg.networks import UNet
+from medsemiseg.transforms.views import StrongAugment
+
+K = 4
+SIZE = 32
+EXPECTED_TERMS = {
+    "supervised": {"loss_sup"},
+    "classmix": {"loss_sup", "loss_unsup", "mask_ratio"},
+    "fixmatch": {"loss_sup", "loss_unsup", "mask_ratio"},
+    "unimatch": {"loss_sup", "loss_s1", "loss_s2", "loss_fp", "mask_ratio"},
+    "supmix": {"loss_sup", "loss_unsup", "mask_ratio", "paste_ratio"},
+    "sufd": {"loss_sup", "loss_unsup", "loss_adv", "loss_d", "d_acc"},
+    "supmix_sufd": {"loss_sup", "loss_unsup", "paste_ratio", "loss_adv", "loss_d", "d_acc"},
+}
+
+
+def _net() -> UNet:
+    return UNet(in_channels=1, out_channels=K, features=(4, 4, 8, 8, 16, 4))
+
+
+def _label(i: int) -> torch.Tensor:
+    y = torch.zeros(1, SIZE, SIZE)
+    y[0, 3 + i : 13 + i, 4:14] = 1
+    y[0, 16:24, 16:28] = 2
+    y[0, 26:30, 2 + i : 10 + i] = 3
+    return y
+
+
+def _data(n_l: int = 2, n_u: int = 4):
+    lab = [{"image": 0.2 + 0.2 * _label(i) + 0.05 * torch.rand(1, SIZE, SIZE), "label": _label(i)} for i in range(n_l)]
+    unl = [{"image": 0.2 + 0.2 * _label(i + 1) + 0.05 * torch.rand(1, SIZE, SIZE)} for i in range(n_u)]
+    return lab, unl
+
+
+def _batch(n_l: int = 2, n_u: int = 3):
+    lab, unl = _data(n_l, n_u)
+    labeled = {"image": torch.stack([d["image"] for d in lab]), "label": torch.stack([d["label"] for d in lab])}
+    unlabeled = {"image": torch.stack([d["image"] for d in unl])}
+    return labeled, unlabeled
+
+
+def _engine(net: torch.nn.Module, iteration: int = 1) -> SimpleNamespace:
+    return SimpleNamespace(network=net, loss_function=None, state=SimpleNamespace(iteration=iteration))
+
+
+def _make(name: str, net: torch.nn.Module, **options):
+    if name != "supervised":
+        options.setdefault("strong_augment", StrongAugment(seed=0))
+    return create_method(name, net, K, **options)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_method_trains_through_the_trainer(name):
+    lab, unl = _data()
+    net = _net()
+    before = [p.detach().clone() for p in net.parameters()]
+    method = _make(name, net)
+    seen: list[dict] = []
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=DataLoader(Dataset(lab), batch_size=2, shuffle=True),
+        network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9), method=method,
+        unlabeled_data_loader=None if name == "supervised" else DataLoader(Dataset(unl), batch_size=2, shuffle=True),
+        epoch_length=3,
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output[0])))
+    trainer.run()
+    assert len(seen) == 3
+    for out in seen:
+        assert EXPECTED_TERMS[name] <= set(out), set(out)
+        for key, value in out.items():
+            if key.startswith("loss"):
+                assert torch.isfinite(torch.as_tensor(value)), (key, value)
+    changed = [not torch.equal(a, b) for a, b in zip(before, net.parameters())]
+    assert sum(changed) > len(changed) // 2
+
+
+@pytest.mark.parametrize("name", ["classmix", "fixmatch", "unimatch", "supmix"])
+def test_unsupervised_terms_reach_the_network(name):
+    """With threshold 0 every pseudo-label counts: the unlabelled terms alone must give the student a gradient."""
+    net = _net()
+    labeled, unlabeled = _batch()
+    method = _make(name, net, conf_threshold=0.0)
+    out = method(_engine(net), labeled, unlabeled)
+    terms = ["loss_s1", "loss_s2", "loss_fp"] if name == "unimatch" else ["loss_unsup"]
+    for term in terms:
+        assert float(out[term]) > 0, term
+        grads = torch.autograd.grad(out[term], list(net.parameters()), retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), term
+    assert float(out["mask_ratio"]) == 1.0
+
+
+def test_totals_follow_the_reference_weights():
+    net = _net()
+    labeled, unlabeled = _batch()
+    out = _make("unimatch", net)(_engine(net), labeled, unlabeled)
+    expect = (out["loss_sup"] + 0.25 * out["loss_s1"] + 0.25 * out["loss_s2"] + 0.5 * out["loss_fp"]) / 2
+    assert torch.allclose(out["loss"], expect)
+    out = _make("fixmatch", net)(_engine(net), labeled, unlabeled)
+    assert torch.allclose(out["loss"], (out["loss_sup"] + out["loss_unsup"]) / 2)
+    out = _make("classmix", net, unsup_weight=0.5)(_engine(net), labeled, unlabeled)
+    assert torch.allclose(out["loss"], out["loss_sup"] + 0.5 * out["loss_unsup"])
+
+
+def test_classmix_teacher_is_ema_and_not_trained_by_backprop():
+    lab, unl = _data()
+    net = _net()
+    method = _make("classmix", net)
+    assert isinstance(method, ClassMix)
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=DataLoader(Dataset(lab), batch_size=2), network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1), method=method,
+        unlabeled_data_loader=DataLoader(Dataset(unl), batch_size=2), epoch_length=3,
+    )
+    trainer.run()
+    assert method.ema.num_updates == 3
+    assert all(p.grad is None for p in method.teacher.parameters())
+    # after step 0 the teacher equals the student; later updates keep it between the two weight sets
+    assert any(not torch.equal(a, b) for a, b in zip(method.teacher.parameters(), net.parameters()))
+
+
+def test_supmix_class_selection_modes():
+    net = _net()
+    labeled, unlabeled = _batch()
+    ident = torch.nn.Identity()
+    fixed = SupMix(net, K, supmix_mode="fixed", supmix_classes=[1], strong_augment=ident)
+    out = fixed(_engine(net), labeled, unlabeled)
+    area1 = float((labeled["label"] == 1).float().mean())
+    assert float(out["paste_ratio"]) == pytest.approx(area1, rel=1e-5)  # all labelled images have the same area
+    everything = SupMix(net, K, supmix_mode="all", strong_augment=ident)
+    fg = float((labeled["label"] > 0).float().mean())
+    assert float(everything(_engine(net), labeled, unlabeled)["paste_ratio"]) == pytest.approx(fg, rel=1e-5)
+    half = SupMix(net, K, supmix_mode="random_half", strong_augment=ident)
+    assert 0 < float(half(_engine(net), labeled, unlabeled)["paste_ratio"]) < fg
+    absent = SupMix(net, 5, supmix_mode="fixed", supmix_classes=[4], strong_augment=ident)
+    net5 = UNet(in_channels=1, out_channels=5, features=(4, 4, 8, 8, 16, 4))
+    assert float(absent(_engine(net5), labeled, unlabeled)["paste_ratio"]) == 0.0
+    with_cm = SupMix(net, K, with_classmix=True, strong_augment=ident)
+    assert torch.isfinite(with_cm(_engine(net), labeled, unlabeled)["loss"])
+    with pytest.raises(ValueError, match="supmix_mode"):
+        SupMix(net, K, supmix_mode="some")
+    with pytest.raises(ValueError, match="outside"):
+        SupMix(net, K, supmix_classes=[7])
+
+
+def test_supmix_pasted_pixels_are_always_trained_on():
+    """Pasted pixels carry ground truth with confidence 1, so even a threshold above any softmax keeps them."""
+    net = _net()
+    labeled, unlabeled = _batch()
+    method = SupMix(net, K, supmix_mode="all", conf_threshold=1.01, strong_augment=torch.nn.Identity())
+    out = method(_engine(net), labeled, unlabeled)
+    assert float(out["mask_ratio"]) == pytest.approx(float(out["paste_ratio"]))
+    assert float(out["loss_unsup"]) > 0
+
+
+def test_sufd_adversarial_term_reaches_the_segmentation_network_but_not_the_discriminator():
+    net = _net()
+    labeled, unlabeled = _batch()
+    method = _make("supmix_sufd", net, adv_weight=1.0)
+    assert isinstance(method, SUFD) and isinstance(method.base, SupMix)
+    out = method(_engine(net, iteration=1), labeled, unlabeled)
+    enc = list(net.down_4.parameters())
+    grads = torch.autograd.grad(out["loss_adv"], enc, retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
+    out["loss"].backward()
+    assert all(p.grad is None for p in method.discriminator.parameters())  # D is frozen in the seg backward
+    assert all(p.requires_grad for p in method.discriminator.parameters())  # ... and unfrozen afterwards
+    assert out["feat_l"].shape[1] == net.feature_channels and not out["feat_u"].requires_grad
+
+
+def test_sufd_discriminator_step_leaves_the_segmentation_network_bit_identical():
+    net = _net()
+    labeled, unlabeled = _batch()
+    method = _make("sufd", net)
+    out = method(_engine(net), labeled, unlabeled)
+    seg_before = {k: v.clone() for k, v in net.state_dict().items()}
+    d_before = [p.detach().clone() for p in method.discriminator.parameters()]
+    method.discriminator_step.step(out["feat_l"], out["feat_u"])
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, seg_before[k]), k
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, method.discriminator.parameters()))
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_sufd_warmup_and_seg_optimiser_never_touch_the_discriminator():
+    lab, unl = _data()
+    net = _net()
+    method = _make("supmix_sufd", net, warmup_iters=2, adv_weight=0.01)
+    method.discriminator_step.start_iter = 10**6  # isolate the segmentation step
+    d_before = [p.detach().clone() for p in method.discriminator.parameters()]
+    adv: list[float] = []
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=DataLoader(Dataset(lab), batch_size=2), network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1), method=method,
+        unlabeled_data_loader=DataLoader(Dataset(unl), batch_size=2), epoch_length=3,
+    )
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: adv.append(float(e.state.output[0]["loss_adv"])))
+    trainer.run()
+    assert adv[0] == 0.0 and adv[1] == 0.0 and adv[2] > 0.0
+    assert all(torch.equal(a, b) for a, b in zip(d_before, method.discriminator.parameters()))
+
+
+def test_sufd_on_prediction_maps_and_other_bases():
+    net = _net()
+    labeled, unlabeled = _batch()
+    m = _make("sufd", net, feature_source="prediction")
+    assert m.discriminator.in_channels == K
+    out = m(_engine(net), labeled, unlabeled)
+    assert out["feat_u"].shape[1] == K
+    for name in ("fixmatch_sufd", "unimatch+sufd"):
+        out = _make(name, net)(_engine(net), labeled, unlabeled)
+        assert torch.isfinite(out["loss"]) and "loss_adv" in out
+    m = _make("sufd", net, feature_index=2)
+    assert m.discriminator.in_channels == net.encoder_channels[2]
+
+
+def test_create_method_names_and_errors():
+    net = _net()
+    assert canonical_method_name("SupMix+SUFD") == "supmix_sufd"
+    assert isinstance(_make("unimatch", net), UniMatch)
+    assert isinstance(_make("fixmatch", net), FixMatch)
+    with pytest.raises(ValueError, match="supervised, classmix, fixmatch, unimatch, supmix, sufd, supmix_sufd"):
+        create_method("meanteacher", net, K)
+    with pytest.raises(TypeError, match="conf_treshold"):
+        create_method("fixmatch", net, K, conf_treshold=0.9)
+    with pytest.raises(TypeError, match="SUFD options"):
+        create_method("supmix", net, K, adv_weight=0.1)
+    with pytest.raises(ValueError, match="num_classes"):
+        create_method("supervised", net, 1)
+
+
+def test_masked_losses():
+    logits = torch.zeros(2, 3, 4, 4)
+    logits[:, 1] = 5.0
+    target = torch.ones(2, 4, 4, dtype=torch.long)
+    ce_all = masked_cross_entropy(logits, target)
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[0] = True
+    assert masked_cross_entropy(logits, target, mask) == pytest.approx(float(ce_all) / 2, rel=1e-5)
+    assert masked_cross_entropy(logits, target, mask, normalize="valid") == pytest.approx(float(ce_all), rel=1e-4)
+    assert float(masked_cross_entropy(logits, target, torch.zeros_like(mask))) == 0.0
+    # Dice: perfect prediction on valid pixels -> near 0, ignored pixels do not count
+    wrong = target.clone()
+    wrong[1] = 2
+    perfect = masked_dice_loss(logits * 10, target, None, include_background=False)
+    assert float(masked_dice_loss(logits * 10, wrong, mask, include_background=False)) == pytest.approx(float(perfect), abs=1e-4)
+    assert float(masked_dice_loss(logits * 10, wrong, None, include_background=False)) > 0.3
+    assert float(masked_dice_loss(logits, target, torch.zeros_like(mask))) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="integer map"):
+        masked_cross_entropy(logits, target[:, None])
