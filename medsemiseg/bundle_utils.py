@@ -1,0 +1,470 @@
+"""Helpers that the MONAI bundles (``bundles/covid``, ``bundles/chase``) call from their JSON configs.
+
+A bundle config is the user's interface; everything it needs that MONAI does not provide and that both bundles
+share lives here, so the two configs stay declarative and hold no copied logic:
+
+- :func:`find_bundle_root` -- where the bundle folder is, whether the config was named as
+  ``bundles/covid/train.json`` from the repository root, as ``configs/train.json`` from inside the bundle, or
+  loaded by MONAI Label from its app folder (MONAI Label overrides ``bundle_root`` itself);
+- :func:`resolve_datalist` / :func:`load_split` -- the datalist JSON to train on (a prepared data set, or the
+  built-in synthetic one, generated into a cache folder on first use) and one of its splits;
+- :func:`inference_items` -- inference inputs (a DICOM file or series folder, a NIfTI file, a PNG/JPG, a folder
+  of those, or a prepared data set's test split) as 2D items; 3D inputs are expanded into their slices;
+- :class:`TrainCheckpointer` -- the "latest" checkpoint (network, optimiser, trainer, and the method's EMA teacher
+  / discriminator) saved every epoch, and resumption from it (``--resume true``);
+- :class:`PredictionWriter` -- writes label maps named after their input (NIfTI; PNG too for pictures),
+  re-assembling the slices of a 3D input into one volume.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BundleConfigError",
+    "find_bundle_root",
+    "resolve_datalist",
+    "load_split",
+    "inference_items",
+    "latest_checkpoint",
+    "TrainCheckpointer",
+    "PredictionWriter",
+    "unlabeled_loader_for",
+]
+
+logger = logging.getLogger(__name__)
+
+#: file names looked for, in this order, in a prepared data set folder given as ``dataset_dir``
+DATALIST_NAMES = ("datalist.json", "dataset.json")
+
+
+class BundleConfigError(ValueError):
+    """A bundle setting is wrong; the message names the key, the value and the fix."""
+
+
+# ------------------------------------------------------------------------------------------------ bundle root
+
+
+def _config_files_from_argv(argv: Sequence[str]) -> list[str]:
+    """The ``--config_file`` value(s) of a ``python -m monai.bundle ...`` command line, in order."""
+    values: list[str] = []
+    for i, a in enumerate(argv):
+        if a == "--config_file" and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif a.startswith("--config_file="):
+            values.append(a.split("=", 1)[1])
+    files: list[str] = []
+    for v in values:
+        v = v.strip()
+        if v.startswith("["):
+            try:
+                files += [str(x) for x in ast.literal_eval(v)]
+                continue
+            except (ValueError, SyntaxError):
+                pass
+        files += [x.strip() for x in v.split(",") if x.strip()]
+    return files
+
+
+def _is_bundle_dir(path: Path) -> bool:
+    return (path / "configs" / "metadata.json").is_file()
+
+
+def find_bundle_root(name: str | None = None, argv: Sequence[str] | None = None) -> str:
+    """The bundle folder (the one holding ``configs/metadata.json``), as an absolute path.
+
+    Looked up in this order:
+
+    1. the folder of the first ``--config_file`` on the command line (its parent when that folder is
+       ``configs``): ``bundles/covid/train.json`` and ``bundles/covid/configs/train.json`` both give
+       ``bundles/covid``, wherever the command runs from;
+    2. the current directory, when it is a bundle folder (model-zoo style: ``cd bundle && python -m monai.bundle
+       run training --config_file configs/train.json``);
+    3. ``bundles/<name>`` of the source checkout this package was installed from (``pip install -e .``).
+
+    MONAI Label and scripts that parse a config themselves set ``bundle_root`` directly and never get here.
+
+    Args:
+        name: the bundle's folder name (``"covid"``, ``"chase"``), used by step 3.
+        argv: command line to inspect (default ``sys.argv``).
+    """
+    for f in _config_files_from_argv(sys.argv if argv is None else argv)[:1]:
+        folder = Path(f).absolute().parent
+        if folder.name == "configs":
+            folder = folder.parent
+        if _is_bundle_dir(folder):
+            return str(folder)
+    cwd = Path.cwd()
+    if _is_bundle_dir(cwd) and (name is None or cwd.name == name):
+        return str(cwd)
+    if name:
+        checkout = Path(__file__).resolve().parents[1] / "bundles" / str(name)
+        if _is_bundle_dir(checkout):
+            return str(checkout)
+    raise BundleConfigError(
+        f"cannot locate the {name or ''} bundle folder (the one with configs/metadata.json): pass it explicitly, "
+        "e.g. --bundle_root path/to/bundles/" + (name or "<name>")
+    )
+
+
+# --------------------------------------------------------------------------------------------------- datalists
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null"))
+
+
+def _datalist_in(folder: Path) -> Path | None:
+    for n in DATALIST_NAMES:
+        if (folder / n).is_file():
+            return folder / n
+    return None
+
+
+def resolve_datalist(
+    dataset_dir: str | os.PathLike | None,
+    task: str,
+    cache_dir: str | os.PathLike,
+    labeled_fraction: Any = "1/8",
+    seed: int = 0,
+) -> str:
+    """The datalist JSON a bundle trains / validates / evaluates on (``docs/architecture.md`` format).
+
+    Args:
+        dataset_dir: ``None``/``""``: the built-in synthetic data set of ``task``, generated into ``cache_dir`` on
+            first use (deterministic by ``seed``) with ``labeled_fraction`` of its training images labelled;
+            a datalist JSON file; or a folder written by ``python -m medsemiseg.prepare`` (``pool.json`` +
+            ``datalist.json``).
+        task: ``"covid"`` or ``"chase"``.
+        cache_dir: where the synthetic data set is generated.
+        labeled_fraction: ``"1/8"``, ``"1/4"``, ``"1/2"``, a count, or ``"full"``: which share of the training
+            pool is labelled (synthetic data set, or a prepared folder with ``pool.json``: the datalist for this
+            fraction / seed is written next to it once; a datalist JSON given directly is used as is).
+        seed: labelled-subset seed.
+    """
+    if _is_empty(dataset_dir):
+        from medsemiseg.data.builtin import ensure_synthetic_datalist
+
+        return str(ensure_synthetic_datalist(task, str(cache_dir), labeled_fraction, int(seed)))
+    p = Path(str(dataset_dir)).expanduser()
+    if p.is_file() and p.suffix.lower() == ".json":
+        return str(p.absolute())
+    if p.is_dir():
+        from medsemiseg.data.prepare import POOL_FILE, resplit_prepared
+
+        if (p / POOL_FILE).is_file():  # a prepared folder: the split for this fraction / seed (written once)
+            from medsemiseg.data.prepare import datalist_filename
+
+            existing = p / datalist_filename(labeled_fraction, seed)
+            return str((existing if existing.is_file() else resplit_prepared(p, labeled_fraction, int(seed))).absolute())
+        found = _datalist_in(p)
+        if found is not None:
+            return str(found.absolute())
+        raise BundleConfigError(
+            f"dataset_dir={str(dataset_dir)!r} holds no {' or '.join(DATALIST_NAMES)}: prepare the data first "
+            f"(python -m medsemiseg.prepare {task} ... --out {dataset_dir}) or pass the datalist JSON file itself."
+        )
+    raise BundleConfigError(
+        f"dataset_dir={str(dataset_dir)!r} does not exist: give a prepared data set folder, a datalist JSON, or "
+        "leave it empty (null) to use the built-in synthetic data set."
+    )
+
+
+def load_split(datalist: str | os.PathLike, key: str, allow_empty: bool = False) -> list[dict]:
+    """Items of one split (``labeled``/``unlabeled``/``validation``/``test``) with absolute paths.
+
+    Paths in the JSON are relative to its folder (MONAI ``load_decathlon_datalist`` resolves them). A missing or
+    empty split raises an error naming the datalist and the split, unless ``allow_empty``.
+    """
+    from monai.data import load_decathlon_datalist
+
+    path = Path(str(datalist))
+    if not path.is_file():
+        raise BundleConfigError(f"datalist {path} does not exist.")
+    with open(path) as f:
+        content = json.load(f)
+    if key not in content or not content[key]:
+        if allow_empty:
+            return []
+        have = {k: len(v) for k, v in content.items() if isinstance(v, list)}
+        raise BundleConfigError(
+            f"datalist {path} has no {key!r} items (splits present: {have}); re-prepare the data set with a "
+            f"{key!r} split or point dataset_dir at another datalist."
+        )
+    return load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key, base_dir=str(path.parent))
+
+
+def unlabeled_loader_for(method: Any, loader: Any) -> Any:
+    """``loader`` when ``method`` trains on unlabelled images, else ``None`` (the ``supervised`` method)."""
+    return loader if bool(getattr(method, "requires_unlabeled", True)) else None
+
+
+# --------------------------------------------------------------------------------------------------- inference
+
+
+def _inputs_in_folder(folder: Path) -> list[Path]:
+    from medsemiseg.data.io import is_supported_file, list_dicom_files
+
+    if list_dicom_files(folder):
+        return [folder]  # a DICOM series folder is one input
+    found: list[Path] = []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            if list_dicom_files(p):
+                found.append(p)
+        elif is_supported_file(p):
+            found.append(p)
+    return found
+
+
+def inference_items(
+    dataset_dir: str | os.PathLike | None,
+    task: str,
+    cache_dir: str | os.PathLike,
+    labeled_fraction: Any = "1/8",
+    seed: int = 0,
+    split: str = "test",
+) -> list[dict]:
+    """Inference inputs as 2D items ``{"image", "name", "slice", "num_slices", "affine", "spatial_shape"}``.
+
+    ``dataset_dir`` may be a DICOM file, a DICOM series folder, a NIfTI file (2D, or 3D: run slice by slice), a
+    PNG/JPG/TIF, a folder of such inputs (and of DICOM series folders), or a prepared data set (folder with a
+    datalist / datalist JSON: its ``split`` images). Empty: the ``split`` images of the built-in synthetic data
+    set. ``name`` is the input's file name without extension; ``slice`` is ``-1`` for 2D inputs.
+    """
+    from medsemiseg.data.io import DataReadError, file_stem, iter_slices, read_image
+
+    if _is_empty(dataset_dir):
+        sources: list[Any] = [d["image"] for d in load_split(resolve_datalist(None, task, cache_dir, labeled_fraction, seed), split)]
+    else:
+        p = Path(str(dataset_dir)).expanduser()
+        if not p.exists():
+            raise BundleConfigError(f"dataset_dir={str(dataset_dir)!r} (inference input) does not exist.")
+        if (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and _datalist_in(p) is not None):
+            sources = [d["image"] for d in load_split(resolve_datalist(p, task, cache_dir), split)]
+        elif p.is_dir():
+            sources = _inputs_in_folder(p)
+            if not sources:
+                raise BundleConfigError(
+                    f"dataset_dir={str(dataset_dir)!r} holds no readable input (DICOM, NIfTI, PNG/JPG/TIF)."
+                )
+        else:
+            sources = [p]
+    items: list[dict] = []
+    used: dict[str, int] = {}
+    for src in sources:
+        img = read_image(src)
+        stem = file_stem(src)
+        n = used.get(stem, 0)
+        used[stem] = n + 1
+        name = stem if n == 0 else f"{stem}_{n}"
+        affine = np.asarray(img.affine, dtype=np.float64)
+        if img.ndim == 3:
+            items.append(
+                {"image": str(src), "name": name, "slice": -1, "num_slices": 1, "affine": affine,
+                 "spatial_shape": np.asarray(img.shape[1:])}
+            )
+            continue
+        if img.ndim != 4:
+            raise DataReadError(src, f"expected a 2D or 3D image, got shape {tuple(img.shape)}.")
+        n_slices = int(img.shape[-1])
+        for k, sl in enumerate(iter_slices(img)):
+            items.append(
+                {"image": sl, "name": name, "slice": k, "num_slices": n_slices, "affine": affine,
+                 "spatial_shape": np.asarray(sl.shape[1:])}
+            )
+    return items
+
+
+def _scalar(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.detach().cpu().numpy()
+    if isinstance(v, (list, tuple)) and len(v) == 1:
+        return _scalar(v[0])
+    return v
+
+
+class PredictionWriter:
+    """Write each predicted label map next to its input's name, as the evaluator produces it.
+
+    Attach to the inference evaluator (``val_handlers``). For every item (after ``postprocessing``, so ``pred`` is
+    a ``(1, X, Y)`` label map) it writes ``<output_dir>/<name><suffix>.nii.gz`` with the input's affine, and, when
+    ``png`` is true and the input was 2D, ``<name><suffix>.png`` (upright: rows = Y; label ``k`` stored as
+    ``k * png_scale``, so a binary vessel map is 0/255). The slices of a 3D input are collected and written as one
+    ``(X, Y, Z)`` volume when the last one arrives. A prediction whose size differs from the input's (no inversion
+    in ``postprocessing``) is resized back with nearest-neighbour interpolation.
+
+    Args:
+        output_dir: folder for the label maps (created).
+        suffix: appended to the input name (``"_seg"``).
+        png: also write PNGs for 2D inputs (fundus bundle).
+        png_scale: grey value per class in PNGs; ``None``: ``255 // (num_classes - 1)``.
+        num_classes: classes, for ``png_scale``.
+        pred_key: key of the label map in the engine output.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        suffix: str = "_seg",
+        png: bool = False,
+        png_scale: int | None = None,
+        num_classes: int = 2,
+        pred_key: str = "pred",
+    ) -> None:
+        self.output_dir = Path(str(output_dir))
+        self.suffix = suffix
+        self.png = bool(png)
+        self.png_scale = int(png_scale) if png_scale is not None else max(1, 255 // max(1, int(num_classes) - 1))
+        self.pred_key = pred_key
+        self._volumes: dict[str, dict] = {}
+        self.written: list[str] = []
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self._check_complete)
+
+    def __call__(self, engine: Any) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        if isinstance(output, dict):  # not decollated
+            raise RuntimeError("PredictionWriter needs the evaluator's default decollate=True.")
+        for b, o in zip(batch, output):
+            self._write_item({**b, **o})
+
+    def _label_map(self, item: Mapping) -> np.ndarray:
+        pred = item[self.pred_key]
+        arr = pred.detach().cpu() if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
+        if arr.ndim == 3 and arr.shape[0] > 1:  # not argmax-ed yet
+            arr = arr.argmax(0, keepdim=True)
+        if arr.ndim == 2:
+            arr = arr[None]
+        want = tuple(int(s) for s in np.asarray(_scalar(item["spatial_shape"])).reshape(-1))
+        if tuple(arr.shape[1:]) != want:
+            arr = torch.nn.functional.interpolate(arr[None].float(), size=want, mode="nearest")[0]
+        return arr[0].round().to(torch.int16).numpy()
+
+    def _write_item(self, item: Mapping) -> None:
+        name = str(_scalar(item["name"]))
+        k = int(_scalar(item.get("slice", -1)))
+        n = int(_scalar(item.get("num_slices", 1)))
+        affine = np.asarray(_scalar(item["affine"]), dtype=np.float64).reshape(4, 4)
+        label = self._label_map(item)
+        if k < 0:
+            self._save(name, label, affine, png=self.png)
+            return
+        vol = self._volumes.setdefault(name, {"slices": {}, "n": n, "affine": affine})
+        vol["slices"][k] = label
+        if len(vol["slices"]) == vol["n"]:
+            stack = np.stack([vol["slices"][i] for i in range(vol["n"])], axis=-1)
+            self._save(name, stack, vol["affine"], png=False)
+            del self._volumes[name]
+
+    def _save(self, name: str, label: np.ndarray, affine: np.ndarray, png: bool) -> None:
+        import nibabel as nib
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{name}{self.suffix}.nii.gz"
+        nib.save(nib.Nifti1Image(label.astype(np.int16), affine), str(path))
+        self.written.append(str(path))
+        if png:
+            from PIL import Image
+
+            png_path = self.output_dir / f"{name}{self.suffix}.png"
+            img = np.clip(label.T.astype(np.int32) * self.png_scale, 0, 255).astype(np.uint8)  # rows = Y: upright
+            Image.fromarray(img).save(str(png_path))
+            self.written.append(str(png_path))
+        logger.info(f"PredictionWriter: wrote {path}" + (" (+ .png)" if png else ""))
+
+    def _check_complete(self, engine: Any) -> None:
+        if self._volumes:
+            missing = {k: v["n"] - len(v["slices"]) for k, v in self._volumes.items()}
+            raise RuntimeError(f"PredictionWriter: volumes left incomplete (missing slices): {missing}.")
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+
+_CKPT_RE = re.compile(r"^checkpoint.*?(epoch|iteration)=(\d+)\.pt$")
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
+    """The newest ``checkpoint_epoch=K.pt`` (``checkpoint_iteration=K.pt``) in ``ckpt_dir``, or ``None``."""
+    d = Path(str(ckpt_dir))
+    if not d.is_dir():
+        return None
+    found = []
+    for p in d.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(2)), p.stat().st_mtime, p))
+    if not found:
+        return None
+    return str(max(found)[2])
+
+
+class TrainCheckpointer:
+    """Save the full training state every ``save_interval`` epochs and, with ``resume``, restore the latest one.
+
+    The saved state is ``save_dict`` (network, optimiser, the method's :meth:`checkpoint_objects` -- EMA teacher,
+    discriminator and its optimiser --, lr scheduler...) plus the trainer itself (epoch / iteration counters),
+    which is added at :meth:`attach` so that a bundle config needs no reference from the trainer's handler list
+    back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved`` kept. MONAI's
+    ``CheckpointSaver`` / ``CheckpointLoader`` do the work.
+
+    With ``resume=True`` the newest such file is loaded when the run starts, and training continues from its
+    epoch up to ``max_epochs`` (the trainer's, not the checkpoint's, so a finished run can be extended); with no
+    checkpoint there yet, training starts from scratch (logged), so a job runner may always pass ``--resume true``.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        resume: bool = False,
+        save_interval: int = 1,
+        n_saved: int = 1,
+        map_location: Any = None,
+    ) -> None:
+        self.save_dir = str(save_dir)
+        self.save_dict = dict(save_dict)
+        self.resume = bool(resume) if not isinstance(resume, str) else resume.strip().lower() in ("1", "true", "yes")
+        self.save_interval = int(save_interval)
+        self.n_saved = int(n_saved)
+        self.map_location = map_location
+        self.loaded_from: str | None = None
+
+    def attach(self, engine: Any) -> None:
+        from monai.handlers import CheckpointLoader, CheckpointSaver
+
+        objs = dict(self.save_dict)
+        objs.setdefault("trainer", engine)
+        if self.resume:
+            path = latest_checkpoint(self.save_dir)
+            if path is None:
+                logger.info(f"resume: no checkpoint in {self.save_dir} yet; training from scratch.")
+            else:
+                self.loaded_from = path
+                loc = self.map_location if self.map_location is not None else engine.state.device
+                CheckpointLoader(load_path=path, load_dict=objs, map_location=loc).attach(engine)
+                logger.info(f"resume: training state will be restored from {path}.")
+        if self.save_interval > 0:
+            Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+            CheckpointSaver(
+                save_dir=self.save_dir,
+                save_dict=objs,
+                save_interval=self.save_interval,
+                n_saved=self.n_saved,
+                epoch_level=True,
+            ).attach(engine)
