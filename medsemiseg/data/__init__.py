@@ -1,31 +1,45 @@
 """Data layer: readers (:mod:`.io`), splits (:mod:`.splits`), preparation (:mod:`.prepare`), built-in data
 (:mod:`.builtin`) and synthetic phantoms (:mod:`.synthetic`).  No training logic lives here.
 
-The synthetic generator is not imported eagerly (it is only needed to build the built-in data set).
+Names are imported lazily (PEP 562): ``python -m medsemiseg.data.synthetic`` or ``from medsemiseg.data.splits
+import ...`` must not pay for importing MONAI and torch.
 """
 
-from .builtin import ensure_synthetic_datalist, resplit_prepared
-from .io import DataReadError, LoadSliced, check_label_values, detect_format, iter_slices, read_image, read_mask
-from .prepare import build_datalist, prepare_chase, prepare_covid, prepare_folder
-from .splits import carve_heldout, chase_protocol_split, num_labeled, parse_fraction, split_labeled
+from __future__ import annotations
 
-__all__ = [
-    "DataReadError",
-    "LoadSliced",
-    "build_datalist",
-    "carve_heldout",
-    "chase_protocol_split",
-    "check_label_values",
-    "detect_format",
-    "ensure_synthetic_datalist",
-    "iter_slices",
-    "num_labeled",
-    "parse_fraction",
-    "prepare_chase",
-    "prepare_covid",
-    "prepare_folder",
-    "read_image",
-    "read_mask",
-    "resplit_prepared",
-    "split_labeled",
-]
+import importlib
+
+_EXPORTS = {
+    "DataReadError": "io",
+    "LoadSliced": "io",
+    "check_label_values": "io",
+    "detect_format": "io",
+    "iter_slices": "io",
+    "read_image": "io",
+    "read_mask": "io",
+    "carve_heldout": "splits",
+    "chase_protocol_split": "splits",
+    "num_labeled": "splits",
+    "parse_fraction": "splits",
+    "split_labeled": "splits",
+    "build_datalist": "prepare",
+    "prepare_chase": "prepare",
+    "prepare_covid": "prepare",
+    "prepare_folder": "prepare",
+    "resplit_prepared": "prepare",
+    "ensure_synthetic_datalist": "builtin",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -289,7 +289,7 @@ def _read_dicom_series(folder: Path) -> MetaTensor:
         slices.append(s)
     first = slices[0]
     vol = torch.stack([s.as_tensor() for s in slices], dim=-1)  # (1, X, Y, Z)
-    affine = np.array(first.affine, dtype=float)
+    affine = first.affine.detach().cpu().numpy().astype(float)
     if len(slices) > 1 and normal is not None:
         p0 = np.asarray(headers[0].ImagePositionPatient, dtype=float)
         p1 = np.asarray(headers[-1].ImagePositionPatient, dtype=float)
@@ -445,7 +445,7 @@ def num_slices(img: torch.Tensor) -> int:
 
 def _slice(img: MetaTensor, k: int) -> MetaTensor:
     out = MetaTensor(img.as_tensor()[..., k].clone(), meta=dict(img.meta))
-    affine = np.array(img.affine, dtype=float)
+    affine = img.affine.detach().cpu().numpy().astype(float)
     affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * k  # origin of slice k; in-plane spacing unchanged
     out.affine = torch.as_tensor(affine)
     out.meta["spacing"] = np.asarray(img.meta.get("spacing", np.ones(3)), dtype=float)[:2]

@@ -107,7 +107,7 @@ def orient_slice(img: MetaTensor, orientation: str) -> MetaTensor:
         op = Compose([Rotate90(k=1, spatial_axes=(0, 1)), Flip(spatial_axis=0)])
     moved = op(img)
     out = MetaTensor(moved.as_tensor().contiguous(), meta=dict(img.meta))  # drop applied_operations bookkeeping
-    out.affine = torch.as_tensor(np.round(np.asarray(moved.affine, dtype=float), 10))
+    out.affine = torch.as_tensor(np.round(moved.affine.detach().cpu().numpy().astype(float), 10))
     return out
 
 
@@ -115,7 +115,7 @@ def _save_nifti_2d(img: torch.Tensor, path: Path, dtype) -> None:
     import nibabel as nib
 
     arr = np.asarray(img.detach().cpu().numpy()[0], dtype=dtype)  # (X, Y)
-    affine = np.asarray(img.affine, dtype=float) if isinstance(img, MetaTensor) else np.eye(4)
+    affine = img.affine.detach().cpu().numpy().astype(float) if isinstance(img, MetaTensor) else np.eye(4)
     if affine.shape != (4, 4):
         affine = np.eye(4)
     nimg = nib.Nifti1Image(arr, affine)

@@ -27,6 +27,7 @@ __all__ = [
     "carve_heldout",
     "chase_protocol_split",
     "fraction_tag",
+    "fraction_text",
     "num_labeled",
     "parse_fraction",
     "resolve_count",

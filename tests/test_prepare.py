@@ -1,0 +1,253 @@
+"""``python -m medsemiseg.prepare``: the issue's acceptance check, the three subcommands, splits, orientation,
+output safety and one clear error per bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import load_decathlon_datalist
+from PIL import Image
+
+from medsemiseg.data.io import DataReadError, LoadSliced, read_image, read_mask
+from medsemiseg.data.prepare import main, prepare_chase, prepare_covid, prepare_folder, resplit_prepared
+from medsemiseg.data.splits import num_labeled
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stack(tmp_path, n=10, x=12, y=10, seed=0, spacing=(0.8, 0.9, 5.0)):
+    rng = np.random.default_rng(seed)
+    vol = rng.normal(-500, 300, size=(x, y, n)).astype(np.float32)
+    lab = rng.integers(0, 4, size=(x, y, n)).astype(np.uint8)
+    aff = np.diag([*spacing, 1.0])
+    nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / "tr_im.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, aff), str(tmp_path / "tr_mask.nii.gz"))
+    return tmp_path / "tr_im.nii.gz", tmp_path / "tr_mask.nii.gz", vol, lab
+
+
+def _all_entries(d):
+    return {k: [e["image"] for e in d[k]] for k in ("labeled", "unlabeled", "validation", "test")}
+
+
+def test_acceptance_synthetic_cli_then_prepare_cli(tmp_path):
+    """The issue's check, with the real command lines: labelled count matches the fraction asked."""
+    pytest.importorskip("medsemiseg.data.synthetic")
+    raw, out = tmp_path / "x", tmp_path / "p"
+    env_py = [sys.executable, "-m"]
+    subprocess.run([*env_py, "medsemiseg.data.synthetic", "--task", "covid", "--out", str(raw)], cwd=ROOT,
+                   check=True, capture_output=True)
+    res = subprocess.run([*env_py, "medsemiseg.prepare", "covid", "--image", str(raw / "tr_im.nii.gz"),
+                          "--mask", str(raw / "tr_mask.nii.gz"), "--out", str(out), "--labeled-fraction", "1/4"],
+                         cwd=ROOT, check=True, capture_output=True, text=True)
+    d = json.loads((out / "datalist.json").read_text())
+    n_slices = nib.load(str(raw / "tr_im.nii.gz")).shape[-1]
+    c = d["meta"]["counts"]
+    assert c["train"] + c["validation"] + c["test"] == n_slices
+    assert len(d["labeled"]) == num_labeled(c["train"], "1/4") == round(c["train"] / 4 + 1e-9)
+    assert len(d["labeled"]) + len(d["unlabeled"]) == c["train"]
+    assert d["meta"]["labeled_fraction"] == "1/4" and d["meta"]["seed"] == 0
+    assert res.stdout.count("\n") == 1 and f"{len(d['labeled'])} labeled" in res.stdout
+
+
+def test_covid_slices_datalist_and_resplit(tmp_path):
+    image, mask, vol, lab = _stack(tmp_path, n=40)
+    out = tmp_path / "out"
+    path = prepare_covid(image, mask, out, labeled_fraction="1/8", seed=1, progress=False)
+    d = json.loads(path.read_text())
+    meta = d["meta"]
+    assert meta["task"] == "covid" and meta["classes"][3] == "pleural effusion" and meta["source"] == str(image)
+    assert meta["counts"] == {"train": 29, "labeled": 4, "unlabeled": 25, "extra_unlabeled": 0,
+                              "validation": 3, "test": 8}
+    names = _all_entries(d)
+    flat = sum(names.values(), [])
+    assert len(flat) == len(set(flat)) == 40  # nothing shared between the four lists
+    assert all("label" in e for k in ("labeled", "validation", "test") for e in d[k])
+    assert all(set(e) == {"image"} for e in d["unlabeled"])
+    # slices: 2D NIfTI, float32 HU and uint8 labels, spacing kept, same content as the stack
+    item = d["labeled"][0]
+    k = int(item["image"].split("_")[-1].split(".")[0])
+    img_nii, lab_nii = nib.load(str(out / item["image"])), nib.load(str(out / item["label"]))
+    assert img_nii.shape == (12, 10) and img_nii.get_data_dtype() == np.float32
+    assert lab_nii.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(img_nii.header.get_zooms(), (0.8, 0.9))
+    np.testing.assert_array_equal(np.asarray(img_nii.dataobj), vol[:, :, k])
+    np.testing.assert_array_equal(np.asarray(lab_nii.dataobj), lab[:, :, k])
+    np.testing.assert_allclose(img_nii.affine[2, 3], 5.0 * k)  # slice position kept
+    # MONAI resolves the relative paths and LoadSliced reads the items
+    items = load_decathlon_datalist(str(path), data_list_key="labeled")
+    loaded = LoadSliced(["image", "label"], num_classes=4)(items[0])
+    assert loaded["image"].shape == (1, 12, 10) and loaded["label"].dtype == torch.int64
+    # another fraction: a superset of the 1/8 labelled slices, same validation / test, slices untouched
+    p4 = resplit_prepared(out, "1/4", seed=1)
+    d4 = json.loads(p4.read_text())
+    assert p4.name == "datalist_1-4_seed1.json" and len(d4["labeled"]) == 7
+    assert {e["image"] for e in d["labeled"]} <= {e["image"] for e in d4["labeled"]}
+    assert d4["validation"] == d["validation"] and d4["test"] == d["test"]
+    # another seed keeps validation / test (fixed by --val-seed at preparation)
+    d_s2 = json.loads(resplit_prepared(out, "1/8", seed=2).read_text())
+    assert d_s2["validation"] == d["validation"] and d_s2["labeled"] != d["labeled"]
+
+
+def test_covid_unlabeled_volumes_and_dicom_series(tmp_path):
+    synthetic = pytest.importorskip("medsemiseg.data.synthetic")
+    w = synthetic.generate_covid(tmp_path / "raw", n_slices=10, size=64, n_unlabeled_volumes=2, unlabeled_slices=3,
+                                 dicom_series=True, dicom_slices=6)
+    out = tmp_path / "out"
+    path = prepare_covid(w["dicom_series"], w["dicom_mask"], out, unlabeled=[w["unlabeled_dir"], w["val_im"]],
+                         test_fraction=0, val_fraction=1, progress=False)
+    d = json.loads(path.read_text())
+    assert d["meta"]["counts"]["extra_unlabeled"] == 2 * 3 + 4
+    assert len(d["validation"]) == 1 and len(d["test"]) == 0
+    # slices of the (shuffled-name) series line up with the mask: the phantom's lungs are air where labels are 0
+    series_vol = read_image(w["dicom_series"])
+    for k in range(6):
+        s = nib.load(str(out / f"images/series_01_{k:03d}.nii.gz"))
+        np.testing.assert_array_equal(np.asarray(s.dataobj), series_vol[0, :, :, k].numpy())
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(str(out / f"labels/series_01_{k:03d}.nii.gz")).dataobj),
+            np.asarray(nib.load(str(w["dicom_mask"])).dataobj)[:, :, k],
+        )
+
+
+def test_covid_synthetic_slices_come_out_upright(tmp_path):
+    """docs/architecture.md: shown upright (a[0].T) the dependent pleural effusion lies in the lower half."""
+    synthetic = pytest.importorskip("medsemiseg.data.synthetic")
+    w = synthetic.generate_covid(tmp_path / "raw", n_slices=24, size=64, n_unlabeled_volumes=0, dicom_series=False,
+                                 effusion_slice_fraction=0.5)
+    out = tmp_path / "out"
+    prepare_covid(w["tr_im"], w["tr_mask"], out, progress=False)
+    rows = []
+    for f in sorted((out / "labels").glob("*.nii.gz")):
+        upright = read_mask(f, 4)[0].numpy().T  # rows = Y
+        if (upright == 3).any():
+            rows.append(np.nonzero(upright == 3)[0].mean())
+    assert rows and np.mean(rows) > 32
+
+
+def test_covid_orientation_option_turns_image_and_mask_alike(tmp_path):
+    vol = np.zeros((6, 4, 2), np.float32)
+    vol[5, 0, :] = 100.0  # displayed upright: top-right corner (x=5, y=0)
+    lab = (vol > 0).astype(np.uint8)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "im.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / "m.nii.gz"))
+    for orientation, op in [("rot90", np.rot90), ("flip-lr", np.fliplr), ("flip-ud", np.flipud),
+                            ("transpose", np.transpose), ("rot270", lambda a: np.rot90(a, 3))]:
+        out = tmp_path / orientation
+        prepare_covid(tmp_path / "im.nii.gz", tmp_path / "m.nii.gz", out, test_fraction=0, val_fraction=0,
+                      labeled_fraction="all", orientation=orientation, progress=False)
+        img = read_image(out / "images/im_000.nii.gz")[0].numpy().T
+        m = read_mask(out / "labels/im_000.nii.gz")[0].numpy().T
+        np.testing.assert_array_equal(img, op(vol[:, :, 0].T))
+        np.testing.assert_array_equal(m, op(lab[:, :, 0].T))
+
+
+def test_covid_bad_inputs_one_clear_error(tmp_path, capsys):
+    image, mask, vol, lab = _stack(tmp_path, n=6)
+    nib.save(nib.Nifti1Image(lab[:, :8], np.eye(4)), str(tmp_path / "small_mask.nii.gz"))
+    with pytest.raises(DataReadError, match="small_mask.nii.gz: mask size \\(12, 8, 6\\)"):
+        prepare_covid(image, tmp_path / "small_mask.nii.gz", tmp_path / "o1", progress=False)
+    lab5 = lab.copy()
+    lab5[0, 0, 0] = 5
+    nib.save(nib.Nifti1Image(lab5, np.eye(4)), str(tmp_path / "m5.nii.gz"))
+    code = main(["covid", "--image", str(image), "--mask", str(tmp_path / "m5.nii.gz"), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "m5.nii.gz: label values [5]" in err
+    code = main(["covid", "--image", str(image), "--mask", str(mask), "--out", str(tmp_path / "o3"),
+                 "--labeled-fraction", "3/2"])
+    assert code == 2 and "labeled fraction '3/2'" in capsys.readouterr().err
+
+
+def test_output_folder_safety(tmp_path):
+    image, mask, _, _ = _stack(tmp_path, n=10)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    with pytest.raises(ValueError, match="not empty"):
+        prepare_covid(image, mask, out, progress=False)
+    prepare_covid(image, mask, out, overwrite=True, progress=False)
+    assert (out / "mine.txt").read_text() == "user data"  # only our own outputs are ever replaced
+    prepare_covid(image, mask, out, labeled_fraction="1/2", progress=False)  # same source: re-run allowed
+    (tmp_path / "other").mkdir()
+    other, other_mask, _, _ = _stack(tmp_path / "other", n=10, seed=1)
+    with pytest.raises(ValueError, match="not an earlier 'covid' preparation"):
+        prepare_covid(other, other_mask, out, progress=False)
+
+
+def test_chase_protocols_masks_and_validation(tmp_path):
+    synthetic = pytest.importorskip("medsemiseg.data.synthetic")
+    synthetic.generate_chase(tmp_path / "raw", n_images=28, size=(48, 50))
+    d = json.loads(prepare_chase(tmp_path / "raw", tmp_path / "a", progress=False).read_text())
+    assert [e["image"] for e in d["test"]] == [f"images/Image_{i}{e}.jpg" for i in range(11, 15) for e in "LR"]
+    assert d["validation"] == d["test"] and d["meta"]["validation_is_test"] is True
+    assert len(d["labeled"]) == 3 and len(d["unlabeled"]) == 17  # 1/8 of 20
+    for e in d["labeled"] + d["test"]:
+        m = np.asarray(Image.open(tmp_path / "a" / e["label"]))
+        assert m.shape == (48, 50) and set(np.unique(m)) <= {0, 1}
+        assert (tmp_path / "a" / e["image"]).read_bytes() == (tmp_path / "raw" / Path(e["image"]).name).read_bytes()
+    d = json.loads(prepare_chase(tmp_path / "raw", tmp_path / "b", protocol="8/20", val_fraction=2,
+                                 labeled_fraction="1/2", progress=False).read_text())
+    assert len(d["test"]) == 20 and len(d["validation"]) == 2 and d["meta"]["counts"]["train"] == 6
+    val_children = {Path(e["image"]).name[6:8] for e in d["validation"]}
+    train_children = {Path(e["image"]).name[6:8] for e in d["labeled"] + d["unlabeled"]}
+    assert len(val_children) == 1 and not val_children & train_children  # both eyes of one child held out
+
+
+def test_chase_missing_mask_and_empty_folder(tmp_path):
+    synthetic = pytest.importorskip("medsemiseg.data.synthetic")
+    synthetic.generate_chase(tmp_path / "raw", n_images=4, size=(48, 50))
+    (tmp_path / "raw" / "Image_02L_1stHO.png").unlink()
+    with pytest.raises(DataReadError, match="Image_02L.jpg: has no 1stHO mask"):
+        prepare_chase(tmp_path / "raw", tmp_path / "a", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataReadError, match="empty: holds no CHASE_DB1 images"):
+        prepare_chase(tmp_path / "empty", tmp_path / "b", progress=False)
+
+
+def test_folder_matching_rules_and_volume_groups(tmp_path):
+    src = tmp_path / "src"
+    (src / "labels").mkdir(parents=True)
+    (src / "unlabeled").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # a.png.. with labels/<name>.png, values 0..2
+        Image.fromarray(rng.integers(0, 255, (8, 9), dtype=np.uint8)).save(src / f"p{i}.png")
+        Image.fromarray(rng.integers(0, 3, (8, 9), dtype=np.uint8)).save(src / "labels" / f"p{i}.png")
+    Image.fromarray(rng.integers(0, 255, (8, 9), dtype=np.uint8)).save(src / "q.png")
+    Image.fromarray((rng.random((8, 9)) > 0.5).astype(np.uint8) * 255).save(src / "q_mask.png")
+    Image.fromarray(rng.integers(0, 255, (8, 9), dtype=np.uint8)).save(src / "nomask.png")  # -> unlabelled
+    Image.fromarray(rng.integers(0, 255, (8, 9), dtype=np.uint8)).save(src / "unlabeled" / "u.png")
+    vol = rng.normal(size=(8, 9, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src / "vol.nii.gz"))
+    nib.save(nib.Nifti1Image((vol > 0).astype(np.uint8), np.eye(4)), str(src / "vol_label.nii.gz"))
+    (src / "README.txt").write_text("ignored")
+    out = tmp_path / "out"
+    d = json.loads(prepare_folder(src, out, val_fraction=4, test_fraction=0, labeled_fraction="all",
+                                  progress=False).read_text())
+    meta = d["meta"]
+    assert meta["classes"] == ["background", "class1", "class2"] and meta["in_channels"] == 1
+    assert meta["counts"]["train"] + meta["counts"]["validation"] == 6 + 1 + 4
+    assert sorted(e["image"] for e in d["unlabeled"]) == ["images/nomask.png", "images/u.png"]
+    assert any("README.txt" in s for s in meta["inputs"]["skipped"])
+    val = {e["image"] for e in d["validation"]}
+    vol_items = {f"images/vol_{k:03d}.nii.gz" for k in range(4)}
+    assert vol_items <= val or not vol_items & val  # a volume's slices never straddle train / validation
+    q = next(e for e in d["labeled"] + d["validation"] if e["image"] == "images/q.png")
+    assert set(np.unique(np.asarray(Image.open(out / q["label"])))) <= {0, 1}  # 0/255 mask written as 0/1
+    with pytest.raises(DataReadError, match="label values \\[2\\]"):
+        prepare_folder(src, tmp_path / "out2", num_classes=2, progress=False)
+
+
+def test_folder_empty_and_maskless(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataReadError, match="empty: holds no images"):
+        prepare_folder(tmp_path / "empty", tmp_path / "o", progress=False)
+    (tmp_path / "nolabels").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "nolabels" / "a.png")
+    with pytest.raises(DataReadError, match="no image has a mask"):
+        prepare_folder(tmp_path / "nolabels", tmp_path / "o", progress=False)
