@@ -17,12 +17,12 @@ SIZES = [(64, 64), (96, 96), (100, 100), (64, 100)]
 @pytest.mark.parametrize("size", SIZES)
 def test_unet_shapes_and_roundtrip(size):
     net = UNet(in_channels=1, out_channels=3).eval()
-    x = torch.randn(2, 1, *size)
+    x = torch.randn(1, 1, *size)
     with torch.no_grad():
         y = net(x)
         feats = net.encode(x)
         y2 = net.decode(feats, x.shape[2:])
-    assert y.shape == (2, 3, *size)
+    assert y.shape == (1, 3, *size)
     assert len(feats) == 5
     assert [f.shape[1] for f in feats] == [16, 32, 64, 128, 256]
     assert feats[-1].shape[1] == net.feature_channels == 256
@@ -68,12 +68,12 @@ def test_unet_bad_features():
 @pytest.mark.parametrize("size", SIZES)
 def test_deeplab_shapes_and_roundtrip(size):
     net = DeepLabV3Plus(in_channels=3, num_classes=4, backbone="resnet18", aspp_channels=16, decoder_channels=32).eval()
-    x = torch.randn(2, 3, *size)
+    x = torch.randn(1, 3, *size)
     with torch.no_grad():
         y = net(x)
         feats = net.encode(x)
         y2 = net.decode(feats, x.shape[2:])
-    assert y.shape == (2, 4, *size)
+    assert y.shape == (1, 4, *size)
     assert len(feats) == 2
     assert feats[0].shape[1] == 64 and feats[-1].shape[1] == net.feature_channels == 512
     # layer1 at 1/4, layer4 at 1/16 (output_stride 16)
@@ -85,21 +85,21 @@ def test_deeplab_shapes_and_roundtrip(size):
 @pytest.mark.parametrize("output_stride,backbone,channels", [(8, "resnet18", 512), (32, "resnet34", 512), (16, "resnet50", 2048)])
 def test_deeplab_output_strides_and_backbones(output_stride, backbone, channels):
     net = DeepLabV3Plus(in_channels=1, num_classes=2, backbone=backbone, output_stride=output_stride, aspp_channels=8, decoder_channels=16).eval()
-    x = torch.randn(1, 1, 64, 64)
+    x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         feats = net.encode(x)
         y = net(x)
     assert feats[-1].shape[1] == net.feature_channels == channels
-    assert feats[-1].shape[2:] == (64 // output_stride, 64 // output_stride)
-    assert y.shape == (1, 2, 64, 64)
+    assert feats[-1].shape[2:] == (32 // output_stride, 32 // output_stride)
+    assert y.shape == (1, 2, 32, 32)
 
 
 def test_deeplab_dropout_decode_and_backward():
     net = DeepLabV3Plus(in_channels=1, num_classes=3, aspp_channels=8, decoder_channels=16)
-    x = torch.randn(2, 1, 64, 64)
+    x = torch.randn(2, 1, 32, 32)
     feats = net.encode(x)
-    y = net.decode([F.dropout2d(f, 0.5) for f in feats], (64, 64))
-    assert y.shape == (2, 3, 64, 64)
+    y = net.decode([F.dropout2d(f, 0.5) for f in feats], (32, 32))
+    assert y.shape == (2, 3, 32, 32)
     y.sum().backward()
     assert net.encoder.conv1.weight.grad is not None
 
