@@ -35,10 +35,11 @@ def synthetic_task_dir(task: str, root: str | os.PathLike, **generator_kwargs: A
     """Folder of one built-in data set; non-default generator arguments get their own folder (hash suffix)."""
     if task not in SYNTHETIC_TASKS:
         raise ValueError(f"unknown synthetic task {task!r}; choose one of {', '.join(SYNTHETIC_TASKS)}.")
+    root = Path(root).expanduser()
     if not generator_kwargs:
-        return Path(root) / task
+        return root / task
     key = json.dumps(generator_kwargs, sort_keys=True, default=str)
-    return Path(root) / f"{task}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return root / f"{task}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def _build(task: str, final: Path, generator_kwargs: dict, progress: bool) -> None:
