@@ -295,7 +295,7 @@ def _ct_slice(rng: np.random.Generator, size: int, pat: dict, t: float, area_ggo
                 continue
             c0 = pts.mean(0)
             ang = rng.uniform(0, np.pi)
-            ext = np.sqrt(len(pts)) * 0.8
+            ext = np.sqrt(len(pts)) * 0.45
             tt = np.linspace(-ext, ext, int(4 * ext) + 2)
             line = np.round(c0[None] + tt[:, None] * [np.cos(ang), np.sin(ang)]).astype(int)
             ok = (line >= 0).all(1) & (line < S).all(1)
