@@ -8,8 +8,9 @@ an out-of-memory kill or a NaN loss in one cell is recorded in that cell's ``fai
 Resumability rests on two marker files written *only after* the step they certify succeeded:
 
 - ``trained.json`` after the training subprocess exited 0 (an evaluation failure then re-runs only the evaluation);
-- ``done.json`` after the evaluation exited 0 and its metrics file parsed; it holds the metrics, so the results table
-  is built from ``done.json`` files alone.
+- ``done.json`` after the evaluation exited 0 and its metrics file parsed (and, for the cells the ``predict``
+  section names, after the bundle's inference workflow saved test predictions for the figure); it holds the metrics,
+  so the results table is built from ``done.json`` files alone.
 
 A cell with ``done.json`` is never re-run. A cell without it is run again with the same command into the same folder,
 so a bundle that resumes from the checkpoint in its output folder picks up where it stopped. A cell whose
@@ -121,6 +122,11 @@ class BenchmarkConfig:
     eval_config: list[str] = dataclasses.field(default_factory=lambda: ["evaluate.json"])
     eval_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_pass_training_overrides: bool = True
+    predict_workflow: str | None = None
+    predict_config: list[str] = dataclasses.field(default_factory=lambda: ["inference.json"])
+    predict_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    predict_fractions: list[str] | None = None
+    predict_seeds: list[int] | None = None
     metrics_file: str = "eval/metrics.json"
     launcher: list[str] = dataclasses.field(default_factory=lambda: ["{python}", "-m", "monai.bundle", "run"])
     cell_timeout_s: float | None = None
@@ -171,6 +177,21 @@ class BenchmarkConfig:
         ov.update(self.eval_overrides)
         return cmd + _override_args(ov)
 
+    def wants_prediction(self, cell: Cell) -> bool:
+        """Whether this cell also saves test predictions (for the prediction panel): only the ``predict`` section's
+        fractions and seeds, so the grid does not pay for predictions nobody plots."""
+        if not self.predict_workflow:
+            return False
+        if self.predict_fractions is not None and cell.fraction.label not in self.predict_fractions:
+            return False
+        return self.predict_seeds is None or cell.seed in self.predict_seeds
+
+    def predict_command(self, cell: Cell) -> list[str]:
+        cmd = self._launcher() + [str(self.predict_workflow), "--config_file", _config_arg(self, self.predict_config)]
+        ov = self.cell_overrides(cell)
+        ov.update(self.predict_overrides)
+        return cmd + _override_args(ov)
+
 
 def _config_arg(cfg: BenchmarkConfig, files: list[str]) -> str:
     """``--config_file`` takes one path or a list written as ``"['a.json','b.json']"`` (MONAI bundle CLI)."""
@@ -204,7 +225,7 @@ def fraction_slug(label: str) -> str:
 _ALLOWED_KEYS = {
     "task", "bundle", "methods", "fractions", "upper_bound", "seeds", "output_dir", "classes", "overrides",
     "method_overrides", "train", "evaluate", "metrics_file", "launcher", "cell_timeout_s", "env", "plots",
-    "description", "table_metric",
+    "description", "table_metric", "predict",
 }
 
 
@@ -282,7 +303,8 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
 
     train = raw.get("train") or {}
     evaluate = raw.get("evaluate") or {}
-    for name, sect in (("train", train), ("evaluate", evaluate)):
+    predict = raw.get("predict") or {}
+    for name, sect in (("train", train), ("evaluate", evaluate), ("predict", predict)):
         if not isinstance(sect, dict):
             raise err(f"'{name}' must be a mapping with 'workflow' and 'config_file'")
 
@@ -316,6 +338,11 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         eval_config=files(evaluate, "evaluate.json"),
         eval_overrides=dict(evaluate.get("overrides") or {}),
         eval_pass_training_overrides=bool(evaluate.get("pass_training_overrides", True)),
+        predict_workflow=str(predict["workflow"]) if predict.get("workflow") else None,
+        predict_config=files(predict, "inference.json"),
+        predict_overrides=dict(predict.get("overrides") or {}),
+        predict_fractions=[str(f) for f in predict["fractions"]] if predict.get("fractions") else None,
+        predict_seeds=[int(x) for x in predict["seeds"]] if predict.get("seeds") is not None else None,
         metrics_file=str(raw.get("metrics_file", "eval/metrics.json")),
         launcher=[str(a) for a in launcher],
         cell_timeout_s=raw.get("cell_timeout_s"),
@@ -526,6 +553,11 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> CellResult:
         metrics = parse_metrics(json.loads(mpath.read_text()), cfg.classes, str(mpath))
     except (OSError, ValueError) as e:
         return _fail(cell, "evaluation", rc, f"metrics file unreadable: {e}", time.time() - start, eval_cmd)
+    if cfg.wants_prediction(cell):
+        pred_cmd = cfg.predict_command(cell)
+        rc, tail = _run_logged(pred_cmd, d / "predict.log", env, cfg.cell_timeout_s)
+        if rc != 0:
+            return _fail(cell, "prediction", rc, tail, time.time() - start, pred_cmd)
     eval_s = time.time() - eval_start
     _write_json(
         d / DONE,

@@ -58,7 +58,8 @@ def _pick_tags(curves: dict[str, dict[str, list]], patterns: list[str], limit: i
 def prediction_sets(cfg: BenchmarkConfig, fraction: str, count: int) -> tuple[list[str], dict[str, Any]]:
     """The names of up to ``count`` test slices that every method's cell (first finished seed) saved a prediction
     for, and ``{method: cell directory}``. Predictions are looked for with ``plots.predictions.glob`` (relative to
-    the cell folder), images and ground truths with ``plots.predictions.image_glob`` / ``label_glob``."""
+    the cell folder); the images and ground truths with ``image_glob`` / ``label_glob`` under ``source_dir`` (the
+    prepared data set folder), matched by name: ``tr_im_002_seg.nii.gz`` <-> ``images/tr_im_002.nii.gz``."""
     spec = cfg.plots.get("predictions") or {}
     pred_glob = spec.get("glob")
     if not pred_glob:
@@ -80,8 +81,9 @@ def _stem(p: Path) -> str:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    for tag in ("_pred", "_seg", "_trans", "_label", "_image"):
-        name = name.replace(tag, "")
+    for tag in ("_pred", "_seg", "_trans", "_label", "_image", "_mask"):
+        if name.endswith(tag):
+            name = name[: -len(tag)]
     return name
 
 

@@ -1,0 +1,464 @@
+"""Tests of the benchmark grid runner, aggregation, tables and plots.
+
+The grid's cells are subprocesses; here they run a tiny *fake bundle* script (a test double of
+``python -m monai.bundle run``) that writes what the real bundles write — a checkpoint-like file, TensorBoard scalars,
+a metrics JSON and a saved prediction — with metrics derived from the overrides it received. That tests what this
+module owns (command building, markers, resumption, failure isolation, aggregation, figures) in seconds, without
+training anything. One slow test runs a real bundle cell when the bundles exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsemiseg.benchmark import grid, plots, results
+from medsemiseg.benchmark.__main__ import main as cli_main
+from medsemiseg.benchmark.grid import ConfigError, load_config
+
+FAKE_BUNDLE = textwrap.dedent(
+    r'''
+    """Stand-in for `python -m monai.bundle run WORKFLOW --config_file F --key value ...`."""
+    import json, os, sys, zlib
+    from pathlib import Path
+    import numpy as np
+
+    workflow, args = sys.argv[1], sys.argv[2:]
+    ov = {args[i][2:]: args[i + 1] for i in range(0, len(args), 2)}
+    out = Path(ov["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    calls = out / "calls.txt"
+    with open(calls, "a") as fh:
+        fh.write(workflow + "\n")
+    key = f"{ov['method']}/{ov['labeled_fraction']}/{ov['seed']}"
+    fail = os.environ.get("FAKE_FAIL", "")
+    if fail and fail == f"{workflow}:{key}":
+        print("fake failure for", key, file=sys.stderr)
+        sys.exit(3)
+    rank = ["supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd"].index(ov["method"])
+    frac = {"1/8": 0.125, "1/4": 0.25, "1/2": 0.5, "full": 1.0}[ov["labeled_fraction"]]
+    noise = (zlib.crc32(key.encode()) % 100) / 10000.0
+    if workflow == "training":
+        (out / "model.pt").write_text("weights")
+        if ov.get("log_curves") == "True" and ov["seed"] == "0":
+            # TensorBoard's own light writer (importing torch would cost seconds per fake cell)
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            w = EventFileWriter(str(out / "tb"))
+            for step in range(1, 6):
+                for tag, v in (("train_loss", 1.0 / step + rank * 0.01), ("val_mean_iou", 0.4 + 0.05 * step + 0.01 * rank)):
+                    val = summary_pb2.Summary.Value(tag=tag, simple_value=v)
+                    w.add_event(event_pb2.Event(step=step, wall_time=float(step), summary=summary_pb2.Summary(value=[val])))
+            w.close()
+    elif workflow == "evaluating":
+        assert (out / "model.pt").is_file(), "evaluation before training"
+        fg = 0.3 + 0.3 * frac + 0.01 * rank + noise
+        iou = {"background": 0.95 + noise / 10, "vessel": fg}
+        (out / "eval").mkdir(exist_ok=True)
+        per_class = {k: {"iou": v, "dice": 2 * v / (1 + v), "iou_pooled": v + 0.01} for k, v in iou.items()}
+        (out / "eval" / "metrics.json").write_text(json.dumps(
+            {"classes": list(iou), "per_class": per_class, "mIoU": sum(iou.values()) / 2,
+             "mIoU_pooled": sum(iou.values()) / 2 + 0.01}))
+    elif workflow == "inferring":
+        assert (out / "model.pt").is_file(), "inference before training"
+        pd = out / "outputs"
+        pd.mkdir(exist_ok=True)
+        for i in range(2):
+            lab = np.zeros((1, 24, 20), np.int64)
+            lab[0, 4:12, 5:15] = 1
+            np.save(pd / f"case{i}_seg.npy", np.roll(lab, rank, axis=1))
+    else:
+        sys.exit(f"unknown workflow {workflow}")
+    '''
+)
+
+
+def _write_config(tmp_path: Path, **extra) -> Path:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir(exist_ok=True)
+    (bundle / "train.json").write_text("{}")
+    (bundle / "evaluate.json").write_text("{}")
+    fake = tmp_path / "fake_bundle.py"
+    fake.write_text(FAKE_BUNDLE)
+    src = tmp_path / "data"  # a prepared data set: images/ and labels/ named like the predictions
+    for sub in ("images", "labels"):
+        (src / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        lab = np.zeros((1, 24, 20), np.int64)
+        lab[0, 4:12, 5:15] = 1
+        np.save(src / "labels" / f"case{i}.npy", lab)
+        np.save(src / "images" / f"case{i}.npy",
+                np.random.default_rng(i).normal(size=(1, 24, 20)).astype(np.float32) + 2 * lab)
+    cfg = {
+        "task": "chase",
+        "bundle": str(bundle),
+        "classes": ["background", "vessel"],
+        "methods": ["supervised", "classmix", "supmix_sufd"],
+        "fractions": ["1/8", "1/4"],
+        "upper_bound": {"label": "full", "value": "full"},
+        "seeds": [0, 1],
+        "output_dir": str(tmp_path / "runs"),
+        "overrides": {"max_epochs": 1, "log_curves": True},
+        "method_overrides": {"supmix_sufd": {"supmix#classes": [1]}},
+        "metrics_file": "eval/metrics.json",
+        "launcher": ["{python}", str(fake)],
+        "predict": {"workflow": "inferring", "config_file": "inference.json", "fractions": ["1/8"], "seeds": [0]},
+        "plots": {"predictions": {"glob": "outputs/*_seg.npy", "source_dir": str(src), "image_glob": "images/*.npy",
+                                  "label_glob": "labels/*.npy", "count": 2}},
+    }
+    cfg.update(extra)
+    import yaml
+
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configuration and cells
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_cells_enumerate_grid_with_supervised_only_upper_bound(tmp_path):
+    cfg = load_config(_write_config(tmp_path))
+    cells = grid.enumerate_cells(cfg)
+    # 3 methods x 2 fractions x 2 seeds + supervised x full x 2 seeds
+    assert len(cells) == 3 * 2 * 2 + 2
+    assert [c.key for c in cells if c.fraction.label == "full"] == ["chase/supervised/full/seed0",
+                                                                    "chase/supervised/full/seed1"]
+    c = cells[0]
+    assert c.key == "chase/supervised/1/8/seed0"
+    assert c.directory == tmp_path / "runs" / "chase" / "supervised" / "1-8" / "seed0"
+    assert len({c.directory for c in cells}) == len(cells)
+
+
+def test_train_command_carries_overrides_in_precedence_order(tmp_path):
+    cfg = load_config(_write_config(tmp_path))
+    cell = [c for c in grid.enumerate_cells(cfg) if c.method == "supmix_sufd"][0]
+    cmd = cfg.train_command(cell)
+    assert cmd[0] == sys.executable and cmd[2] == "training"
+    assert cmd[3:5] == ["--config_file", str(tmp_path / "bundle" / "train.json")]
+    args = dict(zip(cmd[5::2], cmd[6::2]))
+    assert args["--method"] == "supmix_sufd"
+    assert args["--labeled_fraction"] == "1/8"
+    assert args["--seed"] == "0"
+    assert args["--output_dir"] == str(cell.directory)
+    assert args["--max_epochs"] == "1"
+    assert args["--log_curves"] == "True"
+    assert json.loads(args["--supmix#classes"]) == [1]
+    ecmd = cfg.eval_command(cell)
+    assert ecmd[2] == "evaluating" and ecmd[4].endswith("evaluate.json")
+    eargs = dict(zip(ecmd[5::2], ecmd[6::2]))
+    assert eargs["--output_dir"] == str(cell.directory) and eargs["--method"] == "supmix_sufd"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": ["supervised", "clasmix"]}, "unknown method"),
+        ({"methods": []}, "non-empty list"),
+        ({"seeds": [-1]}, "seeds"),
+        ({"overrides": {"seed": 3}}, "may not set"),
+        ({"fractions": ["1/8", "1/8"]}, "repeat"),
+        ({"bundle": "/nonexistent/bundle"}, "does not exist"),
+        ({"typo_key": 1}, "unknown key"),
+        ({"fractions": [{"value": "1/8"}]}, "labelled fraction must be"),
+    ],
+)
+def test_bad_config_raises_one_clear_error_naming_the_file(tmp_path, change, message):
+    path = _write_config(tmp_path, **change)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_config_file_names_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_parse_and_cover_the_paper_grid():
+    root = Path(__file__).resolve().parents[1]
+    for name in ("benchmark_covid", "benchmark_chase", "benchmark_covid_quick", "benchmark_chase_quick"):
+        path = root / "configs" / f"{name}.yaml"
+        import yaml
+
+        raw = yaml.safe_load(path.read_text())
+        assert set(raw["methods"]) == set(grid.KNOWN_METHODS), name
+        assert [str(f) for f in raw["fractions"]] == ["1/8", "1/4", "1/2"], name
+        assert raw["upper_bound"]["methods"] == ["supervised"], name
+        if (root / raw["bundle"]).is_dir():  # bundles land separately; parse fully once they exist
+            old = os.getcwd()
+            os.chdir(root)
+            try:
+                cfg = load_config(path)
+            finally:
+                os.chdir(old)
+            assert len(grid.enumerate_cells(cfg)) == (3 * 7 + 1) * len(cfg.seeds)
+
+
+def test_parse_metrics_forms():
+    a = grid.parse_metrics({"iou": {"bg": 0.9, "fg": 0.5}})
+    assert a["miou"] == pytest.approx(0.7) and a["dice"] is None
+    b = grid.parse_metrics({"per_class": {"bg": {"iou": 0.8, "dice": 0.9}, "fg": {"iou": 0.4, "dice": 0.6}},
+                            "miou": 0.6})
+    assert b["iou"] == {"bg": 0.8, "fg": 0.4} and b["dice"]["fg"] == 0.6 and b["miou"] == 0.6
+    c = grid.parse_metrics({"iou": [0.9, 0.3]}, classes=["background", "vessel"])
+    assert c["iou"] == {"background": 0.9, "vessel": 0.3}
+    # medsemiseg.metrics.write_report layout, with a class absent from the whole set (NaN)
+    d = grid.parse_metrics({"classes": ["bg", "a", "b"], "mIoU": 0.6, "mIoU_pooled": 0.55,
+                            "per_class": {"bg": {"iou": 0.9, "iou_pooled": 0.9}, "a": {"iou": 0.3, "iou_pooled": 0.2},
+                                          "b": {"iou": float("nan"), "iou_pooled": float("nan")}}})
+    assert d["miou"] == 0.6 and d["miou_pooled"] == 0.55 and d["iou_pooled"]["a"] == 0.2
+    assert math.isnan(d["iou"]["b"])
+    assert grid.parse_metrics({"iou": {"bg": 0.8, "x": float("nan")}})["miou"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no per-class IoU"):
+        grid.parse_metrics({"dice": {"bg": 1.0}}, source="x.json")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running: markers, resumption, failure isolation
+# ---------------------------------------------------------------------------------------------------------------
+
+def _run(cfg, **kw):
+    lines: list[str] = []
+    res = grid.run_grid(cfg, progress=False, log=lines.append, **kw)
+    return res, lines
+
+
+def test_grid_runs_then_rerun_skips_finished_cells(tmp_path):
+    cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "supmix_sufd"]))
+    res, lines = _run(cfg)
+    assert [r.status for r in res] == ["done"] * 5
+    assert any("mIoU" in ln for ln in lines)
+    expected = {}
+    for c in grid.enumerate_cells(cfg):
+        done = json.loads((c.directory / grid.DONE).read_text())
+        assert done["method"] == c.method and 0 < done["metrics"]["miou"] < 1
+        # predictions only where the panel needs them (predict: fractions [1/8], seeds [0])
+        expected[c.key] = ["training", "evaluating"] + (["inferring"] if c.fraction.label == "1/8" else [])
+        assert (c.directory / "calls.txt").read_text().split() == expected[c.key]
+    res2, lines2 = _run(cfg)
+    assert [r.status for r in res2] == ["skipped"] * 5
+    for c in grid.enumerate_cells(cfg):  # nothing was called again
+        assert (c.directory / "calls.txt").read_text().split() == expected[c.key]
+    assert "0 to run" in lines2[0]
+
+
+def test_failed_cell_is_recorded_not_fatal_and_retried(tmp_path, monkeypatch):
+    cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "classmix"], fractions=["1/8"],
+                                    upper_bound=None))
+    monkeypatch.setenv("FAKE_FAIL", "training:classmix/1/8/0")
+    res, _ = _run(cfg)
+    assert {r.cell.method: r.status for r in res} == {"supervised": "done", "classmix": "failed"}
+    failed_dir = [r.cell.directory for r in res if r.status == "failed"][0]
+    info = json.loads((failed_dir / grid.FAILED).read_text())
+    assert info["step"] == "training" and info["returncode"] == 3 and "fake failure" in info["log_tail"]
+    assert not (failed_dir / grid.DONE).exists()
+    # not retried when asked not to
+    res_keep, _ = _run(cfg, rerun_failed=False)
+    assert {r.cell.method: r.status for r in res_keep} == {"supervised": "skipped", "classmix": "failed"}
+    # retried by default once the cause is gone
+    monkeypatch.delenv("FAKE_FAIL")
+    res2, _ = _run(cfg)
+    assert {r.cell.method: r.status for r in res2} == {"supervised": "skipped", "classmix": "done"}
+    assert not (failed_dir / grid.FAILED).exists()
+
+
+def test_evaluation_failure_reruns_only_evaluation(tmp_path, monkeypatch):
+    cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"],
+                                    upper_bound=None))
+    monkeypatch.setenv("FAKE_FAIL", "evaluating:supervised/1/8/0")
+    (res,), _ = _run(cfg)
+    assert res.status == "failed" and grid.cell_status(cfg, res.cell) == "trained"
+    monkeypatch.delenv("FAKE_FAIL")
+    (res2,), _ = _run(cfg)
+    assert res2.status == "done"
+    assert (res2.cell.directory / "calls.txt").read_text().split() == [
+        "training", "evaluating", "evaluating", "inferring"]
+
+
+def test_changed_config_makes_cells_stale_and_refuses_to_mix(tmp_path):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    cfg = load_config(path)
+    _run(cfg)
+    cfg2 = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"],
+                                     upper_bound=None, overrides={"max_epochs": 2}))
+    cell = grid.enumerate_cells(cfg2)[0]
+    assert grid.cell_status(cfg2, cell) == "stale"
+    with pytest.raises(ConfigError, match="different command"):
+        _run(cfg2)
+    (res,), lines = _run(cfg2, rerun_stale=True)
+    assert res.status == "done"
+    assert (cell.directory.parent / "seed0.stale-1" / grid.DONE).is_file()
+    assert grid.cell_status(cfg2, cell) == "done"
+
+
+def test_partial_cell_is_rerun_into_same_folder(tmp_path):
+    cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"],
+                                    upper_bound=None))
+    cell = grid.enumerate_cells(cfg)[0]
+    cell.directory.mkdir(parents=True)
+    (cell.directory / "checkpoint_iter_3.pt").write_text("half-trained")  # a killed run
+    assert grid.cell_status(cfg, cell) == "partial"
+    (res,), _ = _run(cfg)
+    assert res.status == "done" and (cell.directory / "checkpoint_iter_3.pt").is_file()
+
+
+def test_dry_run_runs_nothing(tmp_path):
+    cfg = load_config(_write_config(tmp_path))
+    res, lines = _run(cfg, dry_run=True)
+    assert res == [] and sum("would run" in ln for ln in lines) == 14
+    assert not (tmp_path / "runs" / "chase").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# aggregation and tables
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_mean_std_uses_sample_std():
+    mu, sd, n = results.mean_std([0.5, 0.7, None])
+    assert (mu, n) == (pytest.approx(0.6), 2) and sd == pytest.approx(math.sqrt(0.02))
+    assert results.mean_std([0.4]) == (0.4, 0.0, 1)
+    assert math.isnan(results.mean_std([])[0])
+
+
+def test_summary_and_markdown_table_from_result_rows():
+    rows = [
+        {"task": "t", "method": "supervised", "fraction": "1/8", "seed": 0, "miou": 0.60, "iou/bg": 0.9, "iou/fg": 0.3},
+        {"task": "t", "method": "supervised", "fraction": "1/8", "seed": 1, "miou": 0.62, "iou/bg": 0.9, "iou/fg": 0.34},
+        {"task": "t", "method": "supmix_sufd", "fraction": "1/8", "seed": 0, "miou": 0.70, "iou/bg": 0.92,
+         "iou/fg": 0.48},
+        {"task": "t", "method": "supmix_sufd", "fraction": "1/8", "seed": 1, "miou": 0.68, "iou/bg": 0.92,
+         "iou/fg": 0.44},
+    ]
+    classes = results.class_names(rows)
+    assert classes == ["bg", "fg"]
+    summ = results.summarize(rows, classes, ["1/8", "1/4"], ["supervised", "supmix_sufd"])
+    assert len(summ) == 2
+    assert summ[1]["iou/fg/mean"] == pytest.approx(0.46) and summ[1]["n"] == 2
+    md = results.markdown_table(summ, classes)
+    lines = md.strip().splitlines()
+    assert lines[0] == "| Labelled | Method | bg IoU | fg IoU | mIoU | n |"
+    assert lines[2].startswith("| 1/8 | supervised | 90.00 ± 0.00 | 32.00 ± 2.83 | 61.00 ± 1.41 | 2 |")
+    assert "**69.00 ± 1.41**" in lines[3] and "**" not in lines[2]
+
+
+def test_full_report_files_and_plots(tmp_path):
+    cfg = load_config(_write_config(tmp_path, seeds=[0, 1], methods=["supervised", "supmix_sufd"]))
+    res, _ = _run(cfg)
+    assert all(r.status == "done" for r in res)
+    from medsemiseg.benchmark.report import make_report
+
+    written = make_report(cfg, log=lambda s: None)
+    out = tmp_path / "runs" / "chase"
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 and {"iou/background", "iou/vessel", "miou", "dice/vessel"} <= set(rows[0])
+    md = (out / "results.md").read_text()
+    assert "| full | supervised |" in md and md.count("| 1/8 |") == 4  # per-image table, then pooled table
+    assert md.index("per-image IoU") < md.index("pooled IoU")
+    assert float(rows[0]["miou_pooled"]) == pytest.approx(float(rows[0]["miou"]) + 0.01)
+    for key in ("miou_vs_fraction", "per_class_iou", "learning_curves", "predictions"):
+        p = written[key]
+        assert p.is_file() and p.stat().st_size > 5000, key
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the fake gives supmix_sufd the best vessel IoU; the table must say so at 1/8
+    summ = list(csv.DictReader(open(out / "summary.csv")))
+    best = max((r for r in summ if r["fraction"] == "1/8"), key=lambda r: float(r["miou/mean"]))
+    assert best["method"] == "supmix_sufd"
+
+
+def test_cli_end_to_end_and_resume(tmp_path, capsys):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"])
+    assert cli_main([str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "results_md" in out and (tmp_path / "runs" / "chase" / "results.md").is_file()
+    assert cli_main([str(path), "--no-progress"]) == 0
+    assert "0 to run" in capsys.readouterr().out
+    assert cli_main([str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_cli_reports_failure_with_exit_status(tmp_path, monkeypatch, capsys):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"],
+                         upper_bound=None)
+    monkeypatch.setenv("FAKE_FAIL", "training:fixmatch/1/8/0")
+    assert cli_main([str(path), "--no-progress"]) == 1
+    assert "FAILED chase/fixmatch/1/8/seed0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_fraction_values():
+    assert plots.fraction_value("1/8") == 0.125 and plots.fraction_value("full") == 1.0
+    assert math.isnan(plots.fraction_value("12"))
+
+
+def test_overlay_is_upright_and_coloured():
+    img = np.zeros((1, 6, 4), np.float32)  # (C, X=6 wide, Y=4 high)
+    img[0, :, 2:] = 1.0
+    lab = np.zeros((1, 6, 4), np.int64)
+    lab[0, 5, 3] = 2  # right-most column, bottom row
+    rgb = plots.overlay(img, lab)
+    assert rgb.shape == (4, 6, 3)
+    assert rgb[0, 0].sum() == 0 and rgb[3, 0].sum() == pytest.approx(3.0)  # bright half at large Y = bottom
+    assert not np.allclose(rgb[3, 5], rgb[3, 4])  # the labelled pixel is tinted
+    with pytest.raises(ValueError, match="does not match"):
+        plots.overlay(img, np.zeros((1, 5, 4), np.int64))
+
+
+def test_scalar_curves_roundtrip(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tmp_path / "tb"))
+    for s in range(3):
+        w.add_scalar("val_mean_iou", 0.1 * s, s)
+    w.close()
+    curves = plots.load_scalar_curves(tmp_path)
+    assert [p[0] for p in curves["val_mean_iou"]] == [0, 1, 2]
+    assert curves["val_mean_iou"][2][1] == pytest.approx(0.2)
+    assert plots.load_scalar_curves(tmp_path / "empty") == {}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cost benchmark
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_floor_units_follow_the_pass_table():
+    from medsemiseg.benchmark.cost import FLOOR_PASSES, floor_units
+
+    assert set(FLOOR_PASSES) == set(grid.KNOWN_METHODS)
+    assert floor_units("supervised", 4, 8) == (12, 0)
+    assert floor_units("fixmatch", 4, 8) == (12 + 4 * 8, 0)  # +1 no-grad weak, +1 fwd/bwd strong
+    assert floor_units("unimatch", 2, 2) == (6 + 9 * 2, 0)
+    f_sup, g_sup = floor_units("supmix", 2, 3)
+    f, g = floor_units("supmix_sufd", 2, 3)
+    assert f == f_sup and g_sup == 0 and g == 3 * 2 + 6 * 3
+
+
+def test_cost_measures_supervised_at_its_floor_and_semi_above(tmp_path):
+    """Real engine, tiny UNet: supervised FLOPs equal its floor (1 fwd + bwd = 3F per labelled image), a
+    semi-supervised method costs more than supervised; the table formats both."""
+    pytest.importorskip("medsemiseg.engines")
+    from medsemiseg.benchmark.cost import CostSettings, cost_table, run_cost_benchmark
+
+    s = CostSettings(task="chase", image_size=32, batch_size=2, unlabeled_batch_size=2, iters=2, warmup=1,
+                     threads=1, network_kwargs={"features": [4, 8, 8, 16, 16, 4]})
+    report = run_cost_benchmark(["supervised", "fixmatch"], s, isolate=False, log=lambda m: None)
+    sup, fm = report["results"]
+    assert "error" not in sup and "error" not in fm
+    assert sup["measured_over_floor"] == pytest.approx(1.0, rel=0.05)
+    assert fm["flops_per_iter"] > 1.5 * sup["flops_per_iter"]
+    assert fm["measured_over_floor"] >= 0.95
+    assert sup["timed_iters"] == 2 and sup["s_per_iter"] > 0 and sup["peak_mem_mb"] >= 0
+    md = cost_table(report)
+    assert "| supervised |" in md and "| fixmatch |" in md and "Peak memory" in md
