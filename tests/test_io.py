@@ -181,6 +181,11 @@ def test_compressed_dicoms_decode_or_fail_clearly():
     else:
         assert img.shape == (1, 512, 512)
         assert float(img.min()) < -500 and float(img.max()) > 500  # HU, not raw stored values
+    path = _testfile("bad_sequence.dcm")  # JPEG Lossless: needs pylibjpeg-libjpeg or gdcm
+    try:
+        read_image(path)
+    except DataReadError as e:
+        assert str(e).startswith(path) and "JPEG Lossless" in str(e) and "pip install" in str(e)
 
 
 def test_truncated_and_corrupt_dicom_give_one_clear_error(tmp_path):
