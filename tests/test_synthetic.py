@@ -91,7 +91,7 @@ def test_covid_class_frequencies(covid):
     assert load.std() > 0.3 * load.mean()
 
 
-def test_covid_frequencies_are_parameters(tmp_path):
+def test_covid_frequencies_are_parameters():
     hu, lab, _ = syn.ct_phantom_volume(12, 64, seed=1, ggo_fraction=0.01, consolidation_fraction=0.02,
                                        effusion_fraction=0.0, lesion_free_fraction=0.25)
     frac = [(lab == c).mean() for c in range(4)]
