@@ -462,3 +462,41 @@ def test_cost_measures_supervised_at_its_floor_and_semi_above(tmp_path):
     assert sup["timed_iters"] == 2 and sup["s_per_iter"] > 0 and sup["peak_mem_mb"] >= 0
     md = cost_table(report)
     assert "| supervised |" in md and "| fixmatch |" in md and "Peak memory" in md
+
+
+def test_cell_overrides_apply_to_matching_cells_only(tmp_path):
+    rules = [{"fractions": ["1/8"], "seeds": [0], "overrides": {"train#checkpointer#n_saved": 100}},
+             {"methods": ["supmix_sufd"], "overrides": {"method_options": {"adv_weight": 0.01}}}]
+    cfg = load_config(_write_config(tmp_path, cell_overrides=rules))
+    for c in grid.enumerate_cells(cfg):
+        ov = cfg.cell_overrides(c)
+        assert ("train#checkpointer#n_saved" in ov) == (c.fraction.label == "1/8" and c.seed == 0), c.key
+        assert ("method_options" in ov) == (c.method == "supmix_sufd"), c.key
+    with pytest.raises(ConfigError, match="cell_overrides"):
+        load_config(_write_config(tmp_path, cell_overrides=[{"fractions": ["1/8"], "overrides": {"seed": 1}}]))
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(_write_config(tmp_path, cell_overrides=[{"fraction": ["1/8"], "overrides": {}}]))
+
+
+def test_analysis_finds_epoch_checkpoints_and_hidden_labels(tmp_path):
+    from medsemiseg.benchmark.analysis import epoch_checkpoints, hidden_labels
+
+    models = tmp_path / "cell" / "models"
+    models.mkdir(parents=True)
+    for name in ("checkpoint_epoch=10.pt", "checkpoint_epoch=2.pt", "model.pt"):
+        (models / name).write_text("x")
+    assert [e for e, _ in epoch_checkpoints(tmp_path / "cell")] == [2, 10]
+    # the datalist hides the labels of two unlabelled pool items; a third unlabelled item has none anywhere
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pool.json").write_text(json.dumps({
+        "train": [{"image": "images/a.nii.gz", "label": "labels/a.nii.gz"},
+                  {"image": "images/b.nii.gz", "label": "labels/b.nii.gz"},
+                  {"image": "images/c.nii.gz", "label": "labels/c.nii.gz"}],
+        "extra_unlabeled": [{"image": "images/x.nii.gz"}]}))
+    (data / "datalist.json").write_text(json.dumps({
+        "labeled": [{"image": "images/a.nii.gz", "label": "labels/a.nii.gz"}],
+        "unlabeled": [{"image": "images/b.nii.gz"}, {"image": "images/c.nii.gz"}, {"image": "images/x.nii.gz"}]}))
+    hl = hidden_labels(data / "datalist.json")
+    assert [Path(h["image"]).name for h in hl] == ["b.nii.gz", "c.nii.gz"]
+    assert all(Path(h["label"]).parent.name == "labels" for h in hl)

@@ -127,6 +127,7 @@ class BenchmarkConfig:
     predict_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     predict_fractions: list[str] | None = None
     predict_seeds: list[int] | None = None
+    cell_overrides_rules: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     metrics_file: str = "eval/metrics.json"
     launcher: list[str] = dataclasses.field(default_factory=lambda: ["{python}", "-m", "monai.bundle", "run"])
     cell_timeout_s: float | None = None
@@ -155,6 +156,9 @@ class BenchmarkConfig:
         """The training overrides of one cell: common ones, then the method's own, then the cell's identity."""
         ov: dict[str, Any] = dict(self.overrides)
         ov.update(self.method_overrides.get(cell.method, {}))
+        for rule in self.cell_overrides_rules:
+            if _rule_matches(rule, cell):
+                ov.update(rule["overrides"])
         ov.update(
             {
                 "method": cell.method,
@@ -193,6 +197,13 @@ class BenchmarkConfig:
         return cmd + _override_args(ov)
 
 
+def _rule_matches(rule: dict[str, Any], cell: Cell) -> bool:
+    return all(
+        rule.get(key) is None or value in rule[key]
+        for key, value in (("methods", cell.method), ("fractions", cell.fraction.label), ("seeds", cell.seed))
+    )
+
+
 def _config_arg(cfg: BenchmarkConfig, files: list[str]) -> str:
     """``--config_file`` takes one path or a list written as ``"['a.json','b.json']"`` (MONAI bundle CLI)."""
     paths = [str(cfg.bundle_file(f)) for f in files]
@@ -225,7 +236,7 @@ def fraction_slug(label: str) -> str:
 _ALLOWED_KEYS = {
     "task", "bundle", "methods", "fractions", "upper_bound", "seeds", "output_dir", "classes", "overrides",
     "method_overrides", "train", "evaluate", "metrics_file", "launcher", "cell_timeout_s", "env", "plots",
-    "description", "table_metric", "predict",
+    "description", "table_metric", "predict", "cell_overrides",
 }
 
 
@@ -301,6 +312,17 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         if m not in KNOWN_METHODS:
             raise err(f"'method_overrides' names unknown method {m!r}")
 
+    rules = raw.get("cell_overrides") or []
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and isinstance(r.get("overrides"), dict) for r in rules):
+        raise err("'cell_overrides' must be a list of {methods?, fractions?, seeds?, overrides: {...}}")
+    for r in rules:
+        extra = set(r) - {"methods", "fractions", "seeds", "overrides"}
+        if extra:
+            raise err(f"'cell_overrides' entry has unknown key(s) {sorted(extra)}")
+        if {"method", "labeled_fraction", "seed", "output_dir"} & set(r["overrides"]):
+            raise err("'cell_overrides' may not set method, labeled_fraction, seed or output_dir")
+        if r.get("fractions") is not None:
+            r["fractions"] = [str(f) for f in r["fractions"]]
     train = raw.get("train") or {}
     evaluate = raw.get("evaluate") or {}
     predict = raw.get("predict") or {}
@@ -343,6 +365,7 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         predict_overrides=dict(predict.get("overrides") or {}),
         predict_fractions=[str(f) for f in predict["fractions"]] if predict.get("fractions") else None,
         predict_seeds=[int(x) for x in predict["seeds"]] if predict.get("seeds") is not None else None,
+        cell_overrides_rules=list(rules),
         metrics_file=str(raw.get("metrics_file", "eval/metrics.json")),
         launcher=[str(a) for a in launcher],
         cell_timeout_s=raw.get("cell_timeout_s"),

@@ -1,0 +1,222 @@
+"""Why a method wins or loses: pseudo-label accuracy and discriminator accuracy over training.
+
+``python -m medsemiseg.benchmark.analysis CONFIG.yaml [--fraction 1/8] [--seed 0]`` reads the epoch checkpoints a
+grid cell kept (``models/checkpoint_epoch=K.pt``; the quick configs keep every epoch of the 1/8, seed-0 cells with a
+``cell_overrides`` rule) and, for each epoch, rebuilds the cell's network, method, EMA teacher and discriminator from
+the bundle config with the cell's own overrides (MONAI ``ConfigParser``, nothing re-implemented), then measures on
+the cell's **unlabelled** training images whose ground truth the split hid from training:
+
+- ``pl_acc`` / ``pl_miou``: pixel accuracy and pooled mIoU of the pseudo-labels the method trains on — the EMA
+  teacher's argmax (ClassMix, SupMix, SUFD variants) or the student's own (FixMatch, UniMatch, and ``supervised``
+  for reference) on the un-augmented image;
+- ``conf_ratio`` / ``conf_acc``: the share of pixels whose confidence reaches the method's threshold (the pixels the
+  unsupervised loss uses) and the accuracy on them;
+- ``pl_iou/<class>``: pseudo-label IoU per class (the minority classes are where SupMix is meant to help);
+- ``d_acc`` (SUFD variants): the discriminator's accuracy at telling the student's labelled-image features (logit
+  > 0) from its unlabelled-image features; 0.5 means the feature gap SUFD closes is closed (or D learned nothing).
+
+The unlabelled images' labels exist for the built-in synthetic data sets (their split hides the labels of the
+training pool) and for a prepared real data set when its ``pool.json`` lists labels for the unlabelled items; images
+without labels are skipped. Writes ``analysis_<fraction>.csv`` and ``analysis_<fraction>.png`` next to the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .grid import BenchmarkConfig, Cell, enumerate_cells, fraction_slug, load_config
+
+__all__ = ["epoch_checkpoints", "hidden_labels", "analyse_cell", "analyse_grid", "plot_analysis", "main"]
+
+
+def epoch_checkpoints(cell_dir: Path) -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of ``models/checkpoint_epoch=K.pt`` files, by epoch."""
+    out = []
+    for p in (Path(cell_dir) / "models").glob("checkpoint_epoch=*.pt"):
+        m = re.search(r"checkpoint_epoch=(\d+)\.pt$", p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def hidden_labels(datalist_path: str | Path) -> list[dict[str, str]]:
+    """The cell's unlabelled items that have a ground truth somewhere: ``pool.json`` next to the datalist (written by
+    ``medsemiseg.prepare`` and the built-in data sets) lists the whole training pool with labels."""
+    dl_path = Path(datalist_path)
+    dl = json.loads(dl_path.read_text())
+    pool_path = dl_path.parent / "pool.json"
+    if not pool_path.is_file():
+        return []
+    pool = json.loads(pool_path.read_text())
+    labels = {}
+    for key, items in pool.items():
+        if isinstance(items, list):
+            for it in items:
+                if isinstance(it, dict) and "label" in it and "image" in it:
+                    labels[str((pool_path.parent / it["image"]).resolve())] = str((pool_path.parent / it["label"]).resolve())
+    out = []
+    for it in dl.get("unlabeled", []):
+        img = str((dl_path.parent / it["image"]).resolve())
+        if img in labels:
+            out.append({"image": img, "label": labels[img]})
+    return out
+
+
+def _parser(cfg: BenchmarkConfig, cell: Cell):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(cfg.bundle_file(f)) for f in cfg.train_config])
+    parser["bundle_root"] = str(cfg.bundle.resolve())
+    for k, v in cfg.cell_overrides(cell).items():
+        parser[k] = v
+    parser["device"] = "cpu"
+    return parser
+
+
+def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[dict[str, Any]]:
+    """One row per kept epoch checkpoint of ``cell`` (see the module doc for the columns)."""
+    import torch
+
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    ckpts = epoch_checkpoints(cell.directory)
+    if not ckpts:
+        return []
+    parser = _parser(cfg, cell)
+    datalist = parser.get_parsed_content("datalist")
+    items = hidden_labels(datalist)[:max_items]
+    if not items:
+        return []
+    pre = parser.get_parsed_content("preprocessing")
+    net = parser.get_parsed_content("network")
+    method = parser.get_parsed_content("train#method")
+    classes = list(parser.get_parsed_content("classes"))
+    k = len(classes)
+    from medsemiseg.bundle_utils import load_split
+
+    labelled = load_split(datalist, "labeled")[:max_items]
+    data_u = [pre(dict(it)) for it in items]
+    data_l = [pre(dict(it)) for it in labelled]
+    x_u = torch.stack([torch.as_tensor(d["image"]) for d in data_u]).float()
+    y_u = torch.stack([torch.as_tensor(d["label"]) for d in data_u]).long()[:, 0]
+    x_l = torch.stack([torch.as_tensor(d["image"]) for d in data_l]).float()
+    objs = method.checkpoint_objects()
+    thr = float(getattr(method, "conf_threshold", 0.95))
+    teacher_obj = objs.get("teacher")
+    disc_obj = objs.get("sufd")
+    rows = []
+    for epoch, path in ckpts:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        net.load_state_dict(ck["model"])
+        net.eval()
+        source = "student"
+        pl_net = net
+        if teacher_obj is not None and "teacher" in ck:
+            teacher_obj.load_state_dict(ck["teacher"])
+            pl_net = teacher_obj.teacher
+            source = "EMA teacher"
+        pl_net.eval()
+        with torch.no_grad():
+            prob = torch.softmax(torch.cat([pl_net(x_u[i:i + 8]) for i in range(0, len(x_u), 8)]).float(), 1)
+        conf, pl = prob.max(1)
+        row: dict[str, Any] = {"task": cell.task, "method": cell.method, "fraction": cell.fraction.label,
+                               "seed": cell.seed, "epoch": epoch, "pseudo_label_source": source,
+                               "n_unlabelled_with_gt": len(items)}
+        correct = (pl == y_u)
+        row["pl_acc"] = float(correct.float().mean())
+        confident = conf >= thr
+        row["conf_ratio"] = float(confident.float().mean())
+        row["conf_acc"] = float(correct[confident].float().mean()) if bool(confident.any()) else float("nan")
+        ious = []
+        for c in range(k):
+            inter = ((pl == c) & (y_u == c)).sum().item()
+            union = ((pl == c) | (y_u == c)).sum().item()
+            iou = inter / union if union else float("nan")
+            row[f"pl_iou/{classes[c]}"] = iou
+            ious.append(iou)
+        valid = [v for v in ious if v == v]
+        row["pl_miou"] = sum(valid) / len(valid) if valid else float("nan")
+        if disc_obj is not None and "sufd" in ck:
+            disc_obj.load_state_dict(ck["sufd"])
+            d = disc_obj.discriminator
+            d.eval()
+            idx = int(getattr(method, "feature_index", -1))
+            with torch.no_grad():
+                f_l = net.encode(x_l)[idx]
+                f_u = net.encode(x_u)[idx]
+                lo_l, lo_u = d(f_l), d(f_u)
+            n = lo_l.numel() + lo_u.numel()
+            row["d_acc"] = float(((lo_l > 0).sum() + (lo_u <= 0).sum()).item() / n)
+            row["d_p_labelled_on_l"] = float(torch.sigmoid(lo_l).mean())
+            row["d_p_labelled_on_u"] = float(torch.sigmoid(lo_u).mean())
+        rows.append(row)
+    return rows
+
+
+def analyse_grid(cfg: BenchmarkConfig, fraction: str, seed: int, methods: Sequence[str] | None = None,
+                 log=print) -> list[dict[str, Any]]:
+    rows = []
+    for cell in enumerate_cells(cfg):
+        if cell.fraction.label != fraction or cell.seed != seed or (methods and cell.method not in methods):
+            continue
+        r = analyse_cell(cfg, cell)
+        log(f"[analysis] {cell.key}: {len(r)} epoch checkpoint(s)" + ("" if r else " (none kept, or no hidden labels)"))
+        rows += r
+    return rows
+
+
+def plot_analysis(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
+    from . import plots
+
+    curves: dict[str, dict[str, list]] = {}
+    for r in rows:
+        c = curves.setdefault(r["method"], {})
+        for key, v in r.items():
+            if key in ("pl_acc", "pl_miou", "conf_ratio", "conf_acc", "d_acc") or key.startswith("pl_iou/"):
+                if isinstance(v, float) and v == v:
+                    c.setdefault(key, []).append((r["epoch"], v))
+    tags = ["pl_miou", "conf_ratio", "conf_acc"] + sorted({k for c in curves.values() for k in c if k.startswith("pl_iou/")})
+    tags = [t for t in tags if t != "pl_iou/background"] + ["d_acc"]
+    return plots.plot_learning_curves(curves, tags, path, title=title)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m medsemiseg.benchmark.analysis", description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="benchmark YAML whose cells to analyse")
+    p.add_argument("--fraction", default="1/8")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--output-dir", help="the YAML's output_dir unless given")
+    a = p.parse_args(argv)
+    cfg = load_config(a.config, output_dir=a.output_dir)
+    rows = analyse_grid(cfg, a.fraction, a.seed, a.methods)
+    if not rows:
+        print("[analysis] nothing to analyse: no epoch checkpoints with hidden labels in these cells", file=sys.stderr)
+        return 1
+    slug = fraction_slug(a.fraction)
+    out_csv = cfg.task_dir / f"analysis_{slug}.csv"
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    with open(out_csv, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    png = plot_analysis(rows, cfg.task_dir / f"analysis_{slug}.png",
+                        title=f"{cfg.task}: pseudo-labels on hidden-label unlabelled images and D accuracy, "
+                        f"{a.fraction} labelled, seed {a.seed}")
+    print(f"[analysis] {out_csv}\n[analysis] {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
