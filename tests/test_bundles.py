@@ -1,0 +1,319 @@
+"""The MONAI bundles ``bundles/covid`` and ``bundles/chase``: layout, MONAI tooling, and every workflow.
+
+Everything runs with tiny overrides (64x64 images, one or two iterations) on the built-in synthetic data sets,
+which one session fixture generates once. The user's exact command, ``python -m monai.bundle run training
+--config_file bundles/covid/train.json`` (run from the repository root), is run as a subprocess with only size
+overrides added; the other workflows run in-process through MONAI's ``ConfigWorkflow`` (what the CLI builds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medsemiseg import bundle_utils
+from medsemiseg.bundle_utils import BundleConfigError, find_bundle_root, latest_checkpoint, resolve_datalist
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+TASKS = ("covid", "chase")
+METHODS = ("supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd")
+
+#: keys in which the two bundles' configs may differ; everything else must be identical (shared structure)
+TASK_KEYS = {"task", "classes", "in_channels", "image_size", "intensity", "write_png"}
+
+#: the settings that make one training run take seconds
+TINY = {"image_size": [64, 64], "batch_size": 2, "unlabeled_batch_size": 2, "max_epochs": 1, "epoch_length": 2}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """One synthetic data cache for the whole session (both tasks generated on first use)."""
+    return str(tmp_path_factory.mktemp("bundle_cache"))
+
+
+def workflow(task: str, run_id: str, **overrides):
+    """An initialised ``ConfigWorkflow`` of a bundle, as ``python -m monai.bundle run <run_id>`` builds it."""
+    from monai.bundle import ConfigWorkflow
+
+    root = BUNDLES / task
+    wf = ConfigWorkflow(
+        config_file=str(root / "configs" / "train.json"),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        run_id=run_id,
+        workflow_type=None,
+        bundle_root=str(root),
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def save_random_model(task: str, ckpt_dir: Path, image_size=(64, 64)) -> None:
+    """A ``model.pt`` of the bundle's network with its initial weights (inference needs *a* checkpoint)."""
+    wf = workflow(task, "inferring", image_size=list(image_size))
+    net = wf.parser.get_parsed_content("network_def")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), ckpt_dir / "model.pt")
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"monai.bundle {args[:2]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def overrides_cli(d: dict) -> list[str]:
+    out: list[str] = []
+    for k, v in d.items():
+        out += [f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_bundle_layout_follows_the_monai_specification(task):
+    root = BUNDLES / task
+    for rel in ("configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
+                "configs/logging.conf", "docs/README.md", "LICENSE"):
+        assert (root / rel).is_file(), f"{root / rel} missing"
+    assert (root / "models").is_dir()
+    # the short names the user types resolve to the real configs (links, no copied content)
+    for name in ("train.json", "evaluate.json", "inference.json", "metadata.json", "logging.conf"):
+        assert (root / name).is_symlink(), f"{root / name} should be a link into configs/"
+        assert (root / name).resolve().parent == (root / "configs").resolve()
+    assert (root / "train.json").resolve() == (root / "configs" / "inference.json").resolve()
+
+
+def test_bundles_share_everything_but_the_task_keys():
+    covid = json.loads((BUNDLES / "covid/configs/train.json").read_text())
+    chase = json.loads((BUNDLES / "chase/configs/train.json").read_text())
+    assert covid.keys() == chase.keys()
+    differing = {k for k in covid if covid[k] != chase[k]}
+    assert differing <= TASK_KEYS, f"bundle configs drifted apart outside the task keys: {differing - TASK_KEYS}"
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_metadata_describes_the_configured_network(task):
+    meta = json.loads((BUNDLES / task / "configs/metadata.json").read_text())
+    cfg = json.loads((BUNDLES / task / "configs/train.json").read_text())
+    for key in ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+                "name", "task", "description", "authors", "copyright", "network_data_format"):
+        assert meta.get(key) not in (None, ""), f"metadata.json lacks {key}"
+    assert meta["version"] in meta["changelog"]
+    image = meta["network_data_format"]["inputs"]["image"]
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert image["num_channels"] == cfg["in_channels"]
+    assert image["spatial_shape"] == cfg["image_size"] == pred["spatial_shape"] and len(image["spatial_shape"]) == 2
+    assert pred["num_channels"] == len(cfg["classes"])
+    assert [pred["channel_def"][str(i)] for i in range(len(cfg["classes"]))] == cfg["classes"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_config_exposes_the_monai_and_user_keys(task):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / task / "configs/train.json"))
+    for key in ("bundle_root", "device", "network_def", "network", "train#trainer", "train#trainer#max_epochs",
+                "train#dataset#data", "train#handlers", "validate#dataset#data", "validate#evaluator", "val_interval",
+                "inferer", "preprocessing", "postprocessing", "output_dir", "dataset_dir", "method", "method_options",
+                "labeled_fraction", "network_name", "max_epochs", "epoch_length", "batch_size",
+                "unlabeled_batch_size", "amp", "seed", "resume", "training", "evaluating", "inferring"):
+        assert key in parser, f"{task} config lacks {key!r}"
+    assert parser["method"] == "supmix_sufd"  # the paper's method is the default
+
+
+def test_find_bundle_root_from_every_way_of_naming_the_config(tmp_path, monkeypatch):
+    covid = str(BUNDLES / "covid")
+    monkeypatch.chdir(REPO)
+    assert find_bundle_root("covid", argv=["x", "run", "--config_file", "bundles/covid/train.json"]) == covid
+    assert find_bundle_root("covid", argv=["x", "--config_file=bundles/covid/configs/train.json"]) == covid
+    assert find_bundle_root("covid", argv=["x", "--config_file", "['bundles/chase/configs/train.json','b.json']"]) == str(
+        BUNDLES / "chase"
+    )
+    monkeypatch.chdir(BUNDLES / "chase")  # model-zoo style: from inside the bundle
+    assert find_bundle_root("chase", argv=["x", "--config_file", "configs/train.json"]) == str(BUNDLES / "chase")
+    monkeypatch.chdir(tmp_path)  # no config on the command line: the checkout's bundle
+    assert find_bundle_root("covid", argv=["python"]) == covid
+    with pytest.raises(BundleConfigError, match="--bundle_root"):
+        find_bundle_root("nosuchbundle", argv=["python"])
+
+
+def test_dataset_dir_errors_name_the_setting_and_the_fix(tmp_path):
+    with pytest.raises(BundleConfigError, match="dataset_dir=.*does not exist"):
+        resolve_datalist(tmp_path / "missing", "covid", tmp_path)
+    with pytest.raises(BundleConfigError, match="medsemiseg.prepare covid"):
+        resolve_datalist(tmp_path, "covid", tmp_path)  # a folder without a datalist
+
+
+# ------------------------------------------------------------------------------------------ MONAI tooling
+
+
+def test_verify_net_in_out_and_torchscript_export(tmp_path):
+    cfg, meta = "bundles/covid/configs/train.json", "bundles/covid/configs/metadata.json"
+    proc = cli("verify_net_in_out", "network_def", "--meta_file", meta, "--config_file", cfg, "--device", "cpu")
+    assert "verified with no error" in proc.stdout + proc.stderr
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out("network_def", meta_file="bundles/chase/configs/metadata.json",
+                      config_file=str(REPO / "bundles/chase/configs/train.json"), device="cpu")
+
+    save_random_model("covid", tmp_path)
+    ts = tmp_path / "model.ts"
+    cli("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(tmp_path / "model.pt"),
+        "--meta_file", meta, "--config_file", "bundles/covid/configs/inference.json", "--use_trace", "True")
+    exported = torch.jit.load(str(ts))
+    net = workflow("covid", "inferring").parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(tmp_path / "model.pt"))
+    net.eval()
+    x = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        assert torch.allclose(exported(x), net(x), atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ the user's workflows
+
+
+@pytest.fixture(scope="module")
+def covid_run(tmp_path_factory, cache_dir) -> Path:
+    """The user's exact training command (plus size overrides), run once from the repository root."""
+    out = tmp_path_factory.mktemp("covid_run")
+    ov = {**TINY, "output_dir": str(out), "cache_dir": cache_dir}
+    cli("run", "training", "--config_file", "bundles/covid/train.json", *overrides_cli(ov))
+    return out
+
+
+def test_training_writes_checkpoints_logs_and_a_validation_miou(covid_run):
+    models = covid_run / "models"
+    assert (models / "model.pt").is_file(), "best-by-validation-mIoU checkpoint missing"
+    latest = latest_checkpoint(models)
+    assert latest is not None and latest.endswith("checkpoint_epoch=1.pt")
+    state = torch.load(latest, weights_only=True)
+    # full training state: network, optimiser, scheduler, trainer counters, EMA teacher, discriminator + its optimiser
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "teacher", "sufd"} <= set(state)
+    assert state["trainer"]["iteration"] == TINY["epoch_length"]  # one epoch done
+    assert any(p.name.startswith("events.out.tfevents") for p in (covid_run / "logs").iterdir())
+
+
+def test_evaluation_writes_the_per_class_report(covid_run, cache_dir):
+    wf = workflow("covid", "evaluating", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
+    wf.run()
+    report = json.loads((covid_run / "eval" / "metrics.json").read_text())
+    classes = ["background", "ground-glass", "consolidation", "pleural effusion"]
+    assert list(report["per_class"]) == classes
+    assert {"iou", "dice"} <= set(report["per_class"]["background"])
+    assert 0.0 <= report["mIoU"] <= 1.0
+    wf.finalize()
+
+
+def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_run, cache_dir):
+    wf = workflow("covid", "inferring", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
+    wf.run()
+    datalist = resolve_datalist(None, "covid", cache_dir, "1/8", 0)
+    test_images = [Path(d["image"]) for d in json.loads(Path(datalist).read_text())["test"]]
+    for img in test_images:
+        name = img.name[: -len(".nii.gz")]
+        out = covid_run / "outputs" / f"{name}_seg.nii.gz"
+        assert out.is_file(), f"no prediction for {img.name}"
+        pred, src = nib.load(out), nib.load(Path(datalist).parent / img)
+        assert pred.shape == src.shape[:2] and np.allclose(pred.affine, src.affine)
+        assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
+
+
+def test_resume_continues_from_the_latest_checkpoint(tmp_path, cache_dir):
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
+    wf = workflow("covid", "training", **ov)
+    wf.run()
+    first = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True})
+    checkpointer = wf.parser.get_parsed_content("train#checkpointer")
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    teacher = wf.parser.get_parsed_content("train#method").checkpoint_objects()["teacher"]
+    wf.run()
+    assert checkpointer.loaded_from.endswith("checkpoint_epoch=1.pt")
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * TINY["epoch_length"]
+    assert teacher.num_updates == first["teacher"]["num_updates"] + TINY["epoch_length"]
+    assert (tmp_path / "models" / "checkpoint_epoch=2.pt").is_file()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_through_the_bundle_by_override(method, tmp_path, cache_dir):
+    from medsemiseg.methods import create_method
+
+    wf = workflow("covid", "training", **TINY, method=method, output_dir=str(tmp_path), cache_dir=cache_dir,
+                  val_interval=5)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    built = wf.parser.get_parsed_content("train#method")
+    expected = type(create_method(method, wf.parser.get_parsed_content("network_def"), 4))
+    assert type(built) is expected
+    wf.run()
+    assert trainer.state.iteration == TINY["epoch_length"]
+    assert np.isfinite(float(trainer.state.output[0]["loss"]))
+    assert (trainer.unlabeled_data_loader is None) == (method == "supervised")
+
+
+def test_network_override_deeplabv3plus(tmp_path, cache_dir):
+    from medsemiseg.networks import DeepLabV3Plus
+
+    wf = workflow("chase", "training", **{**TINY, "epoch_length": 1}, method="supervised",
+                  network_name="deeplabv3plus", output_dir=str(tmp_path), cache_dir=cache_dir, val_interval=5)
+    assert isinstance(wf.parser.get_parsed_content("network_def"), DeepLabV3Plus)
+    wf.run()
+    assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()
+
+
+def test_fundus_inference_writes_nifti_and_upright_png(tmp_path, cache_dir):
+    from PIL import Image
+
+    save_random_model("chase", tmp_path / "models")
+    datalist = resolve_datalist(None, "chase", cache_dir, "1/8", 0)
+    photo = Path(datalist).parent / json.loads(Path(datalist).read_text())["test"][0]["image"]
+    wf = workflow("chase", "inferring", image_size=[64, 64], output_dir=str(tmp_path), cache_dir=cache_dir,
+                  dataset_dir=str(photo))
+    wf.run()
+    stem = photo.name.rsplit(".", 1)[0]
+    png = np.asarray(Image.open(tmp_path / "outputs" / f"{stem}_seg.png"))
+    rgb = np.asarray(Image.open(photo))
+    assert png.shape == rgb.shape[:2]  # rows x columns, like the photograph
+    assert set(np.unique(png)) <= {0, 255}
+    nii = nib.load(tmp_path / "outputs" / f"{stem}_seg.nii.gz")
+    assert nii.shape == (rgb.shape[1], rgb.shape[0])  # MONAI (X, Y)
+    assert np.array_equal(np.asarray(nii.dataobj).T * 255, png)
+
+
+def test_inference_runs_slice_wise_on_a_dicom_series_and_a_3d_nifti(tmp_path, cache_dir):
+    save_random_model("covid", tmp_path / "models")
+    raw = Path(resolve_datalist(None, "covid", cache_dir, "1/8", 0)).parent / "raw"
+    series = next(p for p in (raw / "dicom").iterdir() if p.is_dir())
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / series.name).symlink_to(series, target_is_directory=True)
+    (inputs / "val_im.nii.gz").symlink_to(raw / "val_im.nii.gz")
+    wf = workflow("covid", "inferring", image_size=[64, 64], output_dir=str(tmp_path), cache_dir=cache_dir,
+                  dataset_dir=str(inputs))
+    writer = wf.parser.get_parsed_content("infer#handlers")[1]
+    wf.run()
+    from medsemiseg.data.io import read_image
+
+    for name, src in ((series.name, series), ("val_im", raw / "val_im.nii.gz")):
+        out = tmp_path / "outputs" / f"{name}_seg.nii.gz"
+        assert str(out) in writer.written
+        vol = read_image(src)
+        assert nib.load(out).shape == tuple(vol.shape[1:]), name
+        assert np.allclose(nib.load(out).affine, np.asarray(vol.affine), atol=1e-3)
