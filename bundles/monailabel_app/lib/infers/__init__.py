@@ -1,0 +1,3 @@
+from .bundle import BundleInferTask, local_bundles
+
+__all__ = ["BundleInferTask", "local_bundles"]

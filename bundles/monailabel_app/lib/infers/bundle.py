@@ -1,0 +1,104 @@
+"""Inference task for a medsemiseg MONAI bundle, on MONAI Label's ``BasicInferTask``.
+
+Reads the bundle the way MONAI Label's ``monailabel.tasks.infer.bundle.BundleInferTask`` does -- the
+``configs/inference.json`` config with ``bundle_root`` set to the bundle folder, its ``network_def``,
+``preprocessing``, ``inferer`` and ``postprocessing``, and the class names and dimension from
+``configs/metadata.json`` -- without importing ``monailabel.transform.post`` (which needs ``torchvision``). The
+bundle's ``postprocessing`` inverts its resize (``Invertd``), so the label map already has the input's size and
+MONAI Label's ``Restored`` step is not needed; only the channel axis is squeezed so the returned label map has the
+input image's 2D shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Callable, Dict, Sequence
+
+from monai.bundle import ConfigParser
+from monai.inferers import Inferer, SimpleInferer
+from monai.transforms import Compose, SaveImaged, SqueezeDimd
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.utils.others.generic import strtobool
+
+logger = logging.getLogger(__name__)
+
+
+def local_bundles(app_dir: str, conf: Dict[str, str]) -> Dict[str, str]:
+    """``{name: <app_dir>/model/<name>}`` for every name in ``conf["models"]``; never downloads anything."""
+    names = [m.strip() for m in str(conf.get("models", "")).split(",") if m.strip()]
+    if not names:
+        raise ValueError("no bundle to serve: start the server with --conf models <name>[,<name>...] (e.g. covid).")
+    found: Dict[str, str] = {}
+    for name in names:
+        path = os.path.join(app_dir, "model", name)
+        if not os.path.isfile(os.path.join(path, "configs", "inference.json")):
+            raise FileNotFoundError(
+                f"{path}: no bundle there (configs/inference.json missing). Copy it in first, e.g. "
+                f"`cp -rL bundles/{name} {os.path.join(app_dir, 'model', name)}`, with a trained models/model.pt."
+            )
+        logger.info(f"+++ Adding Bundle from Local: {name} => {path}")
+        found[name] = path
+    return found
+
+
+class BundleInferTask(BasicInferTask):
+    """Segmentation inference with a local medsemiseg bundle (2D, label map resized back to the input)."""
+
+    def __init__(self, path: str, conf: Dict[str, str], model_file: str = "model.pt", **kwargs: Any):
+        self.bundle_path = path
+        self.bundle_config = ConfigParser()
+        self.bundle_config.read_config(os.path.join(path, "configs", "inference.json"))
+        self.bundle_config.config.update({"bundle_root": path})  # type: ignore[union-attr]
+
+        model_path = os.path.join(path, "models", model_file)
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(
+                f"{model_path}: no trained weights; train the bundle (python -m monai.bundle run training ...) and "
+                "copy its models/model.pt here."
+            )
+        network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
+
+        with open(os.path.join(path, "configs", "metadata.json")) as fp:
+            metadata = json.load(fp)
+        self.key_image, image = next(iter(metadata["network_data_format"]["inputs"].items()))
+        self.key_pred, pred = next(iter(metadata["network_data_format"]["outputs"].items()))
+        labels = {v.lower(): int(k) for k, v in pred.get("channel_def", {}).items() if v.lower() != "background"}
+        spatial_shape = image.get("spatial_shape") or []
+
+        super().__init__(
+            path=model_path,
+            network=network,
+            type=InferType.SEGMENTATION,
+            labels=labels,
+            dimension=len(spatial_shape) or 2,
+            description=metadata.get("description", ""),
+            preload=strtobool(conf.get("preload", "false")),
+            load_strict=True,
+            **kwargs,
+        )
+        self.version = metadata.get("version")
+
+    def info(self) -> Dict[str, Any]:
+        i = super().info()
+        i["version"] = self.version
+        return i
+
+    def _parsed(self, key: str) -> Any:
+        return self.bundle_config.get_parsed_content(key, instantiate=True)
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        c = self._parsed("preprocessing")
+        return list(c.transforms) if isinstance(c, Compose) else list(c)
+
+    def inferer(self, data=None) -> Inferer:
+        return self._parsed("inferer") if self.bundle_config.get("inferer") else SimpleInferer()
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        c = self._parsed("postprocessing")
+        post = list(c.transforms) if isinstance(c, Compose) else list(c)
+        post = [t for t in post if not isinstance(t, SaveImaged)]  # MONAI Label writes the result itself
+        # (1, X, Y) label map -> (X, Y), the layout of the 2D input MONAI Label hands back to the viewer
+        return post + [SqueezeDimd(keys=self.key_pred, dim=0)]
