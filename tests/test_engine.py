@@ -10,7 +10,16 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
-from monai.handlers import CheckpointLoader, CheckpointSaver, MeanDice, StatsHandler, ValidationHandler, from_engine
+from monai.handlers import (
+    CheckpointLoader,
+    CheckpointSaver,
+    LrScheduleHandler,
+    MeanDice,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+    from_engine,
+)
 from monai.transforms import AsDiscreted
 
 from medsemiseg.engines import NonFiniteLossError, SemiSupervisedTrainer, from_engine_scalars
@@ -110,7 +119,7 @@ def test_output_has_every_term_and_method_output_keeps_whole_batches():
     assert all(isinstance(v, float) for v in scalars.values())
 
 
-def test_stock_stats_handler_logs_the_terms():
+def test_stock_logging_and_lr_handlers_work_unchanged(tmp_path):
     lab, unl = _loaders()
     net = _net()
     method = create_method("fixmatch", net, K, strong_augment=StrongAugment(seed=0))
@@ -119,11 +128,15 @@ def test_stock_stats_handler_logs_the_terms():
     logger.setLevel(logging.INFO)
     sink = logging.StreamHandler(stream)
     logger.addHandler(sink)
-    stats = StatsHandler(name="ssl_train", output_transform=from_engine_scalars)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    handlers = [
+        StatsHandler(name="ssl_train", output_transform=from_engine_scalars),
+        TensorBoardStatsHandler(log_dir=str(tmp_path), output_transform=from_engine_scalars),
+        LrScheduleHandler(torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5), epoch_level=False),
+    ]
     trainer = SemiSupervisedTrainer(
-        device="cpu", max_epochs=1, train_data_loader=lab, network=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=method,
-        unlabeled_data_loader=unl, epoch_length=2, train_handlers=[stats],
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method,
+        unlabeled_data_loader=unl, epoch_length=2, train_handlers=handlers,
     )
     try:
         trainer.run()
@@ -131,6 +144,8 @@ def test_stock_stats_handler_logs_the_terms():
         logger.removeHandler(sink)
     text = stream.getvalue()
     assert "loss_sup" in text and "loss_unsup" in text and "mask_ratio" in text
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0025)
 
 
 def test_checkpoint_round_trip_includes_teacher_and_discriminator(tmp_path):

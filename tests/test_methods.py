@@ -270,3 +270,25 @@ def test_masked_losses():
     assert float(masked_dice_loss(logits, target, torch.zeros_like(mask))) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="integer map"):
         masked_cross_entropy(logits, target[:, None])
+
+
+def test_compare_methods_script_smoke(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_methods.py"
+    spec = importlib.util.spec_from_file_location("compare_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--iterations", "2", "--methods", "supervised,supmix_sufd", "--size", "32", "--n-labeled", "4",
+            "--n-unlabeled", "4", "--n-test", "2", "--batch-labeled", "2", "--batch-unlabeled", "2"]
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+        from monai.utils import set_determinism
+
+        set_determinism(seed=None)
+    out = capsys.readouterr().out
+    assert "| supervised |" in out and "| supmix_sufd |" in out and "x sup" in out
