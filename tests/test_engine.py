@@ -31,6 +31,15 @@ K = 3
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread; on a shared 2-core machine two threads mostly spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _net() -> UNet:
     return UNet(in_channels=1, out_channels=K, features=(4, 4, 8, 8, 16, 4))
 

@@ -11,6 +11,15 @@ from medsemiseg.handlers import DiscriminatorStep, EMATeacher, RampUp, add_to_ou
 from medsemiseg.networks import FeatureDiscriminator, UNet
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread; on a shared 2-core machine two threads mostly spin-wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _net() -> UNet:
     return UNet(in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
 
