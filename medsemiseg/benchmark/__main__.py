@@ -42,8 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (``kill``) -> SystemExit in the main thread: ``subprocess.run`` then kills the running cell's bundle
+    process instead of leaving it orphaned, and the cell keeps no marker, so the next run redoes (resumes) it."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _exit_on_sigterm()
     if args.output_dir and len(args.configs) > 1:
         print("error: --output-dir applies to one config only; give each YAML its own output_dir", file=sys.stderr)
         return 2
