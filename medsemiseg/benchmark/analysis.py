@@ -7,8 +7,9 @@ the bundle config with the cell's own overrides (MONAI ``ConfigParser``, nothing
 the cell's **unlabelled** training images whose ground truth the split hid from training:
 
 - ``pl_acc`` / ``pl_miou``: pixel accuracy and pooled mIoU of the pseudo-labels the method trains on — the EMA
-  teacher's argmax (ClassMix, SupMix, SUFD variants) or the student's own (FixMatch, UniMatch, and ``supervised``
-  for reference) on the un-augmented image;
+  teacher's argmax in eval mode (ClassMix, SupMix, SUFD variants) or the student's own in train mode, BatchNorm on
+  batch statistics as inside the training step (FixMatch, UniMatch; ``supervised`` in eval mode, for reference), on
+  the un-augmented images in batches of 8;
 - ``conf_ratio`` / ``conf_acc``: the share of pixels whose confidence reaches the method's threshold (the pixels the
   unsupervised loss uses) and the accuracy on them;
 - ``pl_iou/<class>``: pseudo-label IoU per class (the minority classes are where SupMix is meant to help);
@@ -124,7 +125,9 @@ def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[
             teacher_obj.load_state_dict(ck["teacher"])
             pl_net = teacher_obj.teacher
             source = "EMA teacher"
-        pl_net.eval()
+        # the mode training computes pseudo-labels in: the EMA teacher runs in eval mode, FixMatch / UniMatch take
+        # them from the student's weak-view pass inside the training step (train mode: batch-statistics BatchNorm)
+        pl_net.train(source == "student" and cell.method != "supervised")
         with torch.no_grad():
             prob = torch.softmax(torch.cat([pl_net(x_u[i:i + 8]) for i in range(0, len(x_u), 8)]).float(), 1)
         conf, pl = prob.max(1)
