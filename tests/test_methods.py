@@ -301,3 +301,19 @@ def test_compare_methods_script_smoke(capsys):
         set_determinism(seed=None)
     out = capsys.readouterr().out
     assert "| supervised |" in out and "| supmix_sufd |" in out and "x sup" in out
+
+
+@pytest.mark.parametrize("cls", [FixMatch, UniMatch])
+def test_labeled_logits_ignore_the_unlabeled_batch_unless_joint_forward(cls):
+    """Default: separate labelled / weak forwards, so the labelled prediction (BatchNorm batch statistics) does not
+    depend on which unlabelled images share the iteration; ``joint_forward=True`` (the references) makes it depend."""
+    labeled, unlabeled = _batch(2, 3)
+    other = {"image": unlabeled["image"].flip(-1) * 2.0}
+    for joint in (False, True):
+        net = _net().train()
+        method = cls(K, strong_augment=StrongAugment(seed=0), joint_forward=joint)
+        preds = []
+        for unl in (unlabeled, other):
+            torch.manual_seed(0)
+            preds.append(method(_engine(net), labeled, unl)["pred"].detach())
+        assert torch.equal(preds[0], preds[1]) != joint

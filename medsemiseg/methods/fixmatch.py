@@ -2,8 +2,10 @@
 
 Per iteration:
 
-1. one joint student forward (train mode) of ``cat(labelled, weak unlabelled)``; the labelled half gives the
-   supervised term, the unlabelled half, detached, the pseudo-label (argmax) and confidence (max softmax);
+1. student forwards (train mode) of the labelled batch and of the weak unlabelled batch; the labelled logits give
+   the supervised term, the unlabelled ones, detached, the pseudo-label (argmax) and confidence (max softmax). The
+   references run both in one ``cat(labelled, weak unlabelled)`` forward (``joint_forward=True``); by default we
+   run them as two forwards, so batch-norm statistics never mix the two sets (see below);
 2. strong view of the unlabelled batch (``StrongAugment``, photometric), with a CutMix box (p 0.5, area 2–40 %,
    aspect 0.3–3.3) whose inside comes from the mix partner's strong view; inside the box the pseudo-label and
    confidence come from the partner's prediction too;
@@ -11,7 +13,13 @@ Per iteration:
    ``< 0.95``: Dice (medical variant, default) or CE (``unsup_loss="ce"``, divided by the number of pixels);
 4. total ``(L_sup + L_unsup) / 2``.
 
-Differences from the reference, recorded in ``docs/methods.md``: the mix partner is the previous image of the same
+Differences from the reference, recorded in ``docs/methods.md``: separate labelled / unlabelled forwards by default.
+With small batches and labelled and unlabelled images that differ (the synthetic unlabelled volumes are contiguous
+patient stacks, the labelled slices are not; MedSeg's Radiopaedia volumes differ from its labelled slices in the same
+way), the joint forward lets the network fit the labelled half *through the shared batch statistics*: the
+training loss falls below the supervised run's while the model in eval mode (running statistics) or on a batch of
+labelled-like images alone collapses (background IoU 0.96 -> 0.001 after 300 iterations at 1/8 on the covid
+phantoms, same seed, the only change being the joint forward). The mix partner is the previous image of the same
 batch (``torch.roll``), not a second loader, so its pseudo-label is the same train-mode prediction rather than a
 separate eval-mode forward; the strong view is ``StrongAugment`` instead of torchvision colour jitter + blur.
 """
@@ -54,6 +62,8 @@ class FixMatch(Method):
         unsup_loss: ``"dice"`` (medical reference, default), ``"ce"`` or ``"ce+dice"``.
         strong_augment: strong-view callable; default ``StrongAugment()``.
         sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
+        joint_forward: one ``cat(labelled, weak)`` forward as in the references (``True``), or two forwards so that
+            batch-norm statistics are computed per set (``False``, default; module docstring says why).
     """
 
     def __init__(
@@ -64,8 +74,10 @@ class FixMatch(Method):
         unsup_loss: str = "dice",
         strong_augment: Callable | None = None,
         sup_loss: Callable | None = None,
+        joint_forward: bool = False,
     ) -> None:
         super().__init__(num_classes, sup_loss)
+        self.joint_forward = bool(joint_forward)
         unsupervised_loss(unsup_loss, torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), None)
         self.conf_threshold = float(conf_threshold)
         self.cutmix_p = float(cutmix_p)
@@ -73,14 +85,23 @@ class FixMatch(Method):
         self.strong_augment = build_strong_augment(strong_augment)
 
     def _joint_weak_forward(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
-        """Student on ``cat(x_l, x_u)``: labelled logits, detached weak logits, encoder features (or None)."""
+        """Student on the labelled and weak batches: labelled logits, weak logits, encoder features (or None).
+
+        One forward of ``cat(x_l, x_u)`` when ``joint_forward``, else one per batch (features concatenated).
+        """
         x_l = labeled["image"]
         label_map(labeled["label"])
         n_l = x_l.shape[0]
-        logits, feats = student_forward(engine.network, torch.cat([x_l, x_u.to(x_l.dtype)]), need_feats)
-        pred_l, pred_u_w = logits[:n_l], logits[n_l:]
-        f_l = [f[:n_l] for f in feats] if feats is not None else None
-        f_u = [f[n_l:] for f in feats] if feats is not None else None
+        x_u = x_u.to(x_l.dtype)
+        if self.joint_forward:
+            logits, feats = student_forward(engine.network, torch.cat([x_l, x_u]), need_feats)
+            pred_l, pred_u_w = logits[:n_l], logits[n_l:]
+            f_l = [f[:n_l] for f in feats] if feats is not None else None
+            f_u = [f[n_l:] for f in feats] if feats is not None else None
+        else:
+            pred_l, f_l = student_forward(engine.network, x_l, need_feats)
+            pred_u_w, f_u = student_forward(engine.network, x_u, need_feats)
+            feats = [torch.cat([a, b]) for a, b in zip(f_l, f_u)] if f_l is not None and f_u is not None else None
         self._store_features(out, "l", f_l, pred_l)
         self._store_features(out, "u", f_u, pred_u_w)
         out["pred"] = pred_l

@@ -2,8 +2,9 @@
 
 FixMatch plus (a) two strong views, each with its own CutMix box, and (b) a feature-perturbation branch: the
 decoder run on the weak view's encoder features passed through ``Dropout2d(0.5)`` (on every encoder level, as the
-medical UNet does). As in the reference, the clean and perturbed features are decoded in one batch (so decoder
-batch-norm statistics see both), and the three unlabelled terms use the weak prediction's pseudo-label with the
+medical UNet does). As in the reference, the weak view's clean and perturbed features are decoded in one batch (so
+decoder batch-norm statistics see both); the labelled batch has its own forward unless ``joint_forward`` (see
+:mod:`.fixmatch` for why), and the three unlabelled terms use the weak prediction's pseudo-label with the
 0.95 confidence mask. Loss ``(L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2``; unlabelled terms Dice by default
 (medical variant), CE optional. Differences from the reference are those of :mod:`.fixmatch`.
 """
@@ -33,7 +34,7 @@ class UniMatch(FixMatch):
         fp_dropout: ``Dropout2d`` probability of the feature perturbation (0.5).
         loss_weights: weights of ``(L_s1, L_s2, L_fp)`` (0.25, 0.25, 0.5); the total is halved as in the reference.
         unsup_loss: ``"dice"`` (default), ``"ce"`` or ``"ce+dice"``.
-        strong_augment, sup_loss: as :class:`~.fixmatch.FixMatch`.
+        strong_augment, sup_loss, joint_forward: as :class:`~.fixmatch.FixMatch`.
     """
 
     def __init__(
@@ -46,8 +47,9 @@ class UniMatch(FixMatch):
         unsup_loss: str = "dice",
         strong_augment: Callable | None = None,
         sup_loss: Callable | None = None,
+        joint_forward: bool = False,
     ) -> None:
-        super().__init__(num_classes, conf_threshold, cutmix_p, unsup_loss, strong_augment, sup_loss)
+        super().__init__(num_classes, conf_threshold, cutmix_p, unsup_loss, strong_augment, sup_loss, joint_forward)
         if len(loss_weights) != 3:
             raise ValueError(f"UniMatch(loss_weights=...) needs three weights (s1, s2, fp), got {loss_weights}.")
         self.fp_dropout = float(fp_dropout)
@@ -66,11 +68,19 @@ class UniMatch(FixMatch):
         label_map(labeled["label"])
         n_l, n_u = x_l.shape[0], x_u.shape[0]
         size = x_l.shape[2:]
-        feats = net.encode(torch.cat([x_l, x_u.to(x_l.dtype)]))
-        feats_fp = dropout_features([f[n_l:] for f in feats], self.fp_dropout)
-        logits_all = net.decode([torch.cat([f, g]) for f, g in zip(feats, feats_fp)], size)
-        logits, pred_fp = logits_all[: n_l + n_u], logits_all[n_l + n_u :]
-        pred_l, pred_u_w = logits[:n_l], logits[n_l:]
+        if self.joint_forward:  # the reference: labelled + weak + perturbed weak through one decoder batch
+            feats = net.encode(torch.cat([x_l, x_u.to(x_l.dtype)]))
+            feats_fp = dropout_features([f[n_l:] for f in feats], self.fp_dropout)
+            logits_all = net.decode([torch.cat([f, g]) for f, g in zip(feats, feats_fp)], size)
+            logits, pred_fp = logits_all[: n_l + n_u], logits_all[n_l + n_u :]
+            pred_l, pred_u_w = logits[:n_l], logits[n_l:]
+        else:  # labelled batch alone; weak + perturbed weak together
+            feats_l = net.encode(x_l)
+            pred_l = net.decode(feats_l, size)
+            feats_u = net.encode(x_u.to(x_l.dtype))
+            feats_fp = dropout_features(feats_u, self.fp_dropout)
+            pred_u_w, pred_fp = net.decode([torch.cat([f, g]) for f, g in zip(feats_u, feats_fp)], size).chunk(2)
+            feats = [torch.cat([a, b]) for a, b in zip(feats_l, feats_u)]
         self._store_features(out, "l", [f[:n_l] for f in feats], pred_l)
         self._store_features(out, "u", [f[n_l:] for f in feats], pred_u_w)
         out["pred"] = pred_l
