@@ -414,6 +414,43 @@ def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
     return str(max(found)[2])
 
 
+class BestMetricRecord:
+    """The validation's best-metric record as a checkpointable object, so that a resumed run keeps its best model.
+
+    Without it, a resumed run starts with the evaluator's ``best_metric`` at -1 and an empty record in the
+    key-metric ``CheckpointSaver`` (``models/model.pt``), so the first validation after resuming overwrites the best
+    model even when it is worse. :class:`TrainCheckpointer` saves this record with the training state and restores
+    it on resume: the evaluator's ``best_metric`` / ``best_metric_epoch`` and the saver's list of ``(score,
+    filename)`` (ignite ``Checkpoint.state_dict``).
+
+    Args:
+        evaluator: the validation ``SupervisedEvaluator``.
+        best_model_saver: its key-metric ``monai.handlers.CheckpointSaver`` (``save_key_metric=True``), or ``None``.
+    """
+
+    def __init__(self, evaluator: Any, best_model_saver: Any = None) -> None:
+        self.evaluator = evaluator
+        # MONAI keeps the ignite Checkpoint of the key metric in a private attribute; without it only the
+        # evaluator's record is restored
+        self.checkpoint = getattr(best_model_saver, "_key_metric_checkpoint", None)
+
+    def state_dict(self) -> dict:
+        state = self.evaluator.state
+        out: dict = {
+            "best_metric": float(getattr(state, "best_metric", -1)),
+            "best_metric_epoch": int(getattr(state, "best_metric_epoch", -1)),
+        }
+        if self.checkpoint is not None:
+            out["key_metric_checkpoint"] = dict(self.checkpoint.state_dict())
+        return out
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        self.evaluator.state.best_metric = state_dict["best_metric"]
+        self.evaluator.state.best_metric_epoch = state_dict["best_metric_epoch"]
+        if self.checkpoint is not None and "key_metric_checkpoint" in state_dict:
+            self.checkpoint.load_state_dict(state_dict["key_metric_checkpoint"])
+
+
 class TrainCheckpointer:
     """Save the full training state every ``save_interval`` epochs and, with ``resume``, restore the latest one.
 
@@ -426,6 +463,10 @@ class TrainCheckpointer:
     With ``resume=True`` the newest such file is loaded when the run starts, and training continues from its
     epoch up to ``max_epochs`` (the trainer's, not the checkpoint's, so a finished run can be extended); with no
     checkpoint there yet, training starts from scratch (logged), so a job runner may always pass ``--resume true``.
+
+    With ``evaluator`` (and its key-metric ``best_model_saver``) the best validation metric is saved and restored
+    too (:class:`BestMetricRecord`), so resuming never replaces ``model.pt`` by a worse model. A checkpoint written
+    without that record still resumes (the record then starts afresh, with a warning).
     """
 
     def __init__(
@@ -436,9 +477,13 @@ class TrainCheckpointer:
         save_interval: int = 1,
         n_saved: int = 1,
         map_location: Any = None,
+        evaluator: Any = None,
+        best_model_saver: Any = None,
     ) -> None:
         self.save_dir = str(save_dir)
         self.save_dict = dict(save_dict)
+        if evaluator is not None:
+            self.save_dict.setdefault("best_metric", BestMetricRecord(evaluator, best_model_saver))
         self.resume = bool(resume) if not isinstance(resume, str) else resume.strip().lower() in ("1", "true", "yes")
         self.save_interval = int(save_interval)
         self.n_saved = int(n_saved)
@@ -457,14 +502,30 @@ class TrainCheckpointer:
             else:
                 self.loaded_from = path
                 loc = self.map_location if self.map_location is not None else engine.state.device
-                CheckpointLoader(load_path=path, load_dict=objs, map_location=loc).attach(engine)
+                load = dict(objs)
+                if "best_metric" in load:
+                    if "best_metric" not in torch.load(path, map_location="cpu", weights_only=True):
+                        logger.warning(f"resume: {path} holds no best-metric record; the best model restarts.")
+                        load.pop("best_metric")
+                CheckpointLoader(load_path=path, load_dict=load, map_location=loc).attach(engine)
                 logger.info(f"resume: training state will be restored from {path}.")
         if self.save_interval > 0:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-            CheckpointSaver(
+            saver = CheckpointSaver(
                 save_dir=self.save_dir,
                 save_dict=objs,
                 save_interval=self.save_interval,
                 n_saved=self.n_saved,
                 epoch_level=True,
-            ).attach(engine)
+            )
+            # ignite calls EPOCH_COMPLETED handlers in the order they were attached; this one is attached when
+            # the run starts, after every handler of the config (ValidationHandler included), so that an epoch's
+            # checkpoint holds that epoch's validation result in its best-metric record
+            from ignite.engine import Events
+
+            def _attach_saver(_engine: Any) -> None:
+                if not getattr(self, "_saver_attached", False):
+                    saver.attach(_engine)
+                    self._saver_attached = True
+
+            engine.add_event_handler(Events.STARTED, _attach_saver)

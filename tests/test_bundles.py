@@ -317,3 +317,35 @@ def test_inference_runs_slice_wise_on_a_dicom_series_and_a_3d_nifti(tmp_path, ca
         vol = read_image(src)
         assert nib.load(out).shape == tuple(vol.shape[1:]), name
         assert np.allclose(nib.load(out).affine, np.asarray(vol.affine), atol=1e-3)
+
+
+def test_resume_keeps_the_best_model_record(tmp_path, cache_dir, caplog):
+    """A resumed run compares with the best validation metric of the run so far, not with nothing: here the
+    recorded best is made unbeatable, so epoch 2's validation must leave model.pt alone."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 1}
+    workflow("covid", "training", **ov).run()
+    models = tmp_path / "models"
+    ckpt = models / "checkpoint_epoch=1.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["best_metric"]["best_metric_epoch"] == 1
+    (score, name), = state["best_metric"]["key_metric_checkpoint"]["_saved"]  # the saver's record of model.pt
+    assert score == pytest.approx(state["best_metric"]["best_metric"])
+    best_before = (models / "model.pt").read_bytes()
+    state["best_metric"]["best_metric"] = 2.0
+    state["best_metric"]["key_metric_checkpoint"]["_saved"] = [(2.0, name)]
+    torch.save(state, ckpt)
+
+    wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True})
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    wf.run()
+    assert evaluator.state.best_metric == 2.0 and evaluator.state.best_metric_epoch == 1
+    assert (models / "model.pt").read_bytes() == best_before
+
+    # a checkpoint written before the record existed still resumes; the record restarts (and says so)
+    state = torch.load(models / "checkpoint_epoch=2.pt", weights_only=True)
+    del state["best_metric"]
+    torch.save(state, models / "checkpoint_epoch=2.pt")
+    with caplog.at_level("WARNING"):
+        workflow("covid", "training", **{**ov, "max_epochs": 3, "resume": True}).run()
+    assert "holds no best-metric record" in caplog.text
+    assert (models / "checkpoint_epoch=3.pt").is_file()
