@@ -500,3 +500,31 @@ def test_analysis_finds_epoch_checkpoints_and_hidden_labels(tmp_path):
     hl = hidden_labels(data / "datalist.json")
     assert [Path(h["image"]).name for h in hl] == ["b.nii.gz", "c.nii.gz"]
     assert all(Path(h["label"]).parent.name == "labels" for h in hl)
+
+
+def test_extends_merges_a_variant_over_its_base(tmp_path):
+    base = _write_config(tmp_path)
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(f"extends: {base.name}\nseeds: [3, 4]\nmethods: [supervised]\nupper_bound: null\n")
+    b, v = load_config(base), load_config(variant)
+    assert v.seeds == [3, 4] and v.methods == ["supervised"] and v.task == b.task and v.overrides == b.overrides
+    assert [f.label for f in v.fractions] == [f.label for f in b.fractions if f.label != "full"]
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(loop)
+
+
+def test_shipped_seed_studies_extend_the_quick_grids():
+    root = Path(__file__).resolve().parents[1]
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        for task in ("covid", "chase"):
+            quick = load_config(root / "configs" / f"benchmark_{task}_quick.yaml")
+            seeds = load_config(root / "configs" / f"benchmark_{task}_quick_seeds.yaml")
+            assert seeds.overrides == quick.overrides and seeds.seeds == [0, 1, 2]
+            assert seeds.output_dir != quick.output_dir  # its own tables; never overwrites the quick grid's
+            assert len(grid.enumerate_cells(seeds)) == 4 * 3
+    finally:
+        os.chdir(old)

@@ -236,8 +236,30 @@ def fraction_slug(label: str) -> str:
 _ALLOWED_KEYS = {
     "task", "bundle", "methods", "fractions", "upper_bound", "seeds", "output_dir", "classes", "overrides",
     "method_overrides", "train", "evaluate", "metrics_file", "launcher", "cell_timeout_s", "env", "plots",
-    "description", "table_metric", "predict", "cell_overrides",
+    "description", "table_metric", "predict", "cell_overrides", "extends",
 }
+
+
+def _read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The YAML mapping of ``path``; with ``extends: base.yaml`` (relative to ``path``'s folder) the base's keys
+    come first and this file's top-level keys replace them (a shallow merge), so a variant grid names only what
+    differs."""
+    if not path.is_file():
+        raise ConfigError(f"benchmark config {path} does not exist; pass e.g. configs/benchmark_covid_quick.yaml")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself ({' -> '.join(str(p) for p in seen)})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (task, bundle, methods, ...)")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must be the path of another benchmark YAML")
+    return {**_read_raw(path.parent / base, seen + (path.resolve(),)), **raw}
 
 
 def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> BenchmarkConfig:
@@ -247,14 +269,7 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
     in every documented command), so the same YAML works from a fresh clone. ``output_dir`` overrides the YAML's.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"benchmark config {path} does not exist; pass e.g. configs/benchmark_covid_quick.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys (task, bundle, methods, ...)")
+    raw = _read_raw(path)
 
     def err(msg: str) -> ConfigError:
         return ConfigError(f"{path}: {msg}")
