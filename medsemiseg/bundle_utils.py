@@ -206,8 +206,20 @@ def load_split(datalist: str | os.PathLike, key: str, allow_empty: bool = False)
 
 
 def unlabeled_loader_for(method: Any, loader: Any) -> Any:
-    """``loader`` when ``method`` trains on unlabelled images, else ``None`` (the ``supervised`` method)."""
-    return loader if bool(getattr(method, "requires_unlabeled", True)) else None
+    """``loader`` when ``method`` trains on unlabelled images, else ``None`` (the ``supervised`` method).
+
+    A method that needs unlabelled images with none in the data set (``labeled_fraction`` ``full`` on a data set
+    without extra unlabelled volumes) is an error that says so, rather than an empty loader failing later.
+    """
+    if not bool(getattr(method, "requires_unlabeled", True)):
+        return None
+    if len(getattr(loader, "dataset", ())) == 0:
+        raise BundleConfigError(
+            f"method {type(method).__name__} trains on unlabelled images, but the datalist's 'unlabeled' split is "
+            "empty (every training image is labelled, e.g. labeled_fraction 'full'): use --method supervised, a "
+            "smaller --labeled_fraction, or add unlabelled images when preparing the data set."
+        )
+    return loader
 
 
 # --------------------------------------------------------------------------------------------------- inference

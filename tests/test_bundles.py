@@ -349,3 +349,19 @@ def test_resume_keeps_the_best_model_record(tmp_path, cache_dir, caplog):
         workflow("covid", "training", **{**ov, "max_epochs": 3, "resume": True}).run()
     assert "holds no best-metric record" in caplog.text
     assert (models / "checkpoint_epoch=3.pt").is_file()
+
+
+def test_full_label_upper_bound_without_unlabelled_images(tmp_path, cache_dir):
+    """CHASE_DB1 has no extra unlabelled images: at labeled_fraction 'full' the unlabelled split is empty.
+    ``supervised`` (the upper bound) must train; a semi-supervised method must say why it cannot."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "labeled_fraction": "full", "val_interval": 5}
+    wf = workflow("chase", "training", **ov, method="supervised")
+    assert len(wf.parser.get_parsed_content("train#unlabeled_dataset")) == 0
+    wf.run()
+    assert latest_checkpoint(tmp_path / "models") is not None
+    with pytest.raises(Exception) as err:  # MONAI wraps it in "Failed to evaluate ConfigExpression"
+        workflow("chase", "training", **ov, method="fixmatch").parser.get_parsed_content("train#trainer")
+    chain = [err.value]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    assert any(isinstance(e, BundleConfigError) and "'unlabeled' split is empty" in str(e) for e in chain)
