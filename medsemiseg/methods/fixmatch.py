@@ -84,10 +84,10 @@ class FixMatch(Method):
         self.unsup_loss = unsup_loss
         self.strong_augment = build_strong_augment(strong_augment)
 
-    def _joint_weak_forward(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
-        """Student on the labelled and weak batches: labelled logits, weak logits, encoder features (or None).
+    def _student_forwards(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
+        """Student on the labelled and weak batches: ``(labelled logits, weak logits)``; features go to ``out``.
 
-        One forward of ``cat(x_l, x_u)`` when ``joint_forward``, else one per batch (features concatenated).
+        One forward of ``cat(x_l, x_u)`` when ``joint_forward``, else one per batch.
         """
         x_l = labeled["image"]
         label_map(labeled["label"])
@@ -101,16 +101,15 @@ class FixMatch(Method):
         else:
             pred_l, f_l = student_forward(engine.network, x_l, need_feats)
             pred_u_w, f_u = student_forward(engine.network, x_u, need_feats)
-            feats = [torch.cat([a, b]) for a, b in zip(f_l, f_u)] if f_l is not None and f_u is not None else None
         self._store_features(out, "l", f_l, pred_l)
         self._store_features(out, "u", f_u, pred_u_w)
         out["pred"] = pred_l
-        return pred_l, pred_u_w, feats
+        return pred_l, pred_u_w
 
     def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
         x_u = self._require_unlabeled(unlabeled, "FixMatch")
         out: dict = {}
-        pred_l, pred_u_w, _ = self._joint_weak_forward(engine, labeled, x_u, out, self.capture is not None)
+        pred_l, pred_u_w = self._student_forwards(engine, labeled, x_u, out, self.capture is not None)
         loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
 
         conf, plabel = confidence_and_label(pred_u_w)
