@@ -52,6 +52,7 @@ def _monailabel_python() -> str | None:
     for py in candidates:
         if not py or not Path(py).exists():
             continue
+        py = os.path.abspath(py)  # the server runs in another folder; abspath keeps the venv's symlink unresolved
         probe = subprocess.run(
             [py, "-c", "import monailabel.interfaces.app, monailabel.tasks.infer.basic_infer"],
             capture_output=True, text=True, timeout=120,
