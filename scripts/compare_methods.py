@@ -28,6 +28,7 @@ trains and what it costs, not which method is best on real data (see ``medsemise
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -70,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rampup-iters", type=int, default=0, help="sigmoid ramp-up of the unsupervised weight (mean-teacher methods)")
     p.add_argument("--adv-weight", type=float, default=0.001, help="SUFD adversarial weight")
     p.add_argument("--d-lr", type=float, default=1e-4, help="SUFD discriminator learning rate")
+    p.add_argument("--method-options", type=json.loads, default={},
+                   help='JSON {method: {option: value}} added to a method\'s options, e.g. '
+                        '\'{"unimatch": {"joint_forward": true}}\'')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
@@ -117,6 +121,7 @@ def train_one(name: str, args: argparse.Namespace, data) -> dict:
         options.update(supmix_mode="fixed", supmix_classes=[int(c) for c in args.supmix_classes.split(",")])
     if "sufd" in name:
         options.update(adv_weight=args.adv_weight, d_lr=args.d_lr)
+    options.update(args.method_options.get(name, {}))
     method = create_method(name, net, num_classes, **options)
     opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=args.iterations, power=0.9)

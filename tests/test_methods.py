@@ -301,6 +301,10 @@ def test_compare_methods_script_smoke(capsys):
         set_determinism(seed=None)
     out = capsys.readouterr().out
     assert "| supervised |" in out and "| supmix_sufd |" in out and "x sup" in out
+    # --method-options reaches the method (an unknown option is create_method's error, not silently dropped)
+    with pytest.raises(TypeError, match="no_such_option"):
+        module.main(args[:2] + ["--methods", "supervised", "--method-options", '{"supervised": {"no_such_option": 1}}']
+                    + args[4:])
 
 
 @pytest.mark.parametrize("cls", [FixMatch, UniMatch])
