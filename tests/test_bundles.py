@@ -175,16 +175,22 @@ def test_verify_net_in_out_and_torchscript_export(tmp_path):
                       config_file=str(REPO / "bundles/chase/configs/train.json"), device="cpu")
 
     save_random_model("covid", tmp_path)
-    ts = tmp_path / "model.ts"
-    cli("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(tmp_path / "model.pt"),
-        "--meta_file", meta, "--config_file", "bundles/covid/configs/inference.json", "--use_trace", "True")
-    exported = torch.jit.load(str(ts))
     net = workflow("covid", "inferring").parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(tmp_path / "model.pt"))
     net.eval()
     x = torch.rand(1, 1, 128, 128)
+    # MONAI's default export scripts the network; tracing (--use_trace) works too
+    for name, extra in (("model.ts", []), ("model_traced.ts", ["--use_trace", "True"])):
+        ts = tmp_path / name
+        cli("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(tmp_path / "model.pt"),
+            "--meta_file", meta, "--config_file", "bundles/covid/configs/inference.json", *extra)
+        exported = torch.jit.load(str(ts))
+        with torch.no_grad():
+            assert torch.allclose(exported(x), net(x), atol=1e-4), name
+    # a scripted network also takes other input sizes (a traced one is only checked at the traced size)
+    y = torch.rand(1, 1, 96, 80)
     with torch.no_grad():
-        assert torch.allclose(exported(x), net(x), atol=1e-4)
+        assert torch.allclose(torch.jit.load(str(tmp_path / "model.ts"))(y), net(y), atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------ the user's workflows

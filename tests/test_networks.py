@@ -205,3 +205,17 @@ def test_get_network():
     assert isinstance(dl, DeepLabV3Plus) and dl.num_classes == 2
     with pytest.raises(ValueError, match="unknown network"):
         get_network("segformer", 1, 2)
+
+
+@pytest.mark.parametrize("name", ["unet", "deeplabv3plus"])
+def test_networks_script_to_torchscript(name):
+    """``torch.jit.script`` (what MONAI's ckpt_export does by default) keeps ``forward``; encode/decode stay eager."""
+    torch.manual_seed(0)
+    net = (UNet(in_channels=3, out_channels=2, features=(4, 4, 8, 8, 16, 4)) if name == "unet"
+           else _small_deeplab()).eval()
+    scripted = torch.jit.script(net)
+    for shape in ((1, 3, 32, 32), (2, 3, 33, 41)):  # odd sizes too: no tracing-style fixed shapes
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            assert torch.allclose(scripted(x), net(x), atol=1e-5)
+            assert torch.equal(net.decode(net.encode(x), x.shape[2:]), net(x))

@@ -280,20 +280,26 @@ class DeepLabV3Plus(nn.Module):
         c4 = e.layer4(e.layer3(e.layer2(c1)))
         return [c1, c4]
 
-    def decode(self, feats: Sequence[torch.Tensor], spatial_size: Sequence[int]) -> torch.Tensor:
-        """Logits ``(B, num_classes, *spatial_size)`` from ``encode``'s (possibly perturbed) features.
-
-        Accepts the two maps ``encode`` returns; a longer list is read as ``[feats[0], ..., feats[-1]]`` with the
-        first taken as the low-level and the last as the deepest feature.
-        """
-        if len(feats) < 2:
-            raise ValueError(f"DeepLabV3Plus.decode expects [low_level, deepest] from encode, got {len(feats)} map(s).")
-        c1, c4 = feats[0], feats[-1]
+    def _decode_levels(self, c1: torch.Tensor, c4: torch.Tensor, spatial_size: list[int]) -> torch.Tensor:
+        """ASPP, low-level fusion and classifier, resized to ``spatial_size`` (TorchScript-compatible)."""
         a = self.aspp(c4)
         a = F.interpolate(a, size=c1.shape[2:], mode="bilinear", align_corners=False)
         y = self.fuse(torch.cat([self.reduce(c1), a], dim=1))
         y = self.classifier(y)
-        return F.interpolate(y, size=tuple(int(s) for s in spatial_size), mode="bilinear", align_corners=False)
+        return F.interpolate(y, size=spatial_size, mode="bilinear", align_corners=False)
+
+    @torch.jit.unused
+    def decode(self, feats: Sequence[torch.Tensor], spatial_size: Sequence[int]) -> torch.Tensor:
+        """Logits ``(B, num_classes, *spatial_size)`` from ``encode``'s (possibly perturbed) features.
+
+        Accepts the two maps ``encode`` returns; a longer list is read as ``[feats[0], ..., feats[-1]]`` with the
+        first taken as the low-level and the last as the deepest feature. Training-time API: a TorchScript export
+        keeps ``forward`` and leaves this method out.
+        """
+        if len(feats) < 2:
+            raise ValueError(f"DeepLabV3Plus.decode expects [low_level, deepest] from encode, got {len(feats)} map(s).")
+        return self._decode_levels(feats[0], feats[-1], [int(s) for s in spatial_size])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x), x.shape[2:])
+        f = self.encode(x)
+        return self._decode_levels(f[0], f[-1], x.shape[2:])

@@ -91,6 +91,17 @@ class UNet(BasicUNet):
         x4 = self.down_4(x3)
         return [x0, x1, x2, x3, x4]
 
+    def _decode_levels(
+        self, x0: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor, x4: torch.Tensor
+    ) -> torch.Tensor:
+        """The decoder on the five encoder levels (TorchScript-compatible: ``forward`` goes through here)."""
+        u4 = self.upcat_4(x4, x3)
+        u3 = self.upcat_3(u4, x2)
+        u2 = self.upcat_2(u3, x1)
+        u1 = self.upcat_1(u2, x0)
+        return self.final_conv(u1)
+
+    @torch.jit.unused
     def decode(self, feats: Sequence[torch.Tensor], spatial_size: Sequence[int] | None = None) -> torch.Tensor:
         """Decode the (possibly perturbed) encoder levels from :meth:`encode` into logits.
 
@@ -100,20 +111,23 @@ class UNet(BasicUNet):
             spatial_size: spatial size of the logits; defaults to that of ``feats[0]`` (the input size).
                 The decoder already restores the input size, so interpolation happens only when a caller asks
                 for a different one.
+
+        Training-time API: a TorchScript export (``torch.jit.script``, MONAI ``ckpt_export``) keeps ``forward``
+        and leaves this method out.
         """
         if len(feats) != 5:
             raise ValueError(f"UNet.decode expects the 5 feature maps returned by UNet.encode, got {len(feats)}.")
-        x0, x1, x2, x3, x4 = feats
-        u4 = self.upcat_4(x4, x3)
-        u3 = self.upcat_3(u4, x2)
-        u2 = self.upcat_2(u3, x1)
-        u1 = self.upcat_1(u2, x0)
-        logits = self.final_conv(u1)
+        logits = self._decode_levels(*feats)
         if spatial_size is not None and tuple(logits.shape[2:]) != tuple(int(s) for s in spatial_size):
             mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[self.spatial_dims]
             logits = F.interpolate(logits, size=tuple(int(s) for s in spatial_size), mode=mode, align_corners=False)
         return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, out_channels, *x.shape[2:])``; identical to ``BasicUNet.forward`` for the same weights."""
-        return self.decode(self.encode(x), x.shape[2:])
+        """Logits ``(B, out_channels, *x.shape[2:])``; identical to ``BasicUNet.forward`` for the same weights.
+
+        The decoder restores the input size itself (MONAI's ``UpCat`` pads odd sizes), so this is
+        ``decode(encode(x), x.shape[2:])`` without the interpolation check, which keeps it scriptable.
+        """
+        f = self.encode(x)
+        return self._decode_levels(f[0], f[1], f[2], f[3], f[4])
