@@ -74,15 +74,15 @@ class UniMatch(FixMatch):
             logits_all = net.decode([torch.cat([f, g]) for f, g in zip(feats, feats_fp)], size)
             logits, pred_fp = logits_all[: n_l + n_u], logits_all[n_l + n_u :]
             pred_l, pred_u_w = logits[:n_l], logits[n_l:]
+            feats_l, feats_u = [f[:n_l] for f in feats], [f[n_l:] for f in feats]
         else:  # labelled batch alone; weak + perturbed weak together
             feats_l = net.encode(x_l)
             pred_l = net.decode(feats_l, size)
             feats_u = net.encode(x_u.to(x_l.dtype))
             feats_fp = dropout_features(feats_u, self.fp_dropout)
             pred_u_w, pred_fp = net.decode([torch.cat([f, g]) for f, g in zip(feats_u, feats_fp)], size).chunk(2)
-            feats = [torch.cat([a, b]) for a, b in zip(feats_l, feats_u)]
-        self._store_features(out, "l", [f[:n_l] for f in feats], pred_l)
-        self._store_features(out, "u", [f[n_l:] for f in feats], pred_u_w)
+        self._store_features(out, "l", feats_l, pred_l)
+        self._store_features(out, "u", feats_u, pred_u_w)
         out["pred"] = pred_l
         loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
 
