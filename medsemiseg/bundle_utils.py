@@ -501,6 +501,7 @@ class TrainCheckpointer:
         self.n_saved = int(n_saved)
         self.map_location = map_location
         self.loaded_from: str | None = None
+        self._saver_attached = False
 
     def attach(self, engine: Any) -> None:
         from monai.handlers import CheckpointLoader, CheckpointSaver
@@ -536,7 +537,7 @@ class TrainCheckpointer:
             from ignite.engine import Events
 
             def _attach_saver(_engine: Any) -> None:
-                if not getattr(self, "_saver_attached", False):
+                if not self._saver_attached:  # a second engine.run() must not attach a second saver
                     saver.attach(_engine)
                     self._saver_attached = True
 
