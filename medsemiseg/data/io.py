@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +225,9 @@ def _read_dicom_file(path: Path, header=None) -> MetaTensor:
     if "SegmentSequence" in header:
         raise DataReadError(
             path,
-            "is a DICOM SEG object, not an image; export the segmentation to NIfTI or PNG (e.g. with "
-            "pydicom-seg or dcmqi) and give it as a mask.",
+            "is a DICOM SEG object (a segmentation), not an image; give it as the mask of the DICOM file or "
+            "series it segments (prepare folder: labels/<name>.dcm; Python: read_mask(path, "
+            "reference=read_image(<image or series folder>))).",
         )
     if int(getattr(header, "NumberOfFrames", 1) or 1) > 1 or int(getattr(header, "SamplesPerPixel", 1) or 1) > 1:
         return _dicom_multiframe(path, header)
@@ -267,6 +268,13 @@ def _read_dicom_series(folder: Path) -> MetaTensor:
     if not files:
         raise DataReadError(folder, "folder holds no DICOM files.")
     headers = [_read_dicom_header(f) for f in files]
+    segs = [f for f, h in zip(files, headers) if "SegmentSequence" in h]
+    if segs:
+        raise DataReadError(
+            folder,
+            f"series folder holds a DICOM SEG object ({segs[0].name}); move it out of the image series, e.g. to "
+            f"labels/{folder.name}.dcm, where `prepare folder` uses it as the series' mask.",
+        )
     uids = {str(getattr(h, "SeriesInstanceUID", "")) for h in headers}
     if len(uids) > 1:
         raise DataReadError(
@@ -400,8 +408,15 @@ def read_mask(
     threshold: float | None = None,
     channel: int = 0,
     dtype: torch.dtype = torch.int64,
+    reference: MetaTensor | None = None,
+    class_names: Sequence[str] | None = None,
+    segment_map: Mapping | None = None,
 ) -> MetaTensor:
     """Read an integer label map ``(1, X, Y[, Z])``.
+
+    - a DICOM SEG object is decoded on the grid of ``reference``, the image it segments as ``read_image`` returned
+      it (a DICOM file or series folder); ``class_names`` / ``segment_map`` choose each segment's class
+      (:mod:`medsemiseg.data.dicom_seg`);
 
     - multi-channel pictures (RGB masks): channel ``channel`` is used (CHASE_DB1's PNGs are not uniformly encoded);
     - ``threshold``: label = value >= threshold (CHASE_DB1: 128), for anti-aliased or JPEG-damaged binary masks;
@@ -409,6 +424,19 @@ def read_mask(
     - with ``num_classes`` every value must lie in ``0..num_classes-1``, else one error names the file and values.
     """
     p = Path(path)
+    if p.is_file() and detect_format(p) == "dicom" and "SegmentSequence" in _read_dicom_header(p):
+        if reference is None:
+            raise DataReadError(
+                p,
+                "is a DICOM SEG object; it is read against the image it segments: read_mask(path, "
+                "reference=read_image(<the DICOM file or series folder>)).",
+            )
+        from .dicom_seg import seg_to_label_map
+
+        out = seg_to_label_map(p, reference, class_names=class_names, segment_map=segment_map, dtype=dtype)
+        if num_classes is not None:
+            check_label_values(out.numpy(), num_classes, p)
+        return out
     raw = _read_raw(p, "mask")
     if raw.shape[0] > 1:
         if channel >= raw.shape[0]:

@@ -24,7 +24,7 @@ import re
 import shutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -335,10 +335,14 @@ def prepare_covid(
     test_fraction: Any = 0.2,
     val_seed: int = 0,
     orientation: str = "as-stored",
+    segment_map: Mapping | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
     """MedSeg COVID-19 CT (``tr_im.nii.gz`` + ``tr_mask.nii.gz``, or a DICOM series + mask) -> 2D slices.
+
+    The mask of a DICOM series may be a DICOM SEG object: its segments get their class by label (``Ground
+    glass`` -> 1, ...) or by ``segment_map`` (:mod:`medsemiseg.data.dicom_seg`).
 
     Each slice of the labelled stack is its own group (MedSeg set 1 mixes >40 patients with no patient ids).
     ``test_fraction`` of the slices is held out as test, then ``val_fraction`` of the rest as validation; the
@@ -352,7 +356,8 @@ def prepare_covid(
     source = str(image.resolve())
     out = _prepare_out(out, "covid", source, overwrite, [image, mask, *extra])
     img = read_image(image)
-    lab = read_mask(mask, len(COVID_CLASSES), dtype=torch.uint8)
+    lab = read_mask(mask, len(COVID_CLASSES), dtype=torch.uint8, reference=img, class_names=COVID_CLASSES,
+                    segment_map=segment_map)
     _check_same_size(img, lab, image, mask)
     writer = _Writer(out)
     stem = file_stem(image)
@@ -542,6 +547,7 @@ def prepare_folder(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     mask_threshold: float | None = None,
+    segment_map: Mapping | None = None,
     labeled_fraction: Any = "1/8",
     seed: int = 0,
     val_fraction: Any = 0.1,
@@ -554,7 +560,10 @@ def prepare_folder(
 
     Images with a mask (matched by :func:`find_mask`) form the labelled pool; images without one, and everything in
     ``SRC/unlabeled/``, are unlabelled.  3D inputs become slices that share a group, so validation / test never
-    split a volume.  ``num_classes`` defaults to (largest label found) + 1.  Returns the path of ``datalist.json``.
+    split a volume.  ``num_classes`` defaults to (largest label found) + 1.  A mask may be a DICOM SEG object
+    of a DICOM image or series: segments get their class from ``segment_map``, else by label from
+    ``class_names`` when every label matches, else by segment number (:mod:`medsemiseg.data.dicom_seg`).
+    Returns the path of ``datalist.json``.
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -582,12 +591,16 @@ def prepare_folder(
     train: list[dict] = []
     max_label = 0
     channels: set[int] = set()
+    segment_classes: dict[str, dict] = {}
     for p, m in _progress(pairs, len(pairs), f"folder {src.name}", progress):
         if m is None:
             unl_images.append(p)
             continue
         img = read_image(p)
-        lab = read_mask(m, num_classes, threshold=mask_threshold, dtype=torch.uint8)
+        lab = read_mask(m, num_classes, threshold=mask_threshold, dtype=torch.uint8, reference=img,
+                        class_names=class_names, segment_map=segment_map)
+        if "segment_classes" in lab.meta:
+            segment_classes[str(m)] = lab.meta["segment_classes"]
         _check_same_size(img, lab, p, m)
         max_label = max(max_label, int(lab.max()))
         channels.add(int(img.shape[0]))
@@ -613,6 +626,7 @@ def prepare_folder(
             "source": source,
             "inputs": {"src_dir": source, "skipped": [str(q) for q in skipped + unl_skipped]},
             "mask_threshold": mask_threshold,
+            **({"dicom_seg_classes": segment_classes} if segment_classes else {}),
             "in_channels": sorted(channels)[0] if len(channels) == 1 else sorted(channels),
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
@@ -634,6 +648,19 @@ def _count(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (fraction in [0, 1) or a whole count)") from None
+
+
+def _segment_map(text: str) -> dict[str, int]:
+    """``'Lesion=1, Effusion=3'`` or ``'1=1,2=3'`` -> ``{segment label or number: class}``."""
+    out: dict[str, int] = {}
+    for part in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = part.rpartition("=")
+        if not sep or not key.strip() or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{part!r}: expected <segment label or number>=<class index>")
+        out[key.strip()] = int(value)
+    if not out:
+        raise argparse.ArgumentTypeError("empty segment map")
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -668,6 +695,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--test-fraction", type=_count, default=0.2, help="test share of the labelled slices (0.2)")
     v.add_argument("--orientation", choices=ORIENTATIONS, default="as-stored",
                    help="operation on the upright picture if your copy is stored differently (default as-stored)")
+    v.add_argument("--segment-map", type=_segment_map, default=None,
+                   help="DICOM SEG mask: segment label or number -> class, e.g. 'GGO=1,Consolidation=2'")
 
     f = sub.add_parser("folder", parents=[common], help="any folder of DICOM / NIfTI / pictures with optional masks")
     f.add_argument("src_dir", help="folder of images; masks in labels/ or as <name>_mask.*; unlabeled/ for extras")
@@ -675,6 +704,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--num-classes", type=int, default=None, help="declared classes (default: largest label + 1)")
     f.add_argument("--class-names", default=None, help="comma-separated class names, background first")
     f.add_argument("--mask-threshold", type=float, default=None, help="binarise masks: value >= T -> 1")
+    f.add_argument("--segment-map", type=_segment_map, default=None,
+                   help="DICOM SEG masks: segment label or number -> class, e.g. 'Tumour=1,Oedema=2' "
+                        "(unlisted segments are left out)")
     f.add_argument("--val-fraction", type=_count, default=0.1, help="validation share of the non-test items (0.1)")
     f.add_argument("--test-fraction", type=_count, default=0.0, help="test share of the labelled items (0)")
     return parser
@@ -694,11 +726,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "covid":
             path = prepare_covid(args.image, args.mask, args.out, unlabeled=args.unlabeled,
                                  val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                                 orientation=args.orientation, **common)
+                                 orientation=args.orientation, segment_map=args.segment_map, **common)
         else:
             names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
             path = prepare_folder(args.src_dir, args.out, task=args.task, num_classes=args.num_classes,
                                   class_names=names, mask_threshold=args.mask_threshold,
+                                  segment_map=args.segment_map,
                                   val_fraction=args.val_fraction, test_fraction=args.test_fraction, **common)
     except (DataReadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
