@@ -44,6 +44,7 @@ from .io import (
     read_image,
     read_mask,
 )
+from .kaggle_medseg import is_npy, read_npy_images, read_npy_masks
 from .splits import carve_heldout, chase_protocol_split, fraction_tag, fraction_text, num_labeled, resolve_count, split_labeled
 
 __all__ = [
@@ -341,6 +342,8 @@ def prepare_covid(
 ) -> Path:
     """MedSeg COVID-19 CT (``tr_im.nii.gz`` + ``tr_mask.nii.gz``, or a DICOM series + mask) -> 2D slices.
 
+    Kaggle's NumPy copy works too: ``images_medseg.npy`` + ``masks_medseg.npy`` (one-hot), with
+    ``images_radiopedia.npy`` / ``test_images_medseg.npy`` as unlabelled stacks (:mod:`.kaggle_medseg`).
     The mask of a DICOM series may be a DICOM SEG object: its segments get their class by label (``Ground
     glass`` -> 1, ...) or by ``segment_map`` (:mod:`medsemiseg.data.dicom_seg`).
 
@@ -355,9 +358,12 @@ def prepare_covid(
     extra = _expand_inputs(unlabeled)
     source = str(image.resolve())
     out = _prepare_out(out, "covid", source, overwrite, [image, mask, *extra])
-    img = read_image(image)
-    lab = read_mask(mask, len(COVID_CLASSES), dtype=torch.uint8, reference=img, class_names=COVID_CLASSES,
-                    segment_map=segment_map)
+    img = read_npy_images(image) if is_npy(image) else read_image(image)
+    if is_npy(mask):
+        lab = read_npy_masks(mask, num_classes=len(COVID_CLASSES))
+    else:
+        lab = read_mask(mask, len(COVID_CLASSES), dtype=torch.uint8, reference=img, class_names=COVID_CLASSES,
+                        segment_map=segment_map)
     _check_same_size(img, lab, image, mask)
     writer = _Writer(out)
     stem = file_stem(image)
@@ -396,12 +402,12 @@ def _nz(img: torch.Tensor) -> int:
 def _unlabeled_slices(paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool) -> list[dict]:
     items: list[dict] = []
     for p in paths:
-        fmt = detect_format(p)
+        fmt = "npy" if is_npy(p) else detect_format(p)
         stem = file_stem(p)
         if fmt == "picture":
             items.append({**writer.picture_pair(p, None, stem), "group": f"unlabeled:{stem}"})
             continue
-        img = read_image(p)
+        img = read_npy_images(p) if fmt == "npy" else read_image(p)
         for k, s in enumerate(_progress(iter_slices(img), _nz(img), f"unlabeled {stem}", progress)):
             name = writer.name(f"{stem}_{k:03d}" if img.ndim == 4 else stem, ".nii.gz")
             items.append({**writer.ct_pair(orient_slice(s, orientation), None, name), "group": f"unlabeled:{stem}"})
@@ -688,9 +694,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--unlabeled", nargs="*", default=[], help="extra unlabelled fundus pictures (files or folders)")
 
     v = sub.add_parser("covid", parents=[common], help="MedSeg COVID-19 CT (NIfTI stack or DICOM series + mask)")
-    v.add_argument("--image", "--src", dest="image", required=True, help="tr_im.nii.gz, or a DICOM series folder")
-    v.add_argument("--mask", required=True, help="tr_mask.nii.gz (0 bg, 1 ground-glass, 2 consolidation, 3 effusion)")
-    v.add_argument("--unlabeled", nargs="*", default=[], help="more volumes / series / folders of them, no masks")
+    v.add_argument("--image", "--src", dest="image", required=True,
+                   help="tr_im.nii.gz, a DICOM series folder, or Kaggle's images_medseg.npy")
+    v.add_argument("--mask", required=True,
+                   help="tr_mask.nii.gz (0 bg, 1 ground-glass, 2 consolidation, 3 effusion), a DICOM SEG, "
+                        "or Kaggle's one-hot masks_medseg.npy")
+    v.add_argument("--unlabeled", nargs="*", default=[],
+                   help="more volumes / series / folders of them, or Kaggle .npy stacks; no masks")
     v.add_argument("--val-fraction", type=_count, default=0.1, help="validation share of the non-test slices (0.1)")
     v.add_argument("--test-fraction", type=_count, default=0.2, help="test share of the labelled slices (0.2)")
     v.add_argument("--orientation", choices=ORIENTATIONS, default="as-stored",
