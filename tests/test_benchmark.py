@@ -437,28 +437,32 @@ def test_floor_units_follow_the_pass_table():
     from medsemiseg.benchmark.cost import FLOOR_PASSES, floor_units
 
     assert set(FLOOR_PASSES) == set(grid.KNOWN_METHODS)
-    assert floor_units("supervised", 4, 8) == (12, 0)
-    assert floor_units("fixmatch", 4, 8) == (12 + 4 * 8, 0)  # +1 no-grad weak, +1 fwd/bwd strong
-    assert floor_units("unimatch", 2, 2) == (6 + 9 * 2, 0)
-    f_sup, g_sup = floor_units("supmix", 2, 3)
-    f, g = floor_units("supmix_sufd", 2, 3)
-    assert f == f_sup and g_sup == 0 and g == 3 * 2 + 6 * 3
+    assert floor_units("supervised", 4, 8) == (12, 0, 0)
+    assert floor_units("fixmatch", 4, 8) == (12 + 4 * 8, 0, 0)  # +1 no-grad weak, +1 fwd/bwd strong
+    # weak: encoder fwd+bwd 3E, clean decode (F-E), perturbed decode fwd+bwd 3(F-E); strong: 2 x 3F
+    assert floor_units("unimatch", 2, 2) == (6 + 10 * 2, -1 * 2, 0)
+    f_sup, e_sup, g_sup = floor_units("supmix", 2, 3)
+    f, e, g = floor_units("supmix_sufd", 2, 3)
+    assert f == f_sup and e_sup == g_sup == 0 and e == 3 * 3 and g == 3 * 2 + 5 * 3  # adv: D frozen, no weight grads
 
 
 def test_cost_measures_supervised_at_its_floor_and_semi_above(tmp_path):
-    """Real engine, tiny UNet: supervised FLOPs equal its floor (1 fwd + bwd = 3F per labelled image), a
-    semi-supervised method costs more than supervised; the table formats both."""
+    """Real engine, tiny UNet: supervised, FixMatch and SUFD do exactly their floor's passes (1 fwd + bwd = 3F per
+    labelled image, ...), a semi-supervised method costs more than supervised; the table formats them."""
     pytest.importorskip("medsemiseg.engines")
     from medsemiseg.benchmark.cost import CostSettings, cost_table, run_cost_benchmark
 
     s = CostSettings(task="chase", image_size=32, batch_size=2, unlabeled_batch_size=2, iters=2, warmup=1,
                      threads=1, network_kwargs={"features": [4, 8, 8, 16, 16, 4]})
-    report = run_cost_benchmark(["supervised", "fixmatch"], s, isolate=False, log=lambda m: None)
-    sup, fm = report["results"]
-    assert "error" not in sup and "error" not in fm
+    report = run_cost_benchmark(["supervised", "fixmatch", "sufd"], s, isolate=False, log=lambda m: None)
+    sup, fm, sufd = report["results"]
+    assert "error" not in sup and "error" not in fm and "error" not in sufd
     assert sup["measured_over_floor"] == pytest.approx(1.0, rel=0.05)
     assert fm["flops_per_iter"] > 1.5 * sup["flops_per_iter"]
-    assert fm["measured_over_floor"] >= 0.95
+    assert fm["measured_over_floor"] == pytest.approx(1.0, rel=0.05)
+    # SUFD's floor counts the student's encoder pass over the weak unlabelled batch (ClassMix never runs it)
+    assert 0 < sufd["flops_encoder_per_image_fwd"] < sufd["flops_per_image_fwd"]
+    assert sufd["measured_over_floor"] == pytest.approx(1.0, rel=0.05)
     assert sup["timed_iters"] == 2 and sup["s_per_iter"] > 0 and sup["peak_mem_mb"] >= 0
     md = cost_table(report)
     assert "| supervised |" in md and "| fixmatch |" in md and "Peak memory" in md

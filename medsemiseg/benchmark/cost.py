@@ -16,8 +16,8 @@ attached) on fixed in-memory batches of the same sizes for every method, and rep
 - **FLOPs per iteration**: counted by ``torch.utils.flop_counter.FlopCounterMode`` over one whole iteration
   (forward passes, backward, the discriminator step; EMA updates are element-wise and not counted), and the
   **FLOP floor**: the forward/backward passes a method cannot avoid (table :data:`FLOOR_PASSES`) times the measured
-  FLOPs of one image through the segmentation network (``F``) and through the discriminator (``G``), with
-  backward ≈ 2 × forward. ``measured / floor`` above 1 is work an implementation does beyond the minimum (extra
+  FLOPs of one image through the segmentation network (``F``), through its encoder alone (``E``) and through the
+  discriminator (``G``), with backward ≈ 2 × forward. ``measured / floor`` above 1 is work an implementation does beyond the minimum (extra
   passes, a batch that runs with grad where no-grad would do).
 
 Everything is measured in one run, one method after another, with the same seed and batch sizes. The cost module is
@@ -57,22 +57,24 @@ __all__ = [
 TASKS = {"covid": (1, 4), "chase": (3, 2)}
 
 #: The passes a method cannot avoid per iteration, in units of one image through the segmentation network
-#: (forward F; backward ≈ 2F, so a trained pass costs 3F) and through the discriminator (G).
-#: ``l``/``u`` multiply the labelled/unlabelled batch sizes. Sources: the issue text and BASELINES.md:
-#: supervised 1 fwd+bwd on the labelled batch; ClassMix/SupMix: +1 no-grad teacher fwd on the weak unlabelled
-#: batch, +1 fwd+bwd on the mixed batch; FixMatch: +1 no-grad fwd on weak, +1 fwd+bwd on strong; UniMatch: weak
-#: with feature perturbation (encoder fwd+bwd and perturbed decoder fwd+bwd ≈ one trained pass; the clean weak decode
-#: is counted at zero) +2 strong views fwd+bwd; SUFD: D fwd+bwd on labelled and unlabelled features (its own step)
-#: and D fwd+bwd on unlabelled features for the adversarial term (the network's part of that backward rides on a
-#: pass already trained, so it is not counted again).
+#: (forward F; backward ≈ 2F, so a trained pass costs 3F), through its encoder alone (E; the decoder and head are
+#: F - E) and through the discriminator (G). ``l``/``u`` multiply the labelled/unlabelled batch sizes. Sources: the
+#: issue text and BASELINES.md: supervised 1 fwd+bwd on the labelled batch; ClassMix/SupMix: +1 no-grad teacher fwd
+#: on the weak unlabelled batch, +1 fwd+bwd on the mixed batch; FixMatch: +1 no-grad fwd on weak, +1 fwd+bwd on
+#: strong; UniMatch: the weak view's encoder fwd+bwd (3E) + its clean decode without grad (F - E, the pseudo-label)
+#: + the perturbed decode fwd+bwd (3(F - E)) + 2 strong views fwd+bwd (6F); SUFD on a ClassMix/SupMix base: the
+#: student never sees the weak unlabelled images there, so their features need the student's encoder fwd+bwd (3E,
+#: the adversarial gradient flows through it), D fwd+bwd on labelled and unlabelled features (its own step, 3G) and
+#: D fwd + input-gradient bwd on the unlabelled features for the adversarial term (2G: D is frozen there, so no
+#: weight gradients).
 FLOOR_PASSES: dict[str, dict[str, dict[str, float]]] = {
-    "supervised": {"F": {"l": 3}, "G": {}},
-    "classmix": {"F": {"l": 3, "u": 1 + 3}, "G": {}},
-    "supmix": {"F": {"l": 3, "u": 1 + 3}, "G": {}},
-    "fixmatch": {"F": {"l": 3, "u": 1 + 3}, "G": {}},
-    "unimatch": {"F": {"l": 3, "u": 3 + 2 * 3}, "G": {}},
-    "sufd": {"F": {"l": 3, "u": 1 + 3}, "G": {"l": 3, "u": 3 + 3}},
-    "supmix_sufd": {"F": {"l": 3, "u": 1 + 3}, "G": {"l": 3, "u": 3 + 3}},
+    "supervised": {"F": {"l": 3}, "E": {}, "G": {}},
+    "classmix": {"F": {"l": 3, "u": 1 + 3}, "E": {}, "G": {}},
+    "supmix": {"F": {"l": 3, "u": 1 + 3}, "E": {}, "G": {}},
+    "fixmatch": {"F": {"l": 3, "u": 1 + 3}, "E": {}, "G": {}},
+    "unimatch": {"F": {"l": 3, "u": 1 + 3 + 2 * 3}, "E": {"u": 3 - 1 - 3}, "G": {}},
+    "sufd": {"F": {"l": 3, "u": 1 + 3}, "E": {"u": 3}, "G": {"l": 3, "u": 3 + 2}},
+    "supmix_sufd": {"F": {"l": 3, "u": 1 + 3}, "E": {"u": 3}, "G": {"l": 3, "u": 3 + 2}},
 }
 
 FLOOR_TEXT = {
@@ -80,20 +82,20 @@ FLOOR_TEXT = {
     "classmix": "sup + teacher fwd (u) + fwd+bwd (mixed u)",
     "supmix": "sup + teacher fwd (u) + fwd+bwd (mixed u)",
     "fixmatch": "sup + no-grad fwd (weak u) + fwd+bwd (strong u)",
-    "unimatch": "sup + FP fwd+bwd (weak u) + 2 fwd+bwd (strong u)",
-    "sufd": "classmix + D fwd+bwd (l, u) + D adv fwd+bwd (u)",
-    "supmix_sufd": "supmix + D fwd+bwd (l, u) + D adv fwd+bwd (u)",
+    "unimatch": "sup + enc fwd+bwd (weak u) + clean dec fwd + FP dec fwd+bwd + 2 fwd+bwd (strong u)",
+    "sufd": "classmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)",
+    "supmix_sufd": "supmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)",
 }
 
 
-def floor_units(method: str, b_l: int, b_u: int) -> tuple[float, float]:
-    """(F-units, G-units) of the FLOP floor of ``method`` with batch sizes ``b_l``, ``b_u``."""
+def floor_units(method: str, b_l: int, b_u: int) -> tuple[float, float, float]:
+    """(F-units, E-units, G-units) of the FLOP floor of ``method`` with batch sizes ``b_l``, ``b_u``."""
     p = FLOOR_PASSES[method]
 
     def units(d: dict[str, float]) -> float:
         return d.get("l", 0) * b_l + d.get("u", 0) * b_u
 
-    return units(p["F"]), units(p["G"])
+    return units(p["F"]), units(p.get("E", {})), units(p["G"])
 
 
 @dataclasses.dataclass
@@ -287,17 +289,18 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
         peak_mb = probe.stop()
         mem_method = f"peak RSS growth ({probe.method})"
 
-    # one image through the network (F) and through a discriminator on its deepest features (G)
+    # one image through the network (F), its encoder (E) and a discriminator on its deepest features (G)
     net.eval()
     x1 = lab[0]["image"][:1]
     with torch.no_grad():
         f_img = _count_flops(lambda: net(x1))
+        e_img = _count_flops(lambda: net.encode(x1))
         feat = net.encode(x1)[-1]
         disc = FeatureDiscriminator(in_channels=int(net.feature_channels)).to(device)
         g_img = _count_flops(lambda: disc(feat))
-    fu, gu = floor_units(method_name, s.batch_size, s.unlabeled_batch_size) if method_name in FLOOR_PASSES else (
-        float("nan"), float("nan"))
-    floor = fu * f_img + gu * g_img
+    fu, eu, gu = floor_units(method_name, s.batch_size, s.unlabeled_batch_size) if method_name in FLOOR_PASSES else (
+        float("nan"),) * 3
+    floor = fu * f_img + eu * e_img + gu * g_img
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {
         "method": method_name,
@@ -310,8 +313,10 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
         "flops_per_iter": flops.get("iter", float("nan")),
         "flops_floor": floor,
         "floor_F_units": fu,
+        "floor_E_units": eu,
         "floor_G_units": gu,
         "flops_per_image_fwd": f_img,
+        "flops_encoder_per_image_fwd": e_img,
         "flops_disc_per_image_fwd": g_img,
         "floor_passes": FLOOR_TEXT.get(method_name, ""),
     }
