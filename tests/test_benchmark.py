@@ -530,5 +530,12 @@ def test_shipped_seed_studies_extend_the_quick_grids():
             assert seeds.overrides == quick.overrides and seeds.seeds == [0, 1, 2]
             assert seeds.output_dir != quick.output_dir  # its own tables; never overwrites the quick grid's
             assert len(grid.enumerate_cells(seeds)) == 4 * 3
+            # the longer-schedule study: the same cells, five times the iterations, nothing else changed
+            long = load_config(root / "configs" / f"benchmark_{task}_long_seeds.yaml")
+            assert [c.key for c in grid.enumerate_cells(long)] == [c.key for c in grid.enumerate_cells(seeds)]
+            assert long.overrides["max_epochs"] == 5 * quick.overrides["max_epochs"]
+            rest = {k: v for k, v in long.overrides.items() if k not in ("max_epochs", "val_interval")}
+            assert rest == {k: v for k, v in quick.overrides.items() if k not in ("max_epochs", "val_interval")}
+            assert long.output_dir not in (quick.output_dir, seeds.output_dir)
     finally:
         os.chdir(old)
