@@ -35,29 +35,9 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from .io import DataReadError
+from .io import SEGMENTATION_STORAGE, DataReadError, is_seg_header
 
-__all__ = ["SEGMENTATION_STORAGE", "SegFrame", "SegObject", "is_dicom_seg", "read_seg", "seg_to_label_map"]
-
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-def _is_seg_header(ds) -> bool:
-    return str(getattr(ds, "SOPClassUID", "")) == SEGMENTATION_STORAGE or "SegmentSequence" in ds
-
-
-def is_dicom_seg(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a readable DICOM file holding a segmentation (SOP class or a Segment Sequence)."""
-    import pydicom
-
-    p = Path(path)
-    if not p.is_file():
-        return False
-    try:
-        ds = pydicom.dcmread(str(p), stop_before_pixels=True)
-    except Exception:
-        return False
-    return _is_seg_header(ds)
+__all__ = ["SEGMENTATION_STORAGE", "SegFrame", "SegObject", "read_seg", "seg_to_label_map", "segment_classes"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +80,7 @@ def read_seg(path: str | os.PathLike) -> SegObject:
         ds = pydicom.dcmread(str(p))
     except Exception as e:
         raise DataReadError(p, f"not a readable DICOM file ({type(e).__name__}: {e}).") from e
-    if not _is_seg_header(ds):
+    if not is_seg_header(ds):
         raise DataReadError(p, "is not a DICOM SEG object (no Segment Sequence).")
     segments = {int(s.SegmentNumber): str(getattr(s, "SegmentLabel", "") or f"segment {int(s.SegmentNumber)}")
                 for s in getattr(ds, "SegmentSequence", [])}
@@ -267,10 +247,8 @@ def seg_to_label_map(
     n_slices = spatial[2] if len(spatial) == 3 else 1
     if len(uids) != n_slices:
         raise DataReadError(p, f"the reference image has {n_slices} slices but names {len(uids)} DICOM files.")
-    label = np.zeros((x, y, n_slices), dtype=np.int64)
-    owner = np.full((x, y, n_slices), -1, dtype=np.int64)  # segment number that set each pixel
+    by_slice: dict[int, list[tuple[int, SegFrame]]] = {}  # slice -> (frame number, frame), in frame order
     unmatched = []
-    placed = 0
     for i, fr in enumerate(seg.frames):
         if fr.segment not in classes:
             continue
@@ -290,20 +268,7 @@ def seg_to_label_map(
                 f"DICOM SEG frame {i + 1} has orientation {fr.orientation.round(4).tolist()} but the image "
                 f"{orientation.round(4).tolist()}; resampled segmentations are not supported.",
             )
-        region = fr.mask.T  # (rows, cols) -> (X, Y)
-        cls = classes[fr.segment]
-        clash = region & (owner[..., k] >= 0) & (label[..., k] != cls)
-        if clash.any():
-            other = int(np.unique(owner[..., k][clash])[0])
-            raise DataReadError(
-                p,
-                f"segments {seg.segments[other]!r} ({other}) and {seg.segments[fr.segment]!r} ({fr.segment}) overlap "
-                f"on {int(clash.sum())} pixels of slice {k}, with different classes; a label map holds one class per "
-                "pixel. Give a segment map that leaves one of them out (e.g. --segment-map).",
-            )
-        label[..., k][region] = cls
-        owner[..., k][region] = fr.segment
-        placed += 1
+        by_slice.setdefault(k, []).append((i + 1, fr))
     if unmatched:
         num, uid, pos = unmatched[0]
         where = f"SOP Instance UID {uid}" if uid else "no source UID"
@@ -315,10 +280,29 @@ def seg_to_label_map(
             f"{reference.meta.get('filename_or_obj')} (first: frame {num}, {where}); is this the segmentation of "
             "another series?",
         )
-    if placed == 0 and any(fr.mask.any() for fr in seg.frames):
+    if not by_slice and any(fr.mask.any() for fr in seg.frames):
         raise DataReadError(p, "no DICOM SEG frame was kept (segment_map leaves every segment out).")
+    label = torch.zeros((x, y, n_slices), dtype=dtype)
+    for k, frames in by_slice.items():  # one slice at a time: the overlap bookkeeping stays 2-D
+        plane = np.zeros((x, y), dtype=np.int64)
+        owner = np.full((x, y), -1, dtype=np.int64)  # segment number that set each pixel
+        for _, fr in frames:
+            region = fr.mask.T  # (rows, cols) -> (X, Y)
+            cls = classes[fr.segment]
+            clash = region & (owner >= 0) & (plane != cls)
+            if clash.any():
+                other = int(np.unique(owner[clash])[0])
+                raise DataReadError(
+                    p,
+                    f"segments {seg.segments[other]!r} ({other}) and {seg.segments[fr.segment]!r} ({fr.segment}) "
+                    f"overlap on {int(clash.sum())} pixels of slice {k}, with different classes; a label map holds "
+                    "one class per pixel. Give a segment map that leaves one of them out (e.g. --segment-map).",
+                )
+            plane[region] = cls
+            owner[region] = fr.segment
+        label[..., k] = torch.from_numpy(plane).to(dtype)
     out = label if len(spatial) == 3 else label[..., 0]
     meta = {k: v for k, v in reference.meta.items() if k not in ("series_files",)}
     meta["filename_or_obj"] = str(p)
     meta["segment_classes"] = {seg.segments[k]: c for k, c in sorted(classes.items())}
-    return MetaTensor(torch.as_tensor(out[None]).to(dtype), meta=meta)
+    return MetaTensor(out[None], meta=meta)

@@ -40,6 +40,7 @@ __all__ = [
     "check_label_values",
     "detect_format",
     "file_stem",
+    "is_seg_header",
     "is_supported_file",
     "iter_slices",
     "list_dicom_files",
@@ -182,6 +183,14 @@ def _dicom_fix_hint(ds) -> str:
     return " The file looks damaged or incomplete; re-export it from the PACS / scanner."
 
 
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM SEG SOP class
+
+
+def is_seg_header(header) -> bool:
+    """True for the header of a DICOM SEG object (its SOP class, or a Segment Sequence)."""
+    return str(getattr(header, "SOPClassUID", "")) == SEGMENTATION_STORAGE or "SegmentSequence" in header
+
+
 def _read_dicom_header(path: Path):
     import pydicom
 
@@ -222,7 +231,7 @@ def _dicom_multiframe(path: Path, header) -> MetaTensor:
 def _read_dicom_file(path: Path, header=None) -> MetaTensor:
     """One DICOM file -> ``(C, X, Y)`` (or ``(C, X, Y, Z)`` for multi-frame), HU via RescaleSlope/Intercept."""
     header = header if header is not None else _read_dicom_header(path)
-    if "SegmentSequence" in header:
+    if is_seg_header(header):
         raise DataReadError(
             path,
             "is a DICOM SEG object (a segmentation), not an image; give it as the mask of the DICOM file or "
@@ -268,7 +277,7 @@ def _read_dicom_series(folder: Path) -> MetaTensor:
     if not files:
         raise DataReadError(folder, "folder holds no DICOM files.")
     headers = [_read_dicom_header(f) for f in files]
-    segs = [f for f, h in zip(files, headers) if "SegmentSequence" in h]
+    segs = [f for f, h in zip(files, headers) if is_seg_header(h)]
     if segs:
         raise DataReadError(
             folder,
@@ -424,7 +433,7 @@ def read_mask(
     - with ``num_classes`` every value must lie in ``0..num_classes-1``, else one error names the file and values.
     """
     p = Path(path)
-    if p.is_file() and detect_format(p) == "dicom" and "SegmentSequence" in _read_dicom_header(p):
+    if p.is_file() and detect_format(p) == "dicom" and is_seg_header(_read_dicom_header(p)):
         if reference is None:
             raise DataReadError(
                 p,
