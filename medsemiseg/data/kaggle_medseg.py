@@ -62,6 +62,15 @@ def _meta(path: Path, shape: Sequence[int]) -> dict:
     }
 
 
+def _chunks(arr: np.ndarray, path: Path | None = None):
+    """``(first slice, float32 chunk of slices)`` over a memory-mapped stack, rejecting NaN / infinity."""
+    for start in range(0, arr.shape[0], _CHUNK):
+        chunk = np.asarray(arr[start : start + _CHUNK], dtype=np.float32)
+        if not np.all(np.isfinite(chunk)):
+            raise DataReadError(path, "array holds NaN or infinite values.")
+        yield start, chunk
+
+
 def read_npy_images(path: str | os.PathLike) -> MetaTensor:
     """A Kaggle image stack ``(N, rows, cols[, 1])`` -> ``(1, X, Y, Z)`` float32."""
     p = Path(path)
@@ -74,9 +83,9 @@ def read_npy_images(path: str | os.PathLike) -> MetaTensor:
         )
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise DataReadError(p, f"array of dtype {arr.dtype}; expected real numbers.")
-    vol = np.ascontiguousarray(np.asarray(arr, dtype=np.float32).transpose(2, 1, 0))  # (X, Y, Z)
-    if not np.all(np.isfinite(vol)):
-        raise DataReadError(p, "array holds NaN or infinite values.")
+    vol = np.empty(arr.shape[2:0:-1] + (arr.shape[0],), dtype=np.float32)  # (X, Y, Z), filled chunk by chunk
+    for start, chunk in _chunks(arr, p):
+        vol[..., start : start + chunk.shape[0]] = chunk.transpose(2, 1, 0)
     return MetaTensor(torch.from_numpy(vol)[None], meta=_meta(p, vol.shape))
 
 
@@ -107,10 +116,7 @@ def read_npy_masks(
         lut = np.asarray(channel_classes, dtype=np.uint8)
         out = np.empty(arr.shape[2:0:-1] + (arr.shape[0],), dtype=np.uint8)  # (X, Y, Z)
         not_one_hot = 0
-        for start in range(0, arr.shape[0], _CHUNK):
-            chunk = np.asarray(arr[start : start + _CHUNK], dtype=np.float32)
-            if not np.all(np.isfinite(chunk)):
-                raise DataReadError(p, "mask holds NaN or infinite values.")
+        for start, chunk in _chunks(arr, p):
             not_one_hot += int(np.count_nonzero(np.count_nonzero(chunk > 0.5, axis=-1) != 1))
             out[..., start : start + chunk.shape[0]] = lut[np.argmax(chunk, axis=-1)].transpose(2, 1, 0)
         if not_one_hot:
