@@ -35,7 +35,7 @@ __all__ = ["KAGGLE_CHANNEL_CLASSES", "is_npy", "read_npy_images", "read_npy_mask
 
 #: class of each mask channel: ground-glass, consolidation, lungs other, background
 KAGGLE_CHANNEL_CLASSES = (1, 2, 0, 0)
-_CHUNK = 16  # slices per chunk when converting masks
+_CHUNK = 16  # slices read from the memory map at a time
 
 
 def is_npy(path: str | os.PathLike) -> bool:
