@@ -199,76 +199,52 @@ class PerClassDiceMetric(_PerClassMixin, DiceMetric):
 _DEFAULT_OT = from_engine(["pred", "label"])
 
 
-class PerClassIoU(IgniteMetricHandler):
+class _OverlapMetricHandler(IgniteMetricHandler):
+    """One constructor for the four handlers below: they differ only in the metric and its reduction."""
+
+    metric_cls: type = PerClassIoUMetric
+    output: str = "per_class"
+
+    def __init__(
+        self,
+        num_classes: int,
+        aggregation: str = "image",
+        output_transform: Callable = _DEFAULT_OT,
+        save_details: bool = True,
+    ) -> None:
+        super().__init__(
+            metric_fn=self.metric_cls(num_classes, aggregation=aggregation, output=self.output),
+            output_transform=output_transform,
+            save_details=save_details,
+        )
+
+
+class PerClassIoU(_OverlapMetricHandler):
     """Per-class IoU handler: ``engine.state.metrics[name]`` is a ``(num_classes,)`` CPU tensor.
 
     Reads ``pred`` (logits, one-hot or label map) and ``label`` from the evaluator output by default. For an
     evaluator's ``additional_metrics``; use :class:`MIoU` as ``key_val_metric``.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        aggregation: str = "image",
-        output_transform: Callable = _DEFAULT_OT,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            metric_fn=PerClassIoUMetric(num_classes, aggregation=aggregation, output="per_class"),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    metric_cls, output = PerClassIoUMetric, "per_class"
 
 
-class PerClassDice(IgniteMetricHandler):
+class PerClassDice(_OverlapMetricHandler):
     """Per-class Dice handler: ``engine.state.metrics[name]`` is a ``(num_classes,)`` CPU tensor."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        aggregation: str = "image",
-        output_transform: Callable = _DEFAULT_OT,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            metric_fn=PerClassDiceMetric(num_classes, aggregation=aggregation, output="per_class"),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    metric_cls, output = PerClassDiceMetric, "per_class"
 
 
-class MIoU(IgniteMetricHandler):
+class MIoU(_OverlapMetricHandler):
     """mIoU (mean over classes, background included) as a float: the ``key_val_metric`` for best checkpoints."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        aggregation: str = "image",
-        output_transform: Callable = _DEFAULT_OT,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            metric_fn=PerClassIoUMetric(num_classes, aggregation=aggregation, output="mean"),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    metric_cls, output = PerClassIoUMetric, "mean"
 
 
-class MDice(IgniteMetricHandler):
+class MDice(_OverlapMetricHandler):
     """mDice (mean over classes, background included) as a float."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        aggregation: str = "image",
-        output_transform: Callable = _DEFAULT_OT,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            metric_fn=PerClassDiceMetric(num_classes, aggregation=aggregation, output="mean"),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    metric_cls, output = PerClassDiceMetric, "mean"
 
 
 mIoU = MIoU  # the paper's spelling
