@@ -44,3 +44,17 @@ def _seed_everything():
     torch.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread; on a shared 2-core machine two threads mostly spin-wait.
+
+    Test modules of tiny networks opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -31,13 +31,7 @@ K = 3
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; on a shared 2-core machine two threads mostly spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny networks, one thread
 
 
 def _net() -> UNet:

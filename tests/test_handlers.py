@@ -11,13 +11,7 @@ from medsemiseg.handlers import DiscriminatorStep, EMATeacher, RampUp, add_to_ou
 from medsemiseg.networks import FeatureDiscriminator, UNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; on a shared 2-core machine two threads mostly spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny networks, one thread
 
 
 def _net() -> UNet:
