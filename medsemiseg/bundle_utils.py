@@ -516,8 +516,9 @@ class TrainCheckpointer:
                 self.loaded_from = path
                 loc = self.map_location if self.map_location is not None else engine.state.device
                 load = dict(objs)
+                # mmap: only the key structure is read here; CheckpointLoader reads the tensors once, at STARTED
                 if "best_metric" in load:
-                    if "best_metric" not in torch.load(path, map_location="cpu", weights_only=True):
+                    if "best_metric" not in torch.load(path, map_location="cpu", weights_only=True, mmap=True):
                         logger.warning(f"resume: {path} holds no best-metric record; the best model restarts.")
                         load.pop("best_metric")
                 CheckpointLoader(load_path=path, load_dict=load, map_location=loc).attach(engine)
