@@ -539,3 +539,122 @@ def test_shipped_seed_studies_extend_the_quick_grids():
             assert long.output_dir not in (quick.output_dir, seeds.output_dir)
     finally:
         os.chdir(old)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# projection of a grid's time
+# ---------------------------------------------------------------------------------------------------------------
+
+_TRAIN_DEFAULTS = {"max_epochs": 2, "epoch_length": 10, "network_name": "unet", "network_kwargs": {},
+                   "image_size": [32, 32], "batch_size": 2, "unlabeled_batch_size": 2,
+                   "device": "$torch.device('cpu')", "amp": False, "method_options": {}}
+_STEP_S = {"supervised": 0.1, "classmix": 0.2, "supmix_sufd": 0.3}
+
+
+def _projection_grid(tmp_path, finished: dict[str, tuple[float, float]], **extra):
+    """A grid of 7 cells (3 methods x 1/8, 1/4 + supervised full, seed 0), 20 iterations each, with ``finished``
+    cells' done.json written by hand: ``{"classmix/1/8": (train_s, eval_s)}``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    extra.setdefault("overrides", {})  # the schedule comes from the bundle's train.json below
+    path = _write_config(tmp_path, seeds=[0], method_overrides={}, **extra)
+    (tmp_path / "bundle" / "train.json").write_text(json.dumps(_TRAIN_DEFAULTS))
+    cfg = load_config(path)
+    for c in grid.enumerate_cells(cfg):
+        key = f"{c.method}/{c.fraction.label}"
+        if key in finished:
+            c.directory.mkdir(parents=True, exist_ok=True)
+            train_s, eval_s = finished[key]
+            (c.directory / grid.DONE).write_text(json.dumps({
+                "train_command": grid._portable(cfg.train_command(c)), "train_s": train_s, "eval_s": eval_s,
+                "metrics": {"miou": 0.5}}))
+    report = {"settings": {"network": "unet", "image_size": 32}, "machine": "test",
+              "results": [{"method": m, "s_per_iter": s} for m, s in _STEP_S.items()]}
+    return cfg, report
+
+
+def test_projection_reads_the_schedule_as_the_bundle_resolves_it(tmp_path):
+    from medsemiseg.benchmark.projection import cell_schedule
+
+    cfg, _ = _projection_grid(tmp_path, {}, overrides={"epoch_length": 7})
+    sch = cell_schedule(cfg, grid.enumerate_cells(cfg)[0])
+    assert sch["iterations"] == 2 * 7 and sch["device"] == "cpu" and sch["image_size"] == [32, 32]
+
+
+def test_projection_splits_finished_cells_into_steps_and_overhead(tmp_path):
+    """classmix 1/8 took 20 x (0.2 step + 0.05 overhead) + 1 s eval, supervised 1/8 20 x (0.1 + 0.02) + 0.5: the
+    other cells of a method with finished cells take their measured mean; supmix_sufd (none finished) gets its step
+    time plus the overhead of the finished cells of its kind (classmix's), not supervised's."""
+    from medsemiseg.benchmark.projection import holdout_check, project_grid, projection_table
+
+    cfg, report = _projection_grid(tmp_path, {"classmix/1/8": (5.0, 1.0), "supervised/1/8": (2.4, 0.5)})
+    proj = project_grid(cfg, report)
+    rows = {r["method"]: r for r in proj["rows"]}
+    assert rows["supmix_sufd"]["projected_cell_s"] == pytest.approx(20 * (0.3 + 0.05) + 1.0)
+    assert rows["supmix_sufd"]["basis"] == "overhead of classmix"
+    assert rows["classmix"]["remaining_s"] == pytest.approx(6.0) and rows["classmix"]["finished"] == 1
+    assert rows["supervised"]["remaining_s"] == pytest.approx(2 * 2.9)  # 1/4 and the full-label upper bound
+    assert proj["finished_s"] == pytest.approx(8.9) and not proj["lower_bound"]
+    assert proj["remaining_s"] == pytest.approx(2 * 8.0 + 6.0 + 2 * 2.9)
+    # hold-out: each method from the other's cells only (here of the other kind)
+    hold = {h["method"]: h for h in holdout_check(cfg, report)}
+    assert hold["classmix"]["projected_s"] == pytest.approx(20 * (0.2 + 0.02) + 0.5)
+    assert hold["classmix"]["error"] == pytest.approx(4.9 / 6.0 - 1)
+    assert hold["supervised"]["projected_s"] == pytest.approx(20 * (0.1 + 0.05) + 1.0)
+    md = projection_table(proj, list(hold.values()))
+    assert "| supmix_sufd | 0.300 | 20 | 2 | 0 |" in md and "Hold-out check" in md
+
+
+def test_projection_what_if_and_lower_bound(tmp_path):
+    from medsemiseg.benchmark.projection import project_grid
+
+    cfg, report = _projection_grid(tmp_path, {"classmix/1/8": (5.0, 1.0), "supervised/1/8": (2.4, 0.5)})
+    # what-if: only classmix 1/8 counts as finished; supervised is projected from it (other kind), and the
+    # grid's measured cells are there to compare
+    proj = project_grid(cfg, report, keep=lambda c: c.method == "classmix" and c.fraction.label == "1/8")
+    rows = {r["method"]: r for r in proj["rows"]}
+    assert rows["supervised"]["projected_cell_s"] == pytest.approx(20 * (0.1 + 0.05) + 1.0)
+    assert rows["supervised"]["basis"].endswith("(other kind)")
+    assert proj["finished_cells"] == 1 and proj["measured_cells"] == 2 and proj["measured_s"] == pytest.approx(8.9)
+    # nothing finished: training steps only, flagged as a lower bound
+    cfg2, report2 = _projection_grid(tmp_path / "empty", {})
+    proj2 = project_grid(cfg2, report2)
+    assert proj2["lower_bound"] and proj2["remaining_s"] == pytest.approx(20 * (3 * 0.1 + 2 * 0.2 + 2 * 0.3))
+
+
+def test_projection_refuses_what_it_cannot_project(tmp_path):
+    from medsemiseg.benchmark.projection import cost_settings_for_grid, project_grid
+
+    cfg, report = _projection_grid(tmp_path, {})
+    report["results"] = [r for r in report["results"] if r["method"] != "classmix"]
+    with pytest.raises(ConfigError, match="classmix"):
+        project_grid(cfg, report)
+    mixed = [{"methods": ["classmix"], "overrides": {"image_size": [64, 64]}}]
+    cfg2, _ = _projection_grid(tmp_path / "mixed", {}, cell_overrides=mixed)
+    with pytest.raises(ConfigError, match="image_size"):
+        cost_settings_for_grid(cfg2)
+
+
+def test_projection_cost_settings_of_the_shipped_grids():
+    from medsemiseg.benchmark.projection import cost_settings_for_grid
+
+    paper = cost_settings_for_grid(load_config("configs/benchmark_covid.yaml"))
+    assert (paper.network, paper.image_size, paper.batch_size, paper.unlabeled_batch_size) == ("unet", 256, 8, 8)
+    assert paper.device == "cuda" and paper.amp and paper.network_kwargs == {"features": [16, 32, 64, 128, 256, 16]}
+    quick = cost_settings_for_grid(load_config("configs/benchmark_chase_quick.yaml"))
+    assert (quick.image_size, quick.batch_size, quick.device, quick.amp, quick.threads) == (128, 2, "cpu", False, 1)
+
+
+def test_projection_cli(tmp_path, capsys):
+    from medsemiseg.benchmark.projection import main as projection_main
+
+    cfg, report = _projection_grid(tmp_path, {"classmix/1/8": (5.0, 1.0)})
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps(report))
+    out = tmp_path / "proj.json"
+    assert projection_main([str(cfg.source), "--cost", str(cost), "--holdout", "--json", str(out),
+                            "--finished-only", "classmix/1/8/seed0"]) == 0
+    printed = capsys.readouterr().out
+    assert "Whole grid" in printed and "What-if" in printed
+    assert json.loads(out.read_text())["finished_cells"] == 1
+    assert projection_main([str(cfg.source), "--cost", str(cost), "--finished-only", "nosuch/1/8/seed0"]) == 2
+    assert "--finished-only: no cell" in capsys.readouterr().err

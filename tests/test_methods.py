@@ -315,3 +315,13 @@ def test_labeled_logits_ignore_the_unlabeled_batch_unless_joint_forward(cls):
             torch.manual_seed(0)
             preds.append(method(_engine(net), labeled, unl)["pred"].detach())
         assert torch.equal(preds[0], preds[1]) != joint
+
+
+def test_requires_unlabeled_follows_the_method_class_without_building_it():
+    from medsemiseg.methods import requires_unlabeled
+
+    assert not requires_unlabeled("supervised")
+    assert all(requires_unlabeled(m) for m in METHOD_NAMES if m != "supervised")
+    assert requires_unlabeled("SupMix+SUFD") and requires_unlabeled("unimatch_sufd")
+    with pytest.raises(ValueError, match="unknown method"):
+        requires_unlabeled("meanteacher")

@@ -4,7 +4,8 @@
 as a MONAI bundle training (one subprocess per cell, resumable), then writes ``results.csv``, the paper-form
 Markdown table and plots (:mod:`.grid`, :mod:`.results`, :mod:`.plots`, :mod:`.report`).
 ``python -m medsemiseg.benchmark.cost`` measures seconds per iteration, peak memory and FLOPs of every method next
-to its FLOP floor (:mod:`.cost`). See ``docs/benchmarks.md``.
+to its FLOP floor (:mod:`.cost`). ``python -m medsemiseg.benchmark.projection`` projects a grid's time from its
+finished cells and those step times (:mod:`.projection`). See ``docs/benchmarks.md``.
 """
 
 from .grid import BenchmarkConfig, Cell, CellResult, ConfigError, FractionSpec, enumerate_cells, load_config, run_grid

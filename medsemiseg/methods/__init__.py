@@ -42,6 +42,7 @@ __all__ = [
     "create_method",
     "METHOD_NAMES",
     "canonical_method_name",
+    "requires_unlabeled",
 ]
 
 METHOD_NAMES = ("supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd")
@@ -60,6 +61,13 @@ def canonical_method_name(name: str) -> str:
         f"unknown method {name!r}; valid names: {', '.join(METHOD_NAMES)} "
         "(also 'supmix+sufd', 'classmix_sufd', 'fixmatch_sufd', 'unimatch_sufd')."
     )
+
+
+def requires_unlabeled(name: str) -> bool:
+    """Whether the method ``name`` draws an unlabelled batch every step (every method but ``supervised``); a SUFD
+    variant follows its base. Known from the class, without building the method."""
+    key = canonical_method_name(name)
+    return bool(_BASES[_SUFD_BASES.get(key, key)].requires_unlabeled)
 
 
 def _construct(cls: type, args: tuple, options: dict, what: str) -> Any:

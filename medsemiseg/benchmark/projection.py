@@ -1,0 +1,387 @@
+"""How long will a benchmark grid take? Project it from the finished cells and the per-step cost of each method.
+
+``python -m medsemiseg.benchmark.projection configs/benchmark_covid.yaml`` answers before a GPU is booked for days:
+
+1. it reads every cell's schedule the way the bundle will (``max_epochs x epoch_length`` of the bundle's train
+   config with the grid's overrides applied, through MONAI's ``ConfigParser``);
+2. it measures each method's seconds per training step at the grid's own settings (network, image size, batch sizes,
+   device, AMP, CPU threads) with :mod:`medsemiseg.benchmark.cost`, or reads such a report (``--cost``);
+3. it takes the finished cells (``done.json``: training and evaluation seconds) and splits each one's training time
+   into steps (iterations x the method's step time) and everything else (data loading, validation, start-up),
+   per iteration: that *overhead per iteration* is what the cost benchmark cannot see;
+4. a cell still to run is projected as ``iterations x (step time of its method + overhead per iteration) +
+   evaluation seconds``, the overhead and evaluation time taken from finished cells of the same method, else of
+   methods of the same kind (with or without unlabelled data: a semi-supervised cell also loads an unlabelled batch
+   per step), else of any method. Where a method already has finished cells of the same schedule, their mean time
+   is used as is.
+
+Without any finished cell the projection counts training steps only and says it is a lower bound. The usual way
+to a full-grid estimate is therefore: run one cell (``python -m medsemiseg.benchmark CONFIG --methods supmix_sufd
+--fractions 1/8 --seeds 0``), then this command.
+
+``--holdout`` checks the model on the grid's own cells: every method that has finished cells is projected from the
+*other* methods' cells only and compared with what it measured (docs/benchmarks.md quotes that error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from medsemiseg.methods import requires_unlabeled
+
+from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, iter_done, load_config
+
+__all__ = [
+    "cell_schedule",
+    "cost_settings_for_grid",
+    "project_grid",
+    "holdout_check",
+    "projection_table",
+    "main",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what one cell runs
+# ---------------------------------------------------------------------------------------------------------------
+
+_SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs", "image_size", "batch_size",
+                  "unlabeled_batch_size", "device", "amp", "method_options")
+
+
+def cell_schedule(cfg: BenchmarkConfig, cell: Cell) -> dict[str, Any]:
+    """The settings the bundle will train ``cell`` with: its train config(s) with the cell's overrides, resolved by
+    MONAI's ``ConfigParser`` as ``monai.bundle run`` does (so the bundle's defaults fill what the YAML leaves out).
+    ``iterations`` is ``max_epochs x epoch_length``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(cfg.bundle_file(f)) for f in cfg.train_config])
+    parser.update(cfg.cell_overrides(cell))
+    out: dict[str, Any] = {}
+    for key in _SCHEDULE_KEYS:
+        if key not in parser:
+            raise ConfigError(f"{cfg.source}: the bundle's train config has no {key!r}; cannot project its cells")
+        out[key] = parser.get_parsed_content(key, instantiate=False)
+    out["device"] = str(out["device"])
+    out["iterations"] = int(out["max_epochs"]) * int(out["epoch_length"])
+    return out
+
+
+def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 3):
+    """The :class:`~medsemiseg.benchmark.cost.CostSettings` that measure step times at the grid's own settings.
+
+    Raises :class:`ConfigError` when the grid's cells do not share network, image size, batch sizes, device and AMP
+    (one cost run could not stand for all of them) or when the image is not square.
+    """
+    from .cost import TASKS, CostSettings
+
+    if cfg.task not in TASKS:
+        raise ConfigError(f"{cfg.source}: the cost benchmark knows the tasks {sorted(TASKS)}, not {cfg.task!r}")
+    shared = ("network_name", "network_kwargs", "image_size", "batch_size", "unlabeled_batch_size", "device", "amp")
+    seen: dict[str, Any] = {}
+    method_options: dict[str, dict] = {}
+    for cell in enumerate_cells(cfg):
+        sch = cell_schedule(cfg, cell)
+        for k in shared:
+            v = json.dumps(sch[k], sort_keys=True, default=str)
+            if seen.setdefault(k, v) != v:
+                raise ConfigError(
+                    f"{cfg.source}: cells differ in {k!r} ({seen[k]} vs {v} at {cell.key}), so one cost run cannot "
+                    "stand for all of them; measure step times yourself (python -m medsemiseg.benchmark.cost ... "
+                    "--json F) and pass the report with --cost F"
+                )
+        method_options.setdefault(cell.method, dict(sch["method_options"] or {}))
+    first = cell_schedule(cfg, enumerate_cells(cfg)[0])
+    size = first["image_size"]
+    size = [size, size] if isinstance(size, int) else list(size)
+    if len(size) != 2 or size[0] != size[1]:
+        raise ConfigError(f"{cfg.source}: the cost benchmark measures square images; image_size is {size}")
+    threads = cfg.env.get("OMP_NUM_THREADS")
+    device = first["device"]
+    return CostSettings(
+        task=cfg.task,
+        network=str(first["network_name"]),
+        network_kwargs=dict(first["network_kwargs"] or {}),
+        image_size=int(size[0]),
+        batch_size=int(first["batch_size"]),
+        unlabeled_batch_size=int(first["unlabeled_batch_size"]),
+        iters=int(iters),
+        warmup=int(warmup),
+        device="cuda" if device.startswith("cuda") else device,
+        amp=bool(first["amp"]),
+        threads=int(threads) if threads else None,
+        method_options=method_options,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the projection
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Finished:
+    method: str
+    iterations: int
+    train_s: float
+    eval_s: float
+    overhead_per_iter: float  # (train_s - iterations x step time) / iterations
+
+
+def _cell_seconds(done: dict) -> float:
+    """A finished cell's wall time as ``done.json`` records it: training plus evaluation (and prediction)."""
+    return float(done.get("train_s", 0.0)) + float(done.get("eval_s", 0.0))
+
+
+def _finished_cells(cfg: BenchmarkConfig, step_s: dict[str, float],
+                    done: Iterable[tuple[Cell, dict]]) -> list[_Finished]:
+    out = []
+    for cell, d in done:
+        if cell.method not in step_s or "train_s" not in d:
+            continue
+        n = cell_schedule(cfg, cell)["iterations"]
+        train_s, eval_s = float(d["train_s"]), float(d.get("eval_s", 0.0))
+        out.append(_Finished(cell.method, n, train_s, eval_s, (train_s - n * step_s[cell.method]) / n))
+    return out
+
+
+def _reference(method: str, finished: list[_Finished]) -> tuple[list[_Finished], str]:
+    """The finished cells whose overhead stands for ``method``'s: its own, else its kind's, else all."""
+    own = [f for f in finished if f.method == method]
+    if own:
+        return own, "its own cells"
+    kind = [f for f in finished if requires_unlabeled(f.method) == requires_unlabeled(method)]
+    if kind:
+        return kind, "overhead of " + ", ".join(sorted({f.method for f in kind}))
+    if finished:
+        return finished, "overhead of " + ", ".join(sorted({f.method for f in finished})) + " (other kind)"
+    return [], "training steps only (no finished cell: a lower bound)"
+
+
+def _project_cell(method: str, n: int, step: float, finished: list[_Finished]) -> tuple[float, str]:
+    refs, basis = _reference(method, finished)
+    same = [f for f in refs if f.method == method and f.iterations == n]
+    if same:
+        cells = f"{len(same)} cell" + ("s" if len(same) > 1 else "")
+        return statistics.fmean(f.train_s + f.eval_s for f in same), f"measured ({cells})"
+    if not refs:
+        return n * step, basis
+    overhead = statistics.fmean(f.overhead_per_iter for f in refs)
+    eval_s = statistics.fmean(f.eval_s for f in refs)
+    return n * (step + overhead) + eval_s, basis
+
+
+def _step_times(cost_report: dict[str, Any]) -> dict[str, float]:
+    return {r["method"]: float(r["s_per_iter"]) for r in cost_report.get("results", []) if "error" not in r}
+
+
+def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Iterable[Cell] | None = None,
+                 keep: Callable[[Cell], bool] | None = None) -> dict[str, Any]:
+    """Per-method rows (cells, finished, projected seconds per cell, basis, remaining seconds) and totals.
+
+    ``cost_report`` is a :func:`medsemiseg.benchmark.cost.run_cost_benchmark` report measured at the grid's
+    settings. Finished cells count with their measured time; the others are projected (module docstring).
+    ``keep``: only the finished cells it accepts count as finished (a what-if: "projected from this one cell"),
+    the rest are projected as if still to run, and their measured total is returned as ``measured_s`` to compare.
+    """
+    step_s = _step_times(cost_report)
+    cells = list(enumerate_cells(cfg) if cells is None else cells)
+    missing = sorted({c.method for c in cells} - set(step_s))
+    if missing:
+        raise ConfigError(f"the cost report has no step time for {missing} (not measured, or its measurement "
+                          "failed: see the [cost] lines); measure them: python -m medsemiseg.benchmark.cost --methods")
+    all_done = list(iter_done(cfg))
+    counted = [(c, d) for c, d in all_done if keep is None or keep(c)]
+    finished = _finished_cells(cfg, step_s, counted)
+    done_keys = {c.key: d for c, d in counted}
+    measured = {c.key: _cell_seconds(d) for c, d in all_done}
+    rows: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        n = cell_schedule(cfg, cell)["iterations"]
+        row = rows.setdefault(cell.method, {"method": cell.method, "step_s": step_s[cell.method], "cells": 0,
+                                            "finished": 0, "finished_s": 0.0, "remaining_s": 0.0,
+                                            "iterations": set(), "cell_s": [], "basis": ""})
+        row["cells"] += 1
+        row["iterations"].add(n)
+        if cell.key in done_keys:
+            row["finished"] += 1
+            row["finished_s"] += _cell_seconds(done_keys[cell.key])
+            continue
+        est, basis = _project_cell(cell.method, n, step_s[cell.method], finished)
+        row["cell_s"].append(est)
+        row["remaining_s"] += est
+        row["basis"] = basis
+    for row in rows.values():
+        row["iterations"] = sorted(row["iterations"])
+        row["projected_cell_s"] = statistics.fmean(row["cell_s"]) if row["cell_s"] else None
+        del row["cell_s"]
+    finished_s = sum(r["finished_s"] for r in rows.values())
+    remaining_s = sum(r["remaining_s"] for r in rows.values())
+    return {
+        "config": str(cfg.source),
+        "cost_settings": cost_report.get("settings"),
+        "cost_machine": cost_report.get("machine"),
+        "rows": list(rows.values()),
+        "finished_cells": sum(r["finished"] for r in rows.values()),
+        "cells": sum(r["cells"] for r in rows.values()),
+        "finished_s": finished_s,
+        "remaining_s": remaining_s,
+        "total_s": finished_s + remaining_s,
+        "lower_bound": not finished,
+        "what_if": keep is not None,
+        # what the grid's finished cells took, all of them (with ``keep``: to compare with the projection)
+        "measured_cells": sum(1 for c in cells if c.key in measured),
+        "measured_s": sum(measured.get(c.key, 0.0) for c in cells),
+    }
+
+
+def holdout_check(cfg: BenchmarkConfig, cost_report: dict[str, Any]) -> list[dict[str, Any]]:
+    """For every method with finished cells: its mean measured cell time next to the projection from the *other*
+    methods' finished cells only (same kind first), and the relative error."""
+    step_s = _step_times(cost_report)
+    finished = _finished_cells(cfg, step_s, iter_done(cfg))
+    out = []
+    for method in sorted({f.method for f in finished}):
+        own = [f for f in finished if f.method == method]
+        others = [f for f in finished if f.method != method]
+        if not others:
+            continue
+        measured = statistics.fmean(f.train_s + f.eval_s for f in own)
+        projected = statistics.fmean(_project_cell(method, f.iterations, step_s[method], others)[0] for f in own)
+        out.append({"method": method, "cells": len(own), "measured_s": measured, "projected_s": projected,
+                    "error": projected / measured - 1.0, "basis": _reference(method, others)[1]})
+    return out
+
+
+def _fmt(s: float | None) -> str:
+    if s is None:
+        return "–"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def projection_table(proj: dict[str, Any], holdout: list[dict[str, Any]] | None = None) -> str:
+    """Markdown: one row per method, then the totals (and the hold-out check when given)."""
+    s = proj.get("cost_settings") or {}
+    head = (f"{proj['config']}: step times from the cost benchmark at {s.get('network')} "
+            f"{s.get('image_size')}×{s.get('image_size')}, batch {s.get('batch_size')} + "
+            f"{s.get('unlabeled_batch_size')}, {s.get('device')}{' + AMP' if s.get('amp') else ''} "
+            f"({proj.get('cost_machine')})\n\n")
+    lines = ["| method | s/step | iterations | cells | finished | projected per cell | basis | remaining |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in proj["rows"]:
+        its = "/".join(str(i) for i in r["iterations"])
+        lines.append(f"| {r['method']} | {r['step_s']:.3f} | {its} | {r['cells']} | {r['finished']} | "
+                     f"{_fmt(r['projected_cell_s'])} | {r['basis'] or 'all finished'} | {_fmt(r['remaining_s'])} |")
+    bound = " (a lower bound: no finished cell)" if proj["lower_bound"] else ""
+    lines.append("")
+    lines.append(f"Finished: {proj['finished_cells']}/{proj['cells']} cells, {_fmt(proj['finished_s'])}. "
+                 f"Remaining, projected: {_fmt(proj['remaining_s'])}{bound}. "
+                 f"Whole grid: {_fmt(proj['total_s'])}.")
+    if proj.get("what_if"):
+        err = f" (projection {100 * (proj['total_s'] / proj['measured_s'] - 1):+.0f} %)" if proj["measured_s"] else ""
+        lines.append(f"What-if (--finished-only): the grid's {proj['measured_cells']} finished cells measured "
+                     f"{_fmt(proj['measured_s'])} in all{err}.")
+    if holdout:
+        lines += ["", "Hold-out check (each method projected from the other methods' finished cells only):", "",
+                  "| method | cells | measured per cell | projected | error | basis |", "|---|---:|---:|---:|---:|---|"]
+        for h in holdout:
+            lines.append(f"| {h['method']} | {h['cells']} | {_fmt(h['measured_s'])} | {_fmt(h['projected_s'])} | "
+                         f"{100 * h['error']:+.0f} % | {h['basis']} |")
+    return head + "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------------------
+
+def _load_or_measure(cfg: BenchmarkConfig, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    from .cost import run_cost_benchmark
+
+    if args.cost:
+        report = json.loads(Path(args.cost).read_text())
+        try:
+            want = dataclasses.asdict(cost_settings_for_grid(cfg, args.iters, args.warmup))
+        except ConfigError as e:  # a grid of mixed settings: the user chose the report, nothing to compare with
+            log(f"[projection] note: {e}")
+            return report
+        have = report.get("settings", {})
+        differ = [k for k in ("task", "network", "network_kwargs", "image_size", "batch_size",
+                              "unlabeled_batch_size", "device", "amp") if have.get(k) != want[k]]
+        if differ:
+            log(f"[projection] WARNING: {args.cost} was measured with other settings than the grid's "
+                f"({', '.join(f'{k}: {have.get(k)!r} vs {want[k]!r}' for k in differ)}); the projection inherits that")
+        return report
+    settings = cost_settings_for_grid(cfg, args.iters, args.warmup)
+    if settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{cfg.source} trains on CUDA and torch sees no CUDA device here: run this on the "
+                              "GPU machine the grid will use, or pass step times measured there with --cost")
+    methods = ["supervised"] + [m for m in cfg.methods if m != "supervised"]
+    report = run_cost_benchmark(methods, settings, log=log)
+    out = cfg.task_dir / "cost.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    log(f"[projection] step times -> {out} (pass it as --cost next time)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m medsemiseg.benchmark.projection",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="benchmark YAML, e.g. configs/benchmark_covid.yaml")
+    p.add_argument("--output-dir", help="the grid's output folder, if not the YAML's")
+    p.add_argument("--cost", help="a cost report (JSON of python -m medsemiseg.benchmark.cost --json, or the "
+                                  "cost.json this command wrote) instead of measuring step times again")
+    p.add_argument("--iters", type=int, default=20, help="timed steps per method when measuring")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first when measuring")
+    p.add_argument("--holdout", action="store_true",
+                   help="also project each finished method from the other methods' cells and print the error")
+    p.add_argument("--finished-only", nargs="+", metavar="CELL",
+                   help="what-if: count only these finished cells (METHOD/FRACTION/seedK, e.g. supmix_sufd/1/8/seed0) "
+                        "as finished, project the rest, and compare with what the finished ones measured")
+    p.add_argument("--json", help="write the projection here")
+    p.add_argument("--markdown", help="write the Markdown table here")
+    a = p.parse_args(argv)
+    if a.iters < 2:
+        p.error("--iters must be at least 2")
+    try:
+        cfg = load_config(a.config, output_dir=a.output_dir)
+        report = _load_or_measure(cfg, a, log=lambda m: print(m, file=sys.stderr))
+        keep = None
+        if a.finished_only:
+            wanted = {k.strip("/").removeprefix(cfg.task + "/") for k in a.finished_only}
+            known = {c.key.removeprefix(cfg.task + "/") for c in enumerate_cells(cfg)}
+            if wanted - known:
+                raise ConfigError(f"--finished-only: no cell {sorted(wanted - known)} in {a.config} "
+                                  f"(cells look like {sorted(known)[0]})")
+            keep = lambda c: c.key.removeprefix(cfg.task + "/") in wanted  # noqa: E731
+        proj = project_grid(cfg, report, keep=keep)
+        holdout = holdout_check(cfg, report) if a.holdout else None
+    except (ConfigError, OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = projection_table(proj, holdout)
+    print(table)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({**proj, "holdout": holdout}, indent=2))
+    if a.markdown:
+        Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
