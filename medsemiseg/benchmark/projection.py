@@ -87,8 +87,10 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
     shared = ("network_name", "network_kwargs", "image_size", "batch_size", "unlabeled_batch_size", "device", "amp")
     seen: dict[str, Any] = {}
     method_options: dict[str, dict] = {}
+    first: dict[str, Any] | None = None
     for cell in enumerate_cells(cfg):
         sch = cell_schedule(cfg, cell)
+        first = first or sch
         for k in shared:
             v = json.dumps(sch[k], sort_keys=True, default=str)
             if seen.setdefault(k, v) != v:
@@ -98,7 +100,6 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
                     "--json F) and pass the report with --cost F"
                 )
         method_options.setdefault(cell.method, dict(sch["method_options"] or {}))
-    first = cell_schedule(cfg, enumerate_cells(cfg)[0])
     size = first["image_size"]
     size = [size, size] if isinstance(size, int) else list(size)
     if len(size) != 2 or size[0] != size[1]:
