@@ -301,3 +301,21 @@ def test_load_sliced_3d_input_needs_slice_index(tmp_path):
     slices = list(iter_slices(p))
     again = LoadSliced("image")({"image": slices[1]})["image"]  # iter_slices output passes through
     assert torch.equal(again, slices[1])
+
+
+def test_reads_do_not_log_monai_reader_probe_notices(tmp_path, caplog):
+    """MONAI's ``LoadImage`` builds its NvImgCodec DICOM reader on every call, which logs "nvImageCodec is not
+    available" where that GPU decoder is absent: our reads (and ``prepare``, which reads every file) keep it out of
+    the log, and only there."""
+    from monai.data.nvimgcodec_pydicom_plugin import is_nvimgcodec_available
+    from monai.transforms import LoadImage
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 6), np.float32), np.eye(4)), str(tmp_path / "a.nii.gz"))
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(tmp_path / "m.png")
+    caplog.set_level("WARNING")
+    read_image(tmp_path / "a.nii.gz")
+    read_mask(tmp_path / "m.png")
+    assert not [r for r in caplog.records if "nvImageCodec" in r.getMessage()]
+    if not is_nvimgcodec_available():  # outside our reads MONAI's notice still shows: the filter is scoped
+        LoadImage(image_only=True)
+        assert [r for r in caplog.records if "nvImageCodec" in r.getMessage()]

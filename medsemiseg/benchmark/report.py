@@ -90,13 +90,12 @@ def _stem(p: Path) -> str:
 def _load_array(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         return np.load(path)
-    import logging
-
-    # MONAI's optional-codec probe logs one warning per reader construction; it says nothing about these files
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     from monai.transforms import LoadImage
 
-    return np.asarray(LoadImage(image_only=True, ensure_channel_first=True)(str(path)))
+    from medsemiseg.data.io import quiet_nvimgcodec_notice
+
+    with quiet_nvimgcodec_notice():
+        return np.asarray(LoadImage(image_only=True, ensure_channel_first=True)(str(path)))
 
 
 def _find(d: Path, pattern: str, name: str) -> Path | None:

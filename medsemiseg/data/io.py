@@ -19,6 +19,8 @@ says what to do about it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -45,6 +47,7 @@ __all__ = [
     "iter_slices",
     "list_dicom_files",
     "num_slices",
+    "quiet_nvimgcodec_notice",
     "read_image",
     "read_mask",
 ]
@@ -166,11 +169,35 @@ def _as_tensor_meta(path: Path, array: np.ndarray, meta: dict) -> MetaTensor:
     return MetaTensor(torch.as_tensor(np.ascontiguousarray(array)), meta=meta)
 
 
+class _DropNvImgCodecNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "nvImageCodec is not available" not in record.getMessage()
+
+
+_NVIMGCODEC_LOGGER = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+_NVIMGCODEC_NOTICE = _DropNvImgCodecNotice()
+
+
+@contextlib.contextmanager
+def quiet_nvimgcodec_notice() -> Iterator[None]:
+    """Around a ``LoadImage`` call: drop MONAI's "nvImageCodec is not available" warning.
+
+    ``LoadImage`` builds every default reader besides the one it is given, ``NvImgCodecPydicomReader`` included,
+    and that one logs the notice (a GPU JPEG decoder nobody asked for) on every construction: once per file read,
+    twice per image/mask pair of ``prepare``. It says nothing about the file being read. Only that message, only
+    inside the block: a reader the user builds elsewhere still logs.
+    """
+    _NVIMGCODEC_LOGGER.addFilter(_NVIMGCODEC_NOTICE)
+    try:
+        yield
+    finally:
+        _NVIMGCODEC_LOGGER.removeFilter(_NVIMGCODEC_NOTICE)
+
+
 def _load_with(reader, path: Path) -> MetaTensor:
-    with warnings.catch_warnings():
+    with quiet_nvimgcodec_notice(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = LoadImage(reader=reader, image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
-    return out
+        return LoadImage(reader=reader, image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
 
 
 def _dicom_fix_hint(ds) -> str:
