@@ -537,6 +537,15 @@ def test_shipped_seed_studies_extend_the_quick_grids():
             rest = {k: v for k, v in long.overrides.items() if k not in ("max_epochs", "val_interval")}
             assert rest == {k: v for k, v in quick.overrides.items() if k not in ("max_epochs", "val_interval")}
             assert long.output_dir not in (quick.output_dir, seeds.output_dir)
+        # the rare-class ablation: SupMix + SUFD cells of the long CT study, pasting consolidation too; nothing else
+        rare = load_config(root / "configs" / "benchmark_covid_long_paste_rare.yaml")
+        long = load_config(root / "configs" / "benchmark_covid_long_seeds.yaml")
+        cells = grid.enumerate_cells(rare)
+        assert [c.key for c in cells] == [c.key for c in grid.enumerate_cells(long) if c.method == "supmix_sufd"]
+        for c, c_long in zip(cells, (c for c in grid.enumerate_cells(long) if c.method == "supmix_sufd")):
+            ov, ov_long = rare.cell_overrides(c), long.cell_overrides(c_long)
+            assert ov.pop("method_options") == {"supmix_classes": [1, 2]} and "method_options" not in ov_long
+            assert ov.pop("output_dir") != ov_long.pop("output_dir") and ov == ov_long
     finally:
         os.chdir(old)
 
@@ -634,9 +643,10 @@ def test_projection_refuses_what_it_cannot_project(tmp_path):
         cost_settings_for_grid(cfg2)
 
 
-def test_projection_cost_settings_of_the_shipped_grids():
+def test_projection_cost_settings_of_the_shipped_grids(monkeypatch):
     from medsemiseg.benchmark.projection import cost_settings_for_grid
 
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the configs name the bundles relative to the repo root
     paper = cost_settings_for_grid(load_config("configs/benchmark_covid.yaml"))
     assert (paper.network, paper.image_size, paper.batch_size, paper.unlabeled_batch_size) == ("unet", 256, 8, 8)
     assert paper.device == "cuda" and paper.amp and paper.network_kwargs == {"features": [16, 32, 64, 128, 256, 16]}
