@@ -274,6 +274,23 @@ def test_every_method_trains_through_the_bundle_by_override(method, tmp_path, ca
     assert (trainer.unlabeled_data_loader is None) == (method == "supervised")
 
 
+def test_training_with_worker_processes(tmp_path, cache_dir):
+    """The paper grids load data in worker processes (``num_workers: 4``): the bundle trains that way, and every
+    dataset pickles, which worker processes started by *spawn* (macOS, Windows) need."""
+    import pickle
+
+    wf = workflow("covid", "training", **TINY, num_workers=2, output_dir=str(tmp_path), cache_dir=cache_dir,
+                  val_interval=1)
+    for key in ("train#dataset", "train#unlabeled_dataset", "validate#dataset"):
+        ds = wf.parser.get_parsed_content(key)
+        assert len(pickle.loads(pickle.dumps(ds))) == len(ds)
+    assert wf.parser.get_parsed_content("train#dataloader").num_workers == 2
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == TINY["epoch_length"]
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
 def test_network_override_deeplabv3plus(tmp_path, cache_dir):
     from medsemiseg.networks import DeepLabV3Plus
 
