@@ -668,3 +668,20 @@ def test_projection_cli(tmp_path, capsys):
     assert json.loads(out.read_text())["finished_cells"] == 1
     assert projection_main([str(cfg.source), "--cost", str(cost), "--finished-only", "nosuch/1/8/seed0"]) == 2
     assert "--finished-only: no cell" in capsys.readouterr().err
+
+
+def test_projection_warns_only_when_the_cost_report_settings_differ(tmp_path, capsys):
+    import dataclasses
+
+    from medsemiseg.benchmark.projection import cost_settings_for_grid
+    from medsemiseg.benchmark.projection import main as projection_main
+
+    cfg, report = _projection_grid(tmp_path, {}, overrides={"device": "cuda:1"})
+    settings = dataclasses.asdict(cost_settings_for_grid(cfg))
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps({**report, "settings": {**settings, "device": "cuda:1"}}))  # `cost --device cuda:1`
+    assert projection_main([str(cfg.source), "--cost", str(cost)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    cost.write_text(json.dumps({**report, "settings": {**settings, "batch_size": 16}}))
+    assert projection_main([str(cfg.source), "--cost", str(cost)]) == 0
+    assert "batch_size: 16 vs 2" in capsys.readouterr().err

@@ -315,7 +315,9 @@ def _load_or_measure(cfg: BenchmarkConfig, args: argparse.Namespace, log: Callab
         except ConfigError as e:  # a grid of mixed settings: the user chose the report, nothing to compare with
             log(f"[projection] note: {e}")
             return report
-        have = report.get("settings", {})
+        have = dict(report.get("settings", {}))
+        if isinstance(have.get("device"), str):  # "cuda:0" and "cuda" are one device type, as want's is
+            have["device"] = have["device"].split(":")[0]
         differ = [k for k in ("task", "network", "network_kwargs", "image_size", "batch_size",
                               "unlabeled_batch_size", "device", "amp") if have.get(k) != want[k]]
         if differ:
