@@ -95,7 +95,7 @@ def floor_units(method: str, b_l: int, b_u: int) -> tuple[float, float, float]:
     def units(d: dict[str, float]) -> float:
         return d.get("l", 0) * b_l + d.get("u", 0) * b_u
 
-    return units(p["F"]), units(p.get("E", {})), units(p["G"])
+    return units(p["F"]), units(p["E"]), units(p["G"])
 
 
 @dataclasses.dataclass
