@@ -376,6 +376,56 @@ def test_full_report_files_and_plots(tmp_path):
     assert best["method"] == "supmix_sufd"
 
 
+PUBLISHED_CSV = """fraction,method,background,vessel,miou
+1/8,Supervised,96.10,55.20,75.65
+1/8,Ours,96.40,61.00,78.70
+1/8,CPS,96.20,-,
+1/4,Ours,96.50,63.30,79.90
+"""
+
+
+def test_published_table_is_shown_as_written_and_compared_with_ours(tmp_path):
+    (tmp_path / "paper.csv").write_text(PUBLISHED_CSV)
+    spec = {"file": "paper.csv", "source": "Someone et al. (2026), Table 9",
+            "methods": {"Ours": "supmix_sufd", "Supervised": "supervised"}}
+    cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "supmix_sufd"], published=spec))
+    res, _ = _run(cfg)
+    assert all(r.status == "done" for r in res)
+    results.write_tables(cfg)
+    md = (tmp_path / "runs" / "chase" / "results.md").read_text()
+    assert "published results — Someone et al. (2026), Table 9" in md
+    # rows exactly as written, unknown methods kept, missing values shown as such
+    assert "| 1/8 | Ours (= `supmix_sufd`) | 96.40 | 61.00 | 78.70 |" in md
+    assert "| 1/8 | CPS | 96.20 | – | – |" in md
+    # differences: our mean (percent) minus the published value, only where both exist
+    summ = {(r["fraction"], r["method"]): r for r in csv.DictReader(open(tmp_path / "runs" / "chase" / "summary.csv"))}
+    diff = md[md.index("ours minus published"):]
+    ours = summ[("1/8", "supmix_sufd")]
+    expected = f"| 1/8 | supmix_sufd | {100 * float(ours['iou/background/mean']) - 96.40:+.2f} | " \
+               f"{100 * float(ours['iou/vessel/mean']) - 61.00:+.2f} | {100 * float(ours['miou/mean']) - 78.70:+.2f} | 1 |"
+    assert expected in diff
+    assert "| 1/4 | supmix_sufd |" in diff and "| 1/8 | supervised |" in diff and "CPS" not in diff
+
+
+@pytest.mark.parametrize(
+    "csv_text, spec, message",
+    [
+        ("fraction,method,vesel,miou\n1/8,Ours,60,70\n", {}, r"\['vesel'\] are neither 'miou' nor a class"),
+        ("fraction,method,vessel,miou\n1/8,Ours,sixty,70\n", {}, "line 2, column vessel: 'sixty' is not a number"),
+        ("method,miou\nOurs,70\n", {}, "needs a 'fraction' column"),
+        ("fraction,method,miou\n1/8,Ours,70\n", {"source": ""}, "needs 'source'"),
+        ("fraction,method,miou\n1/8,Ours,70\n", {"file": "missing.csv"}, "missing.csv does not exist"),
+        ("fraction,method,miou\n1/8,Ours,70\n", {"table": 2}, "unknown key"),
+    ],
+)
+def test_bad_published_table_stops_the_grid_before_it_runs(tmp_path, csv_text, spec, message):
+    (tmp_path / "paper.csv").write_text(csv_text)
+    path = _write_config(tmp_path, published={"file": "paper.csv", "source": "X (2026), Table 1", **spec})
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
 def test_cli_end_to_end_and_resume(tmp_path, capsys):
     path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"])
     assert cli_main([str(path), "--no-progress"]) == 0

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
+from .published import parse_published_spec, read_published
+
 __all__ = [
     "BenchmarkConfig",
     "Cell",
@@ -135,6 +137,7 @@ class BenchmarkConfig:
     plots: dict[str, Any] = dataclasses.field(default_factory=dict)
     table_metric: str = "iou"
     description: str = ""
+    published: dict[str, Any] | None = None   # the paper's table to show beside ours (``published.py``)
 
     # ---- paths -------------------------------------------------------------------------------------------------
     def bundle_file(self, name: str) -> Path:
@@ -236,7 +239,7 @@ def fraction_slug(label: str) -> str:
 _ALLOWED_KEYS = {
     "task", "bundle", "methods", "fractions", "upper_bound", "seeds", "output_dir", "classes", "overrides",
     "method_overrides", "train", "evaluate", "metrics_file", "launcher", "cell_timeout_s", "env", "plots",
-    "description", "table_metric", "predict", "cell_overrides", "extends",
+    "description", "table_metric", "predict", "cell_overrides", "extends", "published",
 }
 
 
@@ -388,11 +391,17 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         plots=dict(raw.get("plots") or {}),
         table_metric=str(raw.get("table_metric", "iou")),
         description=str(raw.get("description", "")),
+        published=parse_published_spec(raw.get("published"), path.parent, err),
     )
     if cfg.table_metric not in ("iou", "iou_pooled"):
         raise err(f"'table_metric' must be 'iou' (per-image mean) or 'iou_pooled', got {cfg.table_metric!r}")
     if not cfg.bundle.is_dir():
         raise err(f"bundle folder {cfg.bundle} does not exist (run from the repository root, or fix 'bundle')")
+    if cfg.published is not None:  # a malformed table should stop the grid before hours of training, not after
+        try:
+            read_published(cfg.published, cfg.classes, KNOWN_METHODS)
+        except ValueError as e:
+            raise err(f"'published': {e}") from e
     return cfg
 
 

@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .grid import BenchmarkConfig, iter_done
+from .grid import KNOWN_METHODS, BenchmarkConfig, iter_done
+from .published import difference_markdown, published_markdown, read_published
 
 __all__ = ["collect_rows", "class_names", "summarize", "markdown_table", "write_csv", "write_summary_csv",
            "write_tables", "mean_std"]
@@ -160,7 +161,8 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
     """Write ``results.csv``, ``summary.csv`` and ``results.md`` into ``<output_dir>/<task>/``; return their paths.
 
     ``results.md`` holds the table in the YAML's ``table_metric`` first and, when the cells also report it, the
-    other IoU aggregation second (they differ where small classes are absent from many slices)."""
+    other IoU aggregation second (they differ where small classes are absent from many slices); with a
+    ``published`` section, then the published table and our difference from it (in ``table_metric``)."""
     rows = collect_rows(cfg)
     classes = class_names(rows, cfg.classes)
     fractions = [f.label for f in cfg.fractions]
@@ -177,6 +179,11 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
             continue
         title = f"### {cfg.task}: IoU per class and mIoU (%), {METRIC_TEXT[metric]}; mean ± std over seeds"
         parts.append(markdown_table(summ, classes, title) if summ else f"{title}\n\n(no finished cells yet)\n")
+    if cfg.published is not None:
+        table = read_published(cfg.published, classes, KNOWN_METHODS)
+        parts.append(published_markdown(table, cfg.task))
+        diff = difference_markdown(table, summary, cfg.task)
+        parts.append(diff if diff else f"### {cfg.task}: ours minus published\n\n(no (fraction, method) in both yet)\n")
     md = "\n".join(parts)
     (out / "results.md").write_text(md)
     paths["results_md"] = out / "results.md"
