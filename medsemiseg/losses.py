@@ -129,9 +129,11 @@ def unsupervised_loss(
 def default_supervised_loss():
     """MONAI ``DiceCELoss(to_onehot_y=True, softmax=True)``: logits ``(B,K,...)`` against labels ``(B,1,...)``.
 
-    DiceCE's default is ``(Dice + CE)`` (weights 1, 1); UniMatch's medical reference uses ``(CE + Dice) / 2``, which
-    differs only by a factor 2 on the supervised term. We keep MONAI's DiceCELoss as the issue asks, and let a bundle
-    pass ``lambda_dice=0.5, lambda_ce=0.5`` through ``sup_loss`` to reproduce the reference exactly.
+    DiceCE's default is ``(Dice + CE)`` (weights 1, 1) with a plain (unsquared, per-sample) Dice. UniMatch's medical
+    reference uses ``(CE + DiceLoss) / 2`` whose Dice squares the prediction in the denominator and sums over the
+    whole batch; ``DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, squared_pred=True,
+    batch=True)`` passed as the method's ``sup_loss`` reproduces it exactly (``tests/test_methods.py`` pins this);
+    the weights alone do not. We keep MONAI's default as the bundles' supervised loss.
     """
     from monai.losses import DiceCELoss
 

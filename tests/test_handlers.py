@@ -154,3 +154,16 @@ def test_add_to_output_handles_dict_and_decollated_list():
     engine.state.output = [{"a": 1}, {"a": 2}]
     add_to_output(engine, "x", 3)
     assert [d["x"] for d in engine.state.output] == [3, 3]
+
+
+def test_discriminator_step_keeps_a_layer_the_user_froze():
+    disc = FeatureDiscriminator(in_channels=8, base_channels=8, num_layers=2)
+    frozen = next(disc.parameters())
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    step = DiscriminatorStep(disc, lr=1e-2)
+    f_l, f_u = _separable_features()
+    for _ in range(3):
+        step.step(f_l, f_u)
+    assert not frozen.requires_grad and torch.equal(frozen, before)
+    assert any(p.requires_grad for p in disc.parameters())

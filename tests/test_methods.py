@@ -325,3 +325,29 @@ def test_requires_unlabeled_follows_the_method_class_without_building_it():
     assert requires_unlabeled("SupMix+SUFD") and requires_unlabeled("unimatch_sufd")
     with pytest.raises(ValueError, match="unknown method"):
         requires_unlabeled("meanteacher")
+
+
+@pytest.mark.parametrize("name", ["classmix", "fixmatch", "unimatch"])
+def test_mixing_methods_refuse_an_unlabeled_batch_of_one(name):
+    """Image i's mix partner is image i-1: in a batch of one it is itself, and the mixing would silently do nothing."""
+    net = _net()
+    labeled, unlabeled = _batch(n_u=1)
+    with pytest.raises(ValueError, match="unlabeled_batch_size to 2 or more"):
+        _make(name, net)(_engine(net), labeled, unlabeled)
+    # SupMix pastes from the labelled batch and needs no unlabelled partner
+    assert torch.isfinite(_make("supmix", net)(_engine(net), labeled, unlabeled)["loss"])
+
+
+def test_dicece_settings_documented_as_unimatch_medical_supervised_loss():
+    """docs/methods.md: UniMatch's medical `(CE + DiceLoss)/2` is MONAI DiceCELoss with these settings (its DiceLoss
+    squares, sums over the batch, smooths by 1e-5, averages all classes) -- the same Dice as `masked_dice_loss`."""
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, K, 8, 8)
+    target = torch.randint(0, K, (3, 1, 8, 8))
+    reference = 0.5 * (torch.nn.functional.cross_entropy(logits, target[:, 0]) + masked_dice_loss(logits, target[:, 0], None))
+    exact = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5, squared_pred=True, batch=True)
+    assert float(exact(logits, target)) == pytest.approx(float(reference), rel=1e-5)
+    halved = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
+    assert abs(float(halved(logits, target)) - float(reference)) > 1e-3  # the weights alone are not the reference

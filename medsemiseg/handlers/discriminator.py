@@ -113,7 +113,8 @@ class DiscriminatorStep:
         if p is not None and p.device != feat_l.device:
             self.discriminator.to(feat_l.device)
         self.discriminator.train()
-        self.discriminator.requires_grad_(True)
+        # no requires_grad_(True) here: the SUFD method's adversarial forward freezes D only inside a context that
+        # restores each parameter's own flag, so forcing them on would only undo a layer a user froze on purpose
         self.optimizer.zero_grad(set_to_none=True)  # also drops anything the adversarial term may have left
         loss, acc = discriminator_loss(self.discriminator, feat_l, feat_u)
         loss.backward()

@@ -9,10 +9,11 @@ The handler owns the teacher copy (eval mode, ``requires_grad=False``), updates 
 (after the trainer's optimiser step) and has ``state_dict``/``load_state_dict`` so that a MONAI
 ``CheckpointSaver(save_dict={"teacher": ema, ...})`` saves it and ``CheckpointLoader`` resumes it.
 
-Buffers: ClassMix averages parameters only, but our teacher runs in eval mode, where BatchNorm uses running
-statistics. Floating-point buffers (BN running mean/var) are therefore averaged with the same ``alpha`` and
-integer buffers (``num_batches_tracked``) copied, as timm's ``ModelEmaV2`` does; otherwise the teacher's BN
-statistics would stay at their initial values.
+Buffers: ClassMix averages parameters only and keeps its teacher in *train* mode (it normalises with each
+unlabelled batch's statistics). Our teacher runs in eval mode, so its pseudo-labels do not depend on which images
+share a batch; BatchNorm then uses running statistics, so floating-point buffers (BN running mean/var) are averaged
+with the same ``alpha`` and integer buffers (``num_batches_tracked``) copied, as timm's ``ModelEmaV2`` does;
+otherwise the teacher's BN statistics would stay at their initial values.
 """
 
 from __future__ import annotations

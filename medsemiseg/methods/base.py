@@ -45,7 +45,15 @@ def label_map(label: torch.Tensor) -> torch.Tensor:
 
 
 def partner(x: torch.Tensor) -> torch.Tensor:
-    """The mix partner of every sample: the previous sample of the batch (``torch.roll(x, 1, dims=0)``)."""
+    """The mix partner of every sample: the previous sample of the batch (``torch.roll(x, 1, dims=0)``).
+
+    A batch of one would be its own partner, which makes ClassMix the identity and CutMix paste an image onto
+    itself: training would run but the mixing would silently do nothing, so that is refused."""
+    if x.shape[0] < 2:
+        raise ValueError(
+            f"ClassMix/CutMix mix each unlabelled image with another image of its batch, but the unlabelled batch "
+            f"holds {x.shape[0]}: set unlabeled_batch_size to 2 or more (the bundles' default is 4)."
+        )
     return torch.roll(x, shifts=1, dims=0)
 
 

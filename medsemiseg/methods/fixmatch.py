@@ -1,4 +1,6 @@
-"""``fixmatch``: FixMatch for segmentation, as in ``LiheYoung/UniMatch`` ``fixmatch.py`` (medical variant).
+"""``fixmatch``: FixMatch for segmentation, as in ``LiheYoung/UniMatch`` ``fixmatch.py``, in that repository's medical
+setting (``more-scenarios/medical/unimatch.py``: Dice loss, UNet). The medical folder has no FixMatch script of its
+own; this is its UniMatch step without the second strong view and the feature-perturbation branch.
 
 Per iteration:
 

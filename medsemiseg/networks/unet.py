@@ -28,7 +28,9 @@ class UNet(BasicUNet):
         net(x) == net.decode(net.encode(x), x.shape[2:])
         net.feature_channels == features[4]      # channels of feats[-1]
 
-    Defaults follow UniMatch's medical UNet (channels ``16, 32, 64, 128, 256``, batch norm, LeakyReLU 0.01);
+    Defaults follow UniMatch's medical UNet in channels (``16, 32, 64, 128, 256``), batch norm and LeakyReLU 0.01,
+    but not in dropout: the reference's encoder blocks drop 0.05, 0.1, 0.2, 0.3, 0.5 (shallow to deep), which also
+    makes its train-mode pseudo-labels stochastic; here ``dropout`` is one ratio for every block, 0 by default.
     MONAI's own default is instance norm, which is available through ``norm=("instance", {"affine": True})``.
     Spatial sizes that are not multiples of 16 work as in ``BasicUNet``: each up-sampling step pads its output
     by one pixel (replicate) where the encoder's floor-halving lost one, so the logits always have the input size.
