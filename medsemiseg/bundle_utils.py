@@ -263,8 +263,11 @@ def inference_items(
         p = Path(str(dataset_dir)).expanduser()
         if not p.exists():
             raise BundleConfigError(f"dataset_dir={str(dataset_dir)!r} (inference input) does not exist.")
-        if (p.is_file() and p.suffix.lower() == ".json") or (p.is_dir() and _datalist_in(p) is not None):
-            sources = [d["image"] for d in load_split(resolve_datalist(p, task, cache_dir), split)]
+        from medsemiseg.data.prepare import POOL_FILE
+
+        prepared = p.is_dir() and (_datalist_in(p) is not None or (p / POOL_FILE).is_file())
+        if (p.is_file() and p.suffix.lower() == ".json") or prepared:
+            sources = [d["image"] for d in load_split(resolve_datalist(p, task, cache_dir, labeled_fraction, seed), split)]
         elif p.is_dir():
             sources = _inputs_in_folder(p)
             if not sources:
@@ -469,8 +472,9 @@ class TrainCheckpointer:
     The saved state is ``save_dict`` (network, optimiser, the method's :meth:`checkpoint_objects` -- EMA teacher,
     discriminator and its optimiser --, lr scheduler...) plus the trainer itself (epoch / iteration counters),
     which is added at :meth:`attach` so that a bundle config needs no reference from the trainer's handler list
-    back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved`` kept. MONAI's
-    ``CheckpointSaver`` / ``CheckpointLoader`` do the work.
+    back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved`` kept -- those of an
+    earlier run into the same folder are removed once this run has saved its own. MONAI's ``CheckpointSaver`` /
+    ``CheckpointLoader`` do the work.
 
     With ``resume=True`` the newest such file is loaded when the run starts, and training continues from its
     epoch up to ``max_epochs`` (the trainer's, not the checkpoint's, so a finished run can be extended); with no
@@ -502,6 +506,31 @@ class TrainCheckpointer:
         self.map_location = map_location
         self.loaded_from: str | None = None
         self._saver_attached = False
+        self._earlier: dict[Path, float] = {}
+
+    def _checkpoint_files(self) -> dict[Path, float]:
+        d = Path(self.save_dir)
+        if not d.is_dir():
+            return {}
+        return {p: p.stat().st_mtime_ns for p in d.iterdir() if _CKPT_RE.match(p.name) and p.is_file()}
+
+    def _prune_earlier_runs(self, _engine: Any) -> None:
+        """Keep the folder at ``n_saved`` training states across runs.
+
+        ``CheckpointSaver`` only rotates the files its own process wrote, so a resumed run (or a new run into the
+        same ``output_dir``) would leave the earlier process's ``checkpoint_epoch=K.pt`` behind: a stale state that
+        ``--resume`` could later pick up when it has the higher epoch. Once this run has written a checkpoint, files
+        that existed before it started and were not rewritten since are removed (logged)."""
+        if not self._earlier:
+            return
+        now = self._checkpoint_files()
+        if not any(p not in self._earlier or now[p] != self._earlier[p] for p in now):
+            return  # nothing of this run saved yet (save_interval > 1)
+        for p, mtime in list(self._earlier.items()):
+            if now.get(p) == mtime:
+                p.unlink()
+                logger.info(f"removed {p.name}: training state of an earlier run, superseded by this run's checkpoint")
+            self._earlier.pop(p)
 
     def attach(self, engine: Any) -> None:
         from monai.handlers import CheckpointLoader, CheckpointSaver
@@ -540,6 +569,9 @@ class TrainCheckpointer:
             def _attach_saver(_engine: Any) -> None:
                 if not self._saver_attached:  # a second engine.run() must not attach a second saver
                     saver.attach(_engine)
+                    # attached after the saver: runs once that epoch's checkpoint is on disk
+                    _engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune_earlier_runs)
+                    self._earlier = self._checkpoint_files()
                     self._saver_attached = True
 
             engine.add_event_handler(Events.STARTED, _attach_saver)

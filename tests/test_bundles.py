@@ -225,6 +225,9 @@ def test_evaluation_writes_the_per_class_report(covid_run, cache_dir):
     assert list(report["per_class"]) == classes
     assert {"iou", "dice"} <= set(report["per_class"]["background"])
     assert 0.0 <= report["mIoU"] <= 1.0
+    # the pooled (whole-test-set) IoU / Dice that the report's "aggregation" text and the benchmark tables describe
+    assert all({"iou_pooled", "dice_pooled"} <= set(v) for v in report["per_class"].values())
+    assert 0.0 <= report["mIoU_pooled"] <= 1.0 and 0.0 <= report["mDice_pooled"] <= 1.0
     wf.finalize()
 
 
@@ -244,8 +247,12 @@ def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_
 
 def test_resume_continues_from_the_latest_checkpoint(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
+    # an earlier, longer run's state in the same folder: the new run replaces it, so --resume cannot pick it up later
+    (tmp_path / "models").mkdir()
+    torch.save({"stale": torch.zeros(1)}, tmp_path / "models" / "checkpoint_epoch=7.pt")
     wf = workflow("covid", "training", **ov)
     wf.run()
+    assert not (tmp_path / "models" / "checkpoint_epoch=7.pt").exists()
     first = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=True)
     wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True})
     checkpointer = wf.parser.get_parsed_content("train#checkpointer")
@@ -255,7 +262,8 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path, cache_dir):
     assert checkpointer.loaded_from.endswith("checkpoint_epoch=1.pt")
     assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * TINY["epoch_length"]
     assert teacher.num_updates == first["teacher"]["num_updates"] + TINY["epoch_length"]
-    assert (tmp_path / "models" / "checkpoint_epoch=2.pt").is_file()
+    # one training state in the folder, as documented: the first run's file goes once the resumed run saved its own
+    assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint*.pt")) == ["checkpoint_epoch=2.pt"]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -299,6 +307,16 @@ def test_network_override_deeplabv3plus(tmp_path, cache_dir):
     assert isinstance(wf.parser.get_parsed_content("network_def"), DeepLabV3Plus)
     wf.run()
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()
+
+
+def test_inference_inputs_from_a_prepared_pool_folder_are_its_test_split(cache_dir):
+    """Training accepts the synthetic cache folder (``pool.json`` + per-fraction datalists); inference must too."""
+    datalist = Path(resolve_datalist(None, "covid", cache_dir, "1/8", 0))
+    folder = datalist.parent
+    assert (folder / "pool.json").is_file()
+    items = bundle_utils.inference_items(str(folder), "covid", cache_dir)
+    test = json.loads(datalist.read_text())["test"]
+    assert sorted(it["name"] for it in items) == sorted(Path(d["image"]).name[: -len(".nii.gz")] for d in test)
 
 
 def test_fundus_inference_writes_nifti_and_upright_png(tmp_path, cache_dir):
