@@ -138,6 +138,7 @@ def resolve_datalist(
     cache_dir: str | os.PathLike,
     labeled_fraction: Any = "1/8",
     seed: int = 0,
+    classes: Sequence[str] | None = None,
 ) -> str:
     """The datalist JSON a bundle trains / validates / evaluates on (``docs/architecture.md`` format).
 
@@ -152,33 +153,102 @@ def resolve_datalist(
             pool is labelled (synthetic data set, or a prepared folder with ``pool.json``: the datalist for this
             fraction / seed is written next to it once; a datalist JSON given directly is used as is).
         seed: labelled-subset seed.
+        classes: the bundle's class names; when given and the datalist declares its own (``meta.classes``), a
+            different number of classes is an error (the network would have the wrong number of outputs and the
+            report the wrong names) and different names a warning.
+
+    The chosen datalist and its split sizes are logged; a prepared folder whose ``prepare`` run chose another
+    labelled fraction than this run's gets a warning saying how to train on the prepared split.
     """
     if _is_empty(dataset_dir):
         from medsemiseg.data.builtin import ensure_synthetic_datalist
 
-        return str(ensure_synthetic_datalist(task, str(cache_dir), labeled_fraction, int(seed)))
+        path = Path(ensure_synthetic_datalist(task, str(cache_dir), labeled_fraction, int(seed)))
+        return _checked(path, labeled_fraction, seed, classes)
     p = Path(str(dataset_dir)).expanduser()
     if p.is_file() and p.suffix.lower() == ".json":
-        return str(p.absolute())
+        return _checked(p.absolute(), labeled_fraction, seed, classes, fixed=True)
     if p.is_dir():
         from medsemiseg.data.prepare import POOL_FILE, resplit_prepared
 
         if (p / POOL_FILE).is_file():  # a prepared folder: the split for this fraction / seed (written once)
             from medsemiseg.data.prepare import datalist_filename
 
+            _warn_if_prepared_otherwise(p, labeled_fraction)
             existing = p / datalist_filename(labeled_fraction, seed)
-            return str((existing if existing.is_file() else resplit_prepared(p, labeled_fraction, int(seed))).absolute())
+            path = existing if existing.is_file() else resplit_prepared(p, labeled_fraction, int(seed))
+            return _checked(Path(path).absolute(), labeled_fraction, seed, classes)
         found = _datalist_in(p)
         if found is not None:
-            return str(found.absolute())
+            return _checked(found.absolute(), labeled_fraction, seed, classes, fixed=True)
         raise BundleConfigError(
-            f"dataset_dir={str(dataset_dir)!r} holds no {' or '.join(DATALIST_NAMES)}: prepare the data first "
-            f"(python -m medsemiseg.prepare {task} ... --out {dataset_dir}) or pass the datalist JSON file itself."
+            f"dataset_dir={str(dataset_dir)!r} holds no {' or '.join(DATALIST_NAMES)}: it is not a prepared data "
+            f"set. Prepare it first into another folder, e.g. `python -m medsemiseg.prepare folder {dataset_dir} "
+            f"--out {p.name}_prepared` (or `prepare chase` / `prepare covid` for those data sets' own layouts), "
+            f"and pass --dataset_dir {p.name}_prepared; or pass a datalist JSON file itself."
         )
     raise BundleConfigError(
         f"dataset_dir={str(dataset_dir)!r} does not exist: give a prepared data set folder, a datalist JSON, or "
         "leave it empty (null) to use the built-in synthetic data set."
     )
+
+
+def _read_meta_and_sizes(path: Path) -> tuple[dict, dict[str, int]]:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BundleConfigError(f"datalist {path} is not readable JSON ({e}).") from e
+    if not isinstance(content, dict):
+        raise BundleConfigError(f"datalist {path} must be a JSON object with 'labeled', 'unlabeled', ... lists.")
+    sizes = {k: len(v) for k, v in content.items() if isinstance(v, list)}
+    meta = content.get("meta") if isinstance(content.get("meta"), dict) else {}
+    return meta, sizes
+
+
+def _warn_if_prepared_otherwise(folder: Path, labeled_fraction: Any) -> None:
+    """A user who prepared with ``--labeled-fraction 1/2`` and trains with the bundle's default 1/8 is told so."""
+    from medsemiseg.data.prepare import DATALIST_FILE
+    from medsemiseg.data.splits import fraction_text
+
+    prepared = folder / DATALIST_FILE
+    if not prepared.is_file():
+        return
+    meta, sizes = _read_meta_and_sizes(prepared)
+    chosen = meta.get("labeled_fraction")
+    try:
+        requested = fraction_text(labeled_fraction)
+    except (ValueError, TypeError):
+        return  # a bad fraction is reported by the split itself, with its own message
+    if chosen is not None and str(chosen) != requested:
+        logger.warning(
+            f"{folder} was prepared with labelled fraction {chosen} ({sizes.get('labeled', '?')} labelled in "
+            f"{DATALIST_FILE}); this run uses labeled_fraction {requested}. Pass --labeled_fraction {chosen} to "
+            "train on the prepared split."
+        )
+
+
+def _checked(path: Path, labeled_fraction: Any, seed: int, classes: Sequence[str] | None, fixed: bool = False) -> str:
+    """Log what the run will train on and check the datalist's classes against the bundle's."""
+    meta, sizes = _read_meta_and_sizes(path)
+    split = ", ".join(f"{sizes.get(k, 0)} {k}" for k in ("labeled", "unlabeled", "validation", "test"))
+    how = "as written" if fixed else f"labeled_fraction {labeled_fraction}, seed {seed}"
+    logger.info(f"datalist {path}: {split} ({how})")
+    declared = meta.get("classes")
+    if classes is not None and isinstance(declared, list) and declared:
+        ours = [str(c) for c in classes]
+        theirs = [str(c) for c in declared]
+        if len(ours) != len(theirs):
+            raise BundleConfigError(
+                f"datalist {path} declares {len(theirs)} classes {theirs}, but the bundle is set up for "
+                f"{len(ours)} {ours}: the network would have the wrong number of outputs. Pass --classes "
+                f"\"{theirs}\" (the class count follows it), or prepare the data with the bundle's classes."
+            )
+        if ours != theirs:
+            logger.warning(
+                f"datalist {path} names its classes {theirs}; the bundle's reports will use {ours} "
+                f"(pass --classes \"{theirs}\" to report the data set's names)."
+            )
+    return str(path)
 
 
 def load_split(datalist: str | os.PathLike, key: str, allow_empty: bool = False) -> list[dict]:

@@ -158,8 +158,49 @@ def test_find_bundle_root_from_every_way_of_naming_the_config(tmp_path, monkeypa
 def test_dataset_dir_errors_name_the_setting_and_the_fix(tmp_path):
     with pytest.raises(BundleConfigError, match="dataset_dir=.*does not exist"):
         resolve_datalist(tmp_path / "missing", "covid", tmp_path)
-    with pytest.raises(BundleConfigError, match="medsemiseg.prepare covid"):
-        resolve_datalist(tmp_path, "covid", tmp_path)  # a folder without a datalist
+    with pytest.raises(BundleConfigError, match=r"medsemiseg.prepare folder .* --out \S+_prepared"):
+        resolve_datalist(tmp_path, "covid", tmp_path)  # a folder without a datalist: raw data
+
+
+def _prepared_pictures(tmp_path: Path, n: int = 8, **kw) -> Path:
+    from PIL import Image
+
+    from medsemiseg.data.prepare import prepare_folder
+
+    src = tmp_path / "raw"
+    (src / "labels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        lab = np.zeros((24, 20), np.uint8)
+        lab[4 + i % 5 : 12 + i % 5, 5:15] = 1
+        Image.fromarray((rng.random((24, 20)) * 60 + 150 * lab).astype(np.uint8)).save(src / f"case{i}.png")
+        Image.fromarray(lab * 255).save(src / "labels" / f"case{i}.png")
+    kw = {"num_classes": 2, "val_fraction": 0.25, "test_fraction": 0.25, "progress": False, **kw}
+    prepare_folder(src, tmp_path / "prep", **kw)
+    return tmp_path / "prep"
+
+
+def test_datalist_choice_is_logged_and_a_prepared_fraction_not_used_is_warned(tmp_path, caplog):
+    prep = _prepared_pictures(tmp_path, labeled_fraction="1/2")
+    with caplog.at_level("INFO", logger="medsemiseg.bundle_utils"):
+        path = resolve_datalist(prep, "chase", tmp_path / "cache", "1/4", 0)
+    assert Path(path).name == "datalist_1-4_seed0.json"
+    text = caplog.text
+    assert "prepared with labelled fraction 1/2" in text and "--labeled_fraction 1/2" in text
+    assert f"datalist {path}: 1 labeled, 3 unlabeled, 2 validation, 2 test" in text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="medsemiseg.bundle_utils"):
+        resolve_datalist(prep, "chase", tmp_path / "cache", "1/2", 0)
+    assert "prepared with" not in caplog.text  # the prepared fraction itself: nothing to warn about
+
+
+def test_datalist_classes_must_match_the_bundle(tmp_path, caplog):
+    prep = _prepared_pictures(tmp_path, class_names=["background", "tumour"])
+    with pytest.raises(BundleConfigError, match=r"declares 2 classes \['background', 'tumour'\].*--classes"):
+        resolve_datalist(prep, "covid", tmp_path, "1/8", 0, ["background", "ground-glass", "consolidation", "effusion"])
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        resolve_datalist(prep, "chase", tmp_path, "1/8", 0, ["background", "vessel"])
+    assert "names its classes ['background', 'tumour']" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------ MONAI tooling
