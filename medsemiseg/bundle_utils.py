@@ -45,6 +45,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+from medsemiseg import cli_errors as _cli_errors  # noqa: E402
+
+if _cli_errors.running_monai_bundle_cli():  # `python -m monai.bundle run ...`: end a failure with its root cause
+    _cli_errors.install()
+
 #: file names looked for, in this order, in a prepared data set folder given as ``dataset_dir``
 DATALIST_NAMES = ("datalist.json", "dataset.json")
 
