@@ -118,7 +118,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             if n_unl == 0:
                 raise ValueError(
                     "SemiSupervisedTrainer: unlabeled_data_loader is empty (0 batches). Check the datalist's "
-                    "'unlabeled' list, and drop_last with a batch size larger than the number of unlabelled images."
+                    "'unlabeled' list, and drop_last with a batch size larger than the number of unlabelled images "
+                    "(bundles: lower --unlabeled_batch_size, or --labeled_fraction to leave more images unlabelled)."
                 )
         if metric_cmp_fn is not None:
             kwargs["metric_cmp_fn"] = metric_cmp_fn
@@ -183,7 +184,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 self._unlabeled_iter = None
         raise ValueError(
             "SemiSupervisedTrainer: unlabeled_data_loader yielded no batch in a whole pass (empty dataset, or "
-            "drop_last=True with fewer unlabelled images than the batch size)."
+            "drop_last=True with fewer unlabelled images than the batch size; bundles: lower "
+            "--unlabeled_batch_size)."
         )
 
     def _prepare_unlabeled(self, batch: Any) -> dict:
