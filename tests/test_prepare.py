@@ -251,3 +251,185 @@ def test_folder_empty_and_maskless(tmp_path):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "nolabels" / "a.png")
     with pytest.raises(DataReadError, match="no image has a mask"):
         prepare_folder(tmp_path / "nolabels", tmp_path / "o", progress=False)
+
+
+# ------------------------------------------------------------------------------------ audit: folder robustness
+
+
+def _pic(path, shape=(8, 9), seed=0, high=255):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, high, shape, dtype=np.uint8)).save(path)
+    return path
+
+
+def _pictures(src, n=6, shape=(8, 9)):
+    for i in range(n):
+        _pic(src / f"p{i}.png", shape, seed=i)
+        _pic(src / "labels" / f"p{i}.png", shape, seed=100 + i, high=2)
+    return src
+
+
+def _anatomical(src, mask_affine=None, canonical=False):
+    """nibabel's real anatomical.nii (LAS, 33x41x25) as the image, an asymmetric mask written like a user might."""
+    from nibabel.testing import data_path
+
+    src.mkdir(parents=True, exist_ok=True)
+    img = nib.load(str(Path(data_path) / "anatomical.nii"))
+    nib.save(img, str(src / "anat.nii"))
+    m = np.zeros(img.shape, np.uint8)
+    m[:5, :7, :] = 1  # a corner block: any mirroring moves it
+    m[20:, 30:, 10:] = 2
+    (src / "labels").mkdir(exist_ok=True)
+    mimg = nib.Nifti1Image(m, img.affine if mask_affine is None else mask_affine)
+    if canonical:
+        mimg = nib.as_closest_canonical(mimg)
+    nib.save(mimg, str(src / "labels" / "anat.nii.gz"))
+    return img, m
+
+
+def _prepared_labels(out, stem, n):
+    return np.stack([np.asarray(nib.load(str(out / f"labels/{stem}_{k:03d}.nii.gz")).dataobj) for k in range(n)], -1)
+
+
+def test_folder_mask_in_another_orientation_is_put_on_the_image_grid(tmp_path):
+    img, m = _anatomical(tmp_path / "src", canonical=True)
+    assert nib.aff2axcodes(nib.load(str(tmp_path / "src/labels/anat.nii.gz")).affine) != nib.aff2axcodes(img.affine)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning):  # one volume: no validation / test split
+        prepare_folder(tmp_path / "src", out, val_fraction=0, labeled_fraction="all", progress=False)
+    np.testing.assert_array_equal(_prepared_labels(out, "anat", 25), m)  # not mirrored
+    lab0 = nib.load(str(out / "labels/anat_000.nii.gz"))
+    np.testing.assert_allclose(lab0.affine, nib.load(str(out / "images/anat_000.nii.gz")).affine)
+
+
+def test_folder_mask_with_other_geometry_is_refused_naming_both_orientations(tmp_path):
+    from nibabel.testing import data_path
+
+    aff = nib.load(str(Path(data_path) / "anatomical.nii")).affine.copy()
+    aff[:3, 3] += [10.0, 0, 0]  # same axes, shifted 10 mm: a mask of another scan
+    _anatomical(tmp_path / "src", mask_affine=aff)
+    with pytest.raises(DataReadError, match=r"anat.nii.gz: .*anat.nii.*LAS.*LAS"):
+        prepare_folder(tmp_path / "src", tmp_path / "out", val_fraction=0, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_mask_without_geometry_keeps_working_with_one_note(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    _, m = _anatomical(tmp_path / "src", mask_affine=np.eye(4))  # numpy-style save: identity affine
+    ct = read_image(get_testdata_file("CT_small.dcm"))
+    (tmp_path / "src" / "ct.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    ct_mask = (np.arange(128 * 128).reshape(128, 128) % 3 == 0).astype(np.uint8)
+    Image.fromarray(ct_mask.T).save(tmp_path / "src" / "labels" / "ct.png")  # picture mask of a DICOM image
+    assert tuple(ct.shape[1:]) == (128, 128)
+    with pytest.warns(UserWarning, match=r"could not be checked.*2 mask") as rec:
+        prepare_folder(tmp_path / "src", tmp_path / "out", val_fraction=0, labeled_fraction="all", progress=False)
+    assert sum("could not be checked" in str(w.message) for w in rec) == 1  # once per run
+    np.testing.assert_array_equal(_prepared_labels(tmp_path / "out", "anat", 25), m)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "out/labels/ct.nii.gz")).dataobj), ct_mask)
+
+
+def test_folder_two_images_sharing_one_mask_is_an_error(tmp_path):
+    src = _pictures(tmp_path / "src")
+    _pic(src / "a.png", seed=7)
+    Image.fromarray(np.random.default_rng(8).integers(0, 255, (8, 9), dtype=np.uint8)).save(src / "a.jpg")
+    _pic(src / "labels" / "a.png", seed=9, high=2)
+    with pytest.raises(DataReadError, match=r"labels/a.png: .*a.jpg.*a.png.*rename"):
+        prepare_folder(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_corrupt_pictures_fail_naming_the_source(tmp_path):
+    src = _pictures(tmp_path / "src")
+    (src / "unlabeled").mkdir()
+    good = (src / "p0.png").read_bytes()
+    (src / "unlabeled" / "broken.png").write_bytes(good[: len(good) // 2])  # truncated download
+    with pytest.raises(DataReadError, match=r"unlabeled/broken.png: "):
+        prepare_folder(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    (src / "unlabeled" / "broken.png").unlink()
+    (src / "unlabeled" / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataReadError, match=r"unlabeled/junk.jpg: "):
+        prepare_folder(src, tmp_path / "out", progress=False)
+
+
+def test_failed_prepare_leaves_no_partial_output_and_the_rerun_works(tmp_path):
+    src = _pictures(tmp_path / "src")
+    out = tmp_path / "out"
+    code = main(["folder", str(src), "--out", str(out), "--labeled-fraction", "1/0", "--no-progress"])
+    assert code == 2 and not out.exists()
+    with pytest.raises(ValueError, match="--val-fraction"):  # 6 groups cannot give 6 for validation
+        prepare_folder(src, out, val_fraction=6, progress=False)
+    assert not out.exists()
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    with pytest.raises(ValueError):
+        prepare_folder(src, out, labeled_fraction="1/0", overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    (out / "mine.txt").unlink()
+    prepare_folder(src, out, labeled_fraction="1/2", test_fraction=1, progress=False)  # the corrected rerun
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (src / "unlabeled").mkdir()
+    (src / "unlabeled" / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # fails after items were written
+    with pytest.raises(DataReadError, match="z.png"):
+        prepare_folder(src, out, labeled_fraction="1/2", test_fraction=1, progress=False)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the earlier preparation is intact, nothing half-written next to it
+
+
+def test_folder_splits_the_bundles_cannot_use_are_warned(tmp_path, capsys):
+    src = _pictures(tmp_path / "src")
+    with pytest.warns(UserWarning, match=r"0 validation.*--val-fraction"):
+        prepare_folder(src, tmp_path / "a", test_fraction=0.34, progress=False)
+    with pytest.warns(UserWarning, match=r"0 test.*--test-fraction"):
+        prepare_folder(src, tmp_path / "b", val_fraction=1, progress=False)
+    code = main(["folder", str(src), "--out", str(tmp_path / "c"), "--val-fraction", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and "--test-fraction" in err and "evaluat" in err
+    # one 3D volume with the default options: name the volume and the option to change
+    vol_src = tmp_path / "vol"
+    vol_src.mkdir()
+    vol = np.random.default_rng(0).normal(size=(6, 5, 30)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(vol_src / "ct.nii.gz"))
+    nib.save(nib.Nifti1Image((vol > 0).astype(np.uint8), np.eye(4)), str(vol_src / "ct_mask.nii.gz"))
+    with pytest.raises(ValueError, match=r"(?s)--val-fraction.*ct.*--val-fraction 0"):
+        prepare_folder(vol_src, tmp_path / "d", progress=False)
+    assert not (tmp_path / "d").exists()
+
+
+def test_folder_orphan_masks_are_warned_with_the_likely_image(tmp_path):
+    src = _pictures(tmp_path / "src")
+    _pic(src / "case7.png", seed=3)
+    _pic(src / "labels" / "Case07.png", seed=4, high=2)
+    _pic(src / "labels" / "zzz.png", seed=5, high=2)
+    with pytest.warns(UserWarning, match=r"(?s)Case07.png.*case7.png") as rec:
+        d = json.loads(prepare_folder(src, tmp_path / "out", test_fraction=1, progress=False).read_text())
+    assert any("zzz.png" in str(w.message) for w in rec)
+    assert "images/case7.png" in [e["image"] for e in d["unlabeled"]]
+
+
+def test_covid_label_error_does_not_suggest_num_classes(tmp_path, capsys):
+    image, _, _, lab = _stack(tmp_path, n=6)
+    lab[0, 0, 0] = 4
+    nib.save(nib.Nifti1Image(lab, np.diag([0.8, 0.9, 5.0, 1.0])), str(tmp_path / "m4.nii.gz"))
+    code = main(["covid", "--image", str(image), "--mask", str(tmp_path / "m4.nii.gz"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "m4.nii.gz: label values [4]" in err and "--num-classes" not in err
+    assert "prepare folder" in err and not (tmp_path / "o").exists()
+
+
+def test_folder_transposed_2d_nifti_mask_with_its_affine_is_transposed_back(tmp_path):
+    src = tmp_path / "src"
+    (src / "labels").mkdir(parents=True)
+    aff = np.array([[0.0, 0.8, 0, -5], [0.9, 0, 0, 3], [0, 0, 5, 7], [0, 0, 0, 1]])
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        m = rng.integers(0, 2, (12, 10)).astype(np.uint8)
+        nib.save(nib.Nifti1Image(rng.normal(size=(12, 10)).astype(np.float32), aff), str(src / f"s{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(m.T.copy(), aff[:, [1, 0, 2, 3]]), str(src / "labels" / f"s{i}.nii.gz"))
+        np.save(tmp_path / f"m{i}.npy", m)
+    prepare_folder(src, tmp_path / "out", val_fraction=1, test_fraction=1, labeled_fraction="all", progress=False)
+    for i in range(3):
+        got = np.asarray(nib.load(str(tmp_path / f"out/labels/s{i}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(got, np.load(tmp_path / f"m{i}.npy"))

@@ -18,6 +18,8 @@ The functions :func:`prepare_covid`, :func:`prepare_chase`, :func:`prepare_folde
 from __future__ import annotations
 
 import argparse
+import contextvars
+import functools
 import json
 import os
 import re
@@ -45,12 +47,24 @@ from .io import (
     read_mask,
 )
 from .kaggle_medseg import is_npy, read_npy_images, read_npy_masks
-from .splits import carve_heldout, chase_protocol_split, fraction_tag, fraction_text, num_labeled, resolve_count, split_labeled
+from .mask_geometry import align_mask
+from .splits import (
+    carve_heldout,
+    chase_protocol_split,
+    fraction_tag,
+    fraction_text,
+    num_labeled,
+    parse_fraction,
+    resolve_count,
+    split_labeled,
+)
 
 __all__ = [
     "CHASE_CLASSES",
     "COVID_CLASSES",
     "ORIENTATIONS",
+    "PrepareNote",
+    "PrepareWarning",
     "build_datalist",
     "main",
     "orient_slice",
@@ -68,6 +82,56 @@ POOL_FILE = "pool.json"
 DATALIST_FILE = "datalist.json"
 _OUTPUT_DIRS = ("images", "labels")
 _MASK_SUFFIXES = ("_mask", "_label", "_labels", "_seg", "_gt")
+_STAGE_PREFIX = ".prepare-partial-"  # hidden folder in --out where a run writes before it succeeds
+
+
+class PrepareWarning(UserWarning):
+    """A preparation went through but the result needs attention (no validation / test split, ignored masks)."""
+
+
+class PrepareNote(PrepareWarning):
+    """Something preparation could not check (e.g. the orientation of a mask without geometry)."""
+
+
+class _Run:
+    """One preparation: its staged ``--out`` (removed on failure) and the warnings it gave (kept in ``meta``)."""
+
+    def __init__(self) -> None:
+        self.outputs: list[_Output] = []
+        self.warnings: list[str] = []
+
+
+_RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("medsemiseg_prepare_run", default=None)
+
+
+def _one_run(fn):
+    """A failed ``prepare_*`` removes what it wrote; the earlier contents of ``--out`` stay as they were."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        token = _RUN.set(_Run())
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            for o in _RUN.get().outputs:
+                o.abort()
+            raise
+        finally:
+            _RUN.reset(token)
+
+    return wrapper
+
+
+def _warn(message: str, category: type[Warning] = PrepareWarning) -> None:
+    run = _RUN.get()
+    if run is not None:
+        run.warnings.append(message)
+    warnings.warn(message, category, stacklevel=3)
+
+
+def _run_warnings() -> list[str]:
+    run = _RUN.get()
+    return list(run.warnings) if run is not None else []
 
 
 # ------------------------------------------------------------------------------------------------- small utils
@@ -183,12 +247,15 @@ def _ext(p: Path) -> str:
     return ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix.lower()
 
 
-def _prepare_out(out: str | os.PathLike, task: str, source: str, overwrite: bool, inputs: Sequence[Path]) -> Path:
-    """Create / check the output folder.
+def _prepare_out(
+    out: str | os.PathLike, task: str, source: str, overwrite: bool, inputs: Sequence[Path]
+) -> tuple[Path, bool]:
+    """Check / create the output folder; returns ``(folder, created by this call)``.
 
     A non-empty folder is reused only if it is an earlier preparation of the same task from the same source, or
     with ``overwrite``; then only what this module writes (``images/``, ``labels/``, ``pool.json``,
-    ``datalist*.json``) is removed, never anything else.
+    ``datalist*.json``) is replaced, never anything else, and only once the new preparation has succeeded
+    (:class:`_Output`).  A staging folder left by a killed run is removed.
     """
     out = Path(out).resolve()
     for p in inputs:
@@ -202,6 +269,9 @@ def _prepare_out(out: str | os.PathLike, task: str, source: str, overwrite: bool
             raise ValueError(f"--out {out} is the input folder itself; choose a separate output folder.")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder.")
+    if out.is_dir():
+        for stale in out.glob(_STAGE_PREFIX + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
     if out.exists() and any(out.iterdir()):
         same = False
         pool = out / POOL_FILE
@@ -216,12 +286,48 @@ def _prepare_out(out: str | os.PathLike, task: str, source: str, overwrite: bool
                 f"--out {out} is not empty and is not an earlier '{task}' preparation of {source}; "
                 "pass --overwrite to replace what preparation writes there, or choose an empty folder."
             )
-        for d in _OUTPUT_DIRS:
-            shutil.rmtree(out / d, ignore_errors=True)
-        for f in list(out.glob("datalist*.json")) + [out / POOL_FILE]:
-            f.unlink(missing_ok=True)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return out, created
+
+
+class _Output:
+    """``--out`` of one run: items are written to a hidden staging folder inside it and moved into place by
+    :meth:`commit` only after everything was read and checked, so a failed run (see :func:`_one_run`) leaves the
+    folder as it was, and removes it again if this run created it."""
+
+    def __init__(self, out: str | os.PathLike, task: str, source: str, overwrite: bool, inputs: Sequence[Path]):
+        self.root, self.created = _prepare_out(out, task, source, overwrite, inputs)
+        run = _RUN.get()
+        if run is not None:
+            run.outputs.append(self)
+        self.stage = self.root / f"{_STAGE_PREFIX}{os.getpid()}"
+        self.stage.mkdir()
+        self.done = False
+
+    def commit(self, pool: dict, labeled_fraction: Any, seed: int) -> Path:
+        """Replace the earlier preparation (only what this module writes) by the staged one; the datalist path."""
+        datalist = build_datalist(pool, labeled_fraction, seed)  # a bad fraction fails before anything is replaced
+        for d in _OUTPUT_DIRS:
+            shutil.rmtree(self.root / d, ignore_errors=True)
+        for f in list(self.root.glob("datalist*.json")) + [self.root / POOL_FILE]:
+            f.unlink(missing_ok=True)
+        for d in _OUTPUT_DIRS:
+            os.replace(self.stage / d, self.root / d)
+        shutil.rmtree(self.stage, ignore_errors=True)
+        write_json(self.root / POOL_FILE, pool)
+        path = write_json(self.root / DATALIST_FILE, datalist)
+        self.done = True
+        return path
+
+    def abort(self) -> None:
+        """Remove the staging folder, and ``--out`` itself if this run created it and it is empty again."""
+        shutil.rmtree(self.stage, ignore_errors=True)
+        if self.created and not self.done:
+            try:
+                self.root.rmdir()
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------------- datalist
@@ -284,21 +390,49 @@ def resplit_prepared(
                       build_datalist(pool, labeled_fraction, seed))
 
 
-def _finish(out: Path, pool: dict, labeled_fraction: Any, seed: int) -> Path:
-    # Validate the fraction before anything is written, so a bad --labeled-fraction fails cleanly.
-    num_labeled(len(pool["train"]), labeled_fraction)
-    write_json(out / POOL_FILE, pool)
-    return write_json(out / DATALIST_FILE, build_datalist(pool, labeled_fraction, seed))
+def _carve(items: list[dict], spec: Any, seed: int, option: str, role: str, where: str) -> tuple[list, list]:
+    count = resolve_count(spec, len(items), name=option)
+    groups = [it["group"] for it in items]
+    try:
+        return carve_heldout(items, count, seed, groups)
+    except ValueError:
+        names = [str(g) for g in dict.fromkeys(groups)]
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        raise ValueError(
+            f"{where}{option} {spec} asks for {count} {role} item(s) of {len(items)} labelled items left, but they "
+            f"form only {len(names)} group(s) [{shown}] (the slices of one volume stay together), so nothing would "
+            f"be left to train on. Lower {option} ({option} 0 for no {role} split) or add labelled images / volumes."
+        ) from None
 
 
-def _holdout(train: list[dict], val_fraction: Any, test_fraction: Any, val_seed: int) -> tuple[list, list, list]:
-    """Carve test, then validation, from labelled items (by their ``group``)."""
-    n = len(train)
-    n_test = resolve_count(test_fraction, n, name="--test-fraction")
-    train, test = carve_heldout(train, n_test, val_seed, [it["group"] for it in train])
-    n_val = resolve_count(val_fraction, len(train), name="--val-fraction")
-    train, val = carve_heldout(train, n_val, val_seed + 1, [it["group"] for it in train])
+def _holdout(
+    train: list[dict], val_fraction: Any, test_fraction: Any, val_seed: int, where: str = ""
+) -> tuple[list, list, list]:
+    """Carve test, then validation, from labelled items (by their ``group``); ``where`` prefixes errors."""
+    train, test = _carve(train, test_fraction, val_seed, "--test-fraction", "test", where)
+    train, val = _carve(train, val_fraction, val_seed + 1, "--val-fraction", "validation", where)
     return train, val, test
+
+
+def _check_plan(
+    groups: Sequence[tuple[str, int]], val_fraction: Any, test_fraction: Any, val_seed: int, labeled_fraction: Any,
+    where: str = "",
+) -> None:
+    """Run the hold-out and the labelled split on placeholders (``(group, item count)``) before anything is
+    written, so impossible options fail at once and with the same message as the real split."""
+    placeholders = [{"group": g} for g, n in groups for _ in range(max(1, int(n)))]
+    train, _, _ = _holdout(placeholders, val_fraction, test_fraction, val_seed, where)
+    num_labeled(len(train), labeled_fraction)
+
+
+def _warn_splits(where: str, val: Sequence, test: Sequence, test_option: bool = True) -> None:
+    """The bundles need a validation list to train and a test list to evaluate: say so now, not at training."""
+    if not val:
+        _warn(f"{where}: 0 validation items: training (the bundles' train.json) needs a validation split; pass "
+              "--val-fraction (a share of the labelled items, or a count >= 1) with enough labelled images.")
+    if not test and test_option:
+        _warn(f"{where}: 0 test items: evaluating (the bundles' evaluate.json) needs a test split; pass "
+              "--test-fraction (a share of the labelled items, or a count >= 1) if you will evaluate this data.")
 
 
 # ------------------------------------------------------------------------------------------------------- covid
@@ -324,6 +458,7 @@ def _expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
+@_one_run
 def prepare_covid(
     image: str | os.PathLike,
     mask: str | os.PathLike,
@@ -355,17 +490,25 @@ def prepare_covid(
     if orientation not in ORIENTATIONS:
         raise ValueError(f"--orientation {orientation!r}: choose one of {', '.join(ORIENTATIONS)}.")
     image, mask = Path(image), Path(mask)
+    parse_fraction(labeled_fraction)
     extra = _expand_inputs(unlabeled)
     source = str(image.resolve())
-    out = _prepare_out(out, "covid", source, overwrite, [image, mask, *extra])
     img = read_npy_images(image) if is_npy(image) else read_image(image)
     if is_npy(mask):
         lab = read_npy_masks(mask, num_classes=len(COVID_CLASSES))
     else:
-        lab = read_mask(mask, len(COVID_CLASSES), dtype=torch.uint8, reference=img, class_names=COVID_CLASSES,
+        lab = read_mask(mask, None, dtype=torch.uint8, reference=img, class_names=COVID_CLASSES,
                         segment_map=segment_map)
+        _check_covid_labels(lab, mask)
+    lab, geometry = align_mask(img, lab, image, mask)
     _check_same_size(img, lab, image, mask)
-    writer = _Writer(out)
+    if geometry == "unchecked" and not is_npy(image) and not is_npy(mask):
+        _note_unchecked([mask])
+    _note_reoriented([mask] if geometry == "reoriented" else [])
+    _check_plan([(f"{file_stem(image)}:{k}", 1) for k in range(_nz(img))], val_fraction, test_fraction, val_seed,
+                labeled_fraction, f"{image}: ")
+    dest = _Output(out, "covid", source, overwrite, [image, mask, *extra])
+    writer = _Writer(dest.stage)
     stem = file_stem(image)
     train: list[dict] = []
     pairs = zip(iter_slices(img), iter_slices(lab))
@@ -374,7 +517,8 @@ def prepare_covid(
         item = writer.ct_pair(orient_slice(s_img, orientation), orient_slice(s_lab, orientation), name)
         train.append({**item, "group": f"{stem}:{k}"})
     extra_items = _unlabeled_slices(extra, writer, orientation, progress)
-    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed)
+    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed, f"{image}: ")
+    _warn_splits(str(image), val, test)
     pool = {
         "meta": {
             "task": "covid",
@@ -386,13 +530,45 @@ def prepare_covid(
             "test_fraction": test_fraction,
             "val_seed": int(val_seed),
             "format": "2D NIfTI float32 HU images, uint8 masks; arrays (X, Y), show upright as a.T",
+            "warnings": _run_warnings(),
         },
         "train": train,
         "extra_unlabeled": extra_items,
         "validation": val,
         "test": test,
     }
-    return _finish(out, pool, labeled_fraction, seed)
+    return dest.commit(pool, labeled_fraction, seed)
+
+
+def _check_covid_labels(lab: torch.Tensor, mask: Path) -> None:
+    found = np.unique(lab.detach().cpu().numpy())
+    bad = found[found >= len(COVID_CLASSES)]
+    if bad.size:
+        raise DataReadError(
+            mask,
+            f"label values {[int(v) for v in bad[:12]]} are outside MedSeg's classes 0..{len(COVID_CLASSES) - 1} "
+            f"({', '.join(f'{i} {c}' for i, c in enumerate(COVID_CLASSES))}; values found: "
+            f"{[int(v) for v in found[:12]]}). `prepare covid` has exactly these classes: fix the mask (a DICOM SEG: "
+            "--segment-map), or prepare data with other classes with `python -m medsemiseg.prepare folder`.",
+        )
+
+
+def _note_unchecked(masks: Sequence[Path]) -> None:
+    if masks:
+        shown = ", ".join(str(m) for m in masks[:3]) + (", ..." if len(masks) > 3 else "")
+        _warn(
+            f"orientation could not be checked for {len(masks)} mask(s) against their images, because the mask or "
+            f"the image carries no geometry (a picture, or NIfTI with an identity / no affine): {shown}. Only "
+            "their array shapes were compared; make sure they are stored in their image's voxel order.",
+            PrepareNote,
+        )
+
+
+def _note_reoriented(masks: Sequence[Path]) -> None:
+    if masks:
+        shown = ", ".join(str(m) for m in masks[:3]) + (", ..." if len(masks) > 3 else "")
+        _warn(f"{len(masks)} mask(s) stored in another axis order / orientation than their images were put on the "
+              f"image's voxel grid (by their affines): {shown}.", PrepareNote)
 
 
 def _nz(img: torch.Tensor) -> int:
@@ -405,6 +581,7 @@ def _unlabeled_slices(paths: Sequence[Path], writer: _Writer, orientation: str, 
         fmt = "npy" if is_npy(p) else detect_format(p)
         stem = file_stem(p)
         if fmt == "picture":
+            read_image(p)  # copied as is, but it must decode: a broken file fails here, named, not in training
             items.append({**writer.picture_pair(p, None, stem), "group": f"unlabeled:{stem}"})
             continue
         img = read_npy_images(p) if fmt == "npy" else read_image(p)
@@ -419,6 +596,7 @@ def _unlabeled_slices(paths: Sequence[Path], writer: _Writer, orientation: str, 
 _CHASE_RE = re.compile(r"^Image_(\d+)([LR])\.(jpe?g|png|tiff?)$", re.IGNORECASE)
 
 
+@_one_run
 def prepare_chase(
     src_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -449,12 +627,15 @@ def prepare_chase(
     if not images:
         raise DataReadError(src, "holds no CHASE_DB1 images (Image_01L.jpg ... Image_14R.jpg).")
     if len(images) != 28:
-        warnings.warn(f"{src}: {len(images)} CHASE_DB1 images instead of 28; protocol {protocol} scaled.", stacklevel=2)
+        _warn(f"{src}: {len(images)} CHASE_DB1 images instead of 28; protocol {protocol} scaled.")
     extra = _expand_inputs(unlabeled)
     source = str(src.resolve())
     train_names, test_names = chase_protocol_split([p.name for p in images], protocol)
-    out = _prepare_out(out, "chase", source, overwrite, [src, *extra])
-    writer = _Writer(out)
+    parse_fraction(labeled_fraction)
+    child = {p.name: f"child{int(_CHASE_RE.match(p.name).group(1)):02d}" for p in images}
+    _check_plan([(child[n], 1) for n in train_names], val_fraction, 0, val_seed, labeled_fraction, f"{src}: ")
+    dest = _Output(out, "chase", source, overwrite, [src, *extra])
+    writer = _Writer(dest.stage)
     items: dict[str, dict] = {}
     for p in _progress(images, len(images), "chase", progress):
         stem = file_stem(p)
@@ -469,7 +650,7 @@ def prepare_chase(
     train = [items[n] for n in train_names]
     test = [items[n] for n in test_names]
     if resolve_count(val_fraction, len(train), name="--val-fraction") > 0:
-        train, val, _ = _holdout(train, val_fraction, 0, val_seed)
+        train, val, _ = _holdout(train, val_fraction, 0, val_seed, f"{src}: ")
         val_is_test = False
     else:
         val, val_is_test = list(test), True
@@ -486,13 +667,14 @@ def prepare_chase(
             "validation_is_test": val_is_test,
             "val_seed": int(val_seed),
             "format": "fundus pictures copied as is (RGB 0-255), masks 0/1 PNG",
+            "warnings": _run_warnings(),
         },
         "train": train,
         "extra_unlabeled": extra_items,
         "validation": val,
         "test": test,
     }
-    return _finish(out, pool, labeled_fraction, seed)
+    return dest.commit(pool, labeled_fraction, seed)
 
 
 # ------------------------------------------------------------------------------------------------------ folder
@@ -545,6 +727,89 @@ def find_mask(image: Path, src: Path) -> Path | None:
     return None
 
 
+def _check_one_image_per_mask(pairs: Sequence[tuple[Path, Path | None]]) -> None:
+    """Images sharing a name (``a.png`` and ``a.jpg``) would share ``labels/a.png``: refuse, never guess."""
+    by_mask: dict[Path, list[Path]] = {}
+    for p, m in pairs:
+        if m is not None:
+            by_mask.setdefault(m, []).append(p)
+    for m, imgs in by_mask.items():
+        if len(imgs) > 1:
+            other = imgs[1]
+            raise DataReadError(
+                m,
+                f"is the only mask found for several images ({', '.join(str(p) for p in imgs)}), which share the "
+                f"name '{file_stem(imgs[0])}'; a mask belongs to one image. Keep one image per name: rename the "
+                f"others (e.g. {other.name} -> {file_stem(other)}_2{_ext(other)}) and give each its own mask, or "
+                "move them to unlabeled/.",
+            )
+
+
+def _name_key(stem: str) -> str:
+    """Case- and zero-padding-insensitive form of a name, without a mask suffix: ``Case07_mask`` -> ``case7``."""
+    s = stem.lower()
+    for suf in _MASK_SUFFIXES:
+        if s.endswith(suf):
+            s = s[: -len(suf)]
+            break
+    return re.sub(r"\d+", lambda mt: str(int(mt.group())), s)
+
+
+def _warn_orphan_masks(
+    src: Path, img_root: Path, pairs: Sequence[tuple[Path, Path | None]], unl_images: Sequence[Path]
+) -> list[Path]:
+    """Warn about mask files that match no image (``labels/Case07.png`` for ``case7.png``); returns them."""
+    used = {m.resolve() for _, m in pairs if m is not None}
+    unl_stems = {file_stem(p) for p in unl_images}  # masks of unlabeled/ images are ignored by design
+    found: dict[Path, Path] = {}
+    places = [src / d for d in ("labels", "masks", "Labels", "Masks") if (src / d).is_dir()]
+    for folder in places:
+        for q in sorted(folder.iterdir()):
+            if q.is_file() and not q.name.startswith(".") and is_supported_file(q):
+                found.setdefault(q.resolve(), q)
+    for q in sorted(img_root.iterdir()):
+        if q.is_file() and not q.name.startswith(".") and is_supported_file(q) and _is_mask_name(q):
+            found.setdefault(q.resolve(), q)
+    orphans = [
+        q for r, q in found.items()
+        if r not in used and file_stem(q) not in unl_stems and _name_key(file_stem(q)) not in map(_name_key, unl_stems)
+    ]
+    if orphans:
+        keys: dict[str, list[str]] = {}
+        for p, _ in pairs:
+            keys.setdefault(_name_key(file_stem(p)), []).append(p.name)
+        described = []
+        for q in orphans:
+            likely = keys.get(_name_key(file_stem(q)))
+            described.append(f"{q}" + (f" (likely the mask of {' / '.join(likely)}: the names differ in case or "
+                                       "zero padding)" if likely else ""))
+        _warn(
+            f"{src}: {len(orphans)} mask file(s) match no image and were ignored: {'; '.join(described)}. A mask is "
+            "matched by the exact image name (docs/data.md, 'folder'): rename it (or the image) so the names match; "
+            "until then such an image is unlabelled."
+        )
+    return orphans
+
+
+def _count_items(p: Path) -> int:
+    """Slices a labelled input will give, from its header only (for :func:`_check_plan`); 1 when unsure."""
+    try:
+        fmt = detect_format(p)
+        if fmt == "dicom-series":
+            return max(1, len(list_dicom_files(p)))
+        if fmt == "nifti":
+            import nibabel as nib
+
+            shape = list(nib.load(str(p)).shape)
+            while len(shape) > 2 and shape[-1] == 1:
+                shape.pop()
+            return int(shape[2]) if len(shape) == 3 else 1
+    except Exception:  # the real read reports the problem with the file's name
+        return 1
+    return 1
+
+
+@_one_run
 def prepare_folder(
     src_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -585,15 +850,22 @@ def prepare_folder(
             "holds no images (DICOM files or series folders, NIfTI, PNG/JPG/TIF/GIF); see docs/data.md for the layout.",
         )
     pairs = [(p, find_mask(p, src)) for p in images]
+    _check_one_image_per_mask(pairs)
     if not any(m for _, m in pairs):
         raise DataReadError(
             src,
             "no image has a mask: put masks in labels/<name>.* or next to the image as <name>_mask.* "
             "(docs/data.md, 'folder').",
         )
+    orphans = _warn_orphan_masks(src, img_root, pairs, unl_images)
+    parse_fraction(labeled_fraction)
+    _check_plan([(file_stem(p), _count_items(p)) for p, m in pairs if m is not None], val_fraction, test_fraction,
+                val_seed, labeled_fraction, f"{src}: ")
     source = str(src.resolve())
-    out = _prepare_out(out, task, source, overwrite, [src])
-    writer = _Writer(out)
+    dest = _Output(out, task, source, overwrite, [src])
+    writer = _Writer(dest.stage)
+    unchecked: list[Path] = []
+    reoriented: list[Path] = []
     train: list[dict] = []
     max_label = 0
     channels: set[int] = set()
@@ -607,6 +879,11 @@ def prepare_folder(
                         class_names=class_names, segment_map=segment_map)
         if "segment_classes" in lab.meta:
             segment_classes[str(m)] = lab.meta["segment_classes"]
+        lab, geometry = align_mask(img, lab, p, m)
+        if geometry == "unchecked":
+            unchecked.append(m)
+        elif geometry == "reoriented":
+            reoriented.append(m)
         _check_same_size(img, lab, p, m)
         max_label = max(max_label, int(lab.max()))
         channels.add(int(img.shape[0]))
@@ -623,27 +900,32 @@ def prepare_folder(
     if len(names) != n_cls:
         raise ValueError(f"--class-names gives {len(names)} names for {n_cls} classes.")
     if len(channels) > 1:
-        warnings.warn(f"{src}: images have different channel counts {sorted(channels)}.", stacklevel=2)
-    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed)
+        _warn(f"{src}: images have different channel counts {sorted(channels)}.")
+    _note_unchecked(unchecked)
+    _note_reoriented(reoriented)
+    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed, f"{src}: ")
+    _warn_splits(str(src), val, test)
     pool = {
         "meta": {
             "task": task,
             "classes": names,
             "source": source,
-            "inputs": {"src_dir": source, "skipped": [str(q) for q in skipped + unl_skipped]},
+            "inputs": {"src_dir": source, "skipped": [str(q) for q in skipped + unl_skipped],
+                       "orphan_masks": [str(q) for q in orphans]},
             "mask_threshold": mask_threshold,
             **({"dicom_seg_classes": segment_classes} if segment_classes else {}),
             "in_channels": sorted(channels)[0] if len(channels) == 1 else sorted(channels),
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "val_seed": int(val_seed),
+            "warnings": _run_warnings(),
         },
         "train": train,
         "extra_unlabeled": extra_items,
         "validation": val,
         "test": test,
     }
-    return _finish(out, pool, labeled_fraction, seed)
+    return dest.commit(pool, labeled_fraction, seed)
 
 
 # --------------------------------------------------------------------------------------------------------- CLI
@@ -725,6 +1007,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry; returns the exit status (0 ok, 2 bad input with one clear message on stderr)."""
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PrepareWarning)
+        code, path = _run_cli(args)
+    for w in caught:  # ours as one plain line each; anything else as Python shows it
+        if issubclass(w.category, PrepareWarning):
+            kind = "note" if issubclass(w.category, PrepareNote) else "warning"
+            print(f"{kind}: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if code:
+        return code
+    meta = json.loads(Path(path).read_text())["meta"]
+    c = meta["counts"]
+    print(
+        f"{meta['task']}: {c['labeled']} labeled + {c['unlabeled']} unlabeled "
+        f"(fraction {meta['labeled_fraction']} of {c['train']} training, seed {meta['seed']}), "
+        f"{c['validation']} validation, {c['test']} test -> {path}"
+    )
+    return 0
+
+
+def _run_cli(args: argparse.Namespace) -> tuple[int, Path | None]:
     common = dict(
         labeled_fraction=args.labeled_fraction, seed=args.seed, val_seed=args.val_seed,
         overwrite=args.overwrite, progress=not args.no_progress,
@@ -745,15 +1049,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   val_fraction=args.val_fraction, test_fraction=args.test_fraction, **common)
     except (DataReadError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    meta = json.loads(Path(path).read_text())["meta"]
-    c = meta["counts"]
-    print(
-        f"{meta['task']}: {c['labeled']} labeled + {c['unlabeled']} unlabeled "
-        f"(fraction {meta['labeled_fraction']} of {c['train']} training, seed {meta['seed']}), "
-        f"{c['validation']} validation, {c['test']} test -> {path}"
-    )
-    return 0
+        return 2, None
+    return 0, path
 
 
 if __name__ == "__main__":  # pragma: no cover
