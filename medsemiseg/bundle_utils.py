@@ -13,7 +13,8 @@ share lives here, so the two configs stay declarative and hold no copied logic:
 - :class:`TrainCheckpointer` -- the "latest" checkpoint (network, optimiser, trainer, and the method's EMA teacher
   / discriminator) saved every epoch, and resumption from it (``--resume true``);
 - :class:`PredictionWriter` -- writes label maps named after their input (NIfTI; PNG too for pictures),
-  re-assembling the slices of a 3D input into one volume.
+  re-assembling the slices of a 3D input into one volume;
+- :func:`trained_checkpoint` -- the weights ``evaluating`` / ``inferring`` load, or an error that says to train first.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ __all__ = [
     "resolve_datalist",
     "load_split",
     "inference_items",
+    "trained_checkpoint",
     "latest_checkpoint",
     "TrainCheckpointer",
     "PredictionWriter",
@@ -300,19 +302,170 @@ def unlabeled_loader_for(method: Any, loader: Any) -> Any:
 # --------------------------------------------------------------------------------------------------- inference
 
 
-def _inputs_in_folder(folder: Path) -> list[Path]:
-    from medsemiseg.data.io import is_supported_file, list_dicom_files
+class _DicomGroup(NamedTuple):
+    """Loose DICOM files of one series at the top of an inference folder, read as one volume."""
 
-    if list_dicom_files(folder):
-        return [folder]  # a DICOM series folder is one input
-    found: list[Path] = []
+    folder: Path
+    files: tuple[Path, ...]
+    name: str
+
+    def __str__(self) -> str:
+        first, last = self.files[0].name, self.files[-1].name
+        return f"{self.folder} ({len(self.files)} DICOM files of one series: {first} ... {last})"
+
+
+def _series_label(files: Sequence[Path], index: int) -> str:
+    from medsemiseg.data.io import _read_dicom_header
+
+    number = getattr(_read_dicom_header(files[0]), "SeriesNumber", None)
+    return str(number).strip() if number not in (None, "") else str(index)
+
+
+def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
+    """The inference inputs of a folder, in name order.
+
+    - a folder holding one DICOM series and nothing else is one input (a series folder);
+    - otherwise its top-level DICOM files are grouped by ``SeriesInstanceUID``: a file alone in its series is a 2D
+      input, several files of one series are one volume (named after the folder, or ``<folder>_series<N>`` when
+      there are several such series); every other supported file (NIfTI, picture) and every sub-folder holding
+      DICOM files (a series folder) is an input of its own. Unsupported files are skipped.
+    """
+    from medsemiseg.data.io import group_dicom_series, is_supported_file, list_dicom_files
+
+    dicoms = list_dicom_files(folder)
+    dicom_set = set(dicoms)
+    others: list[Path] = []
     for p in sorted(folder.iterdir()):
         if p.is_dir():
             if list_dicom_files(p):
-                found.append(p)
-        elif is_supported_file(p):
-            found.append(p)
-    return found
+                others.append(p)
+        elif p not in dicom_set and is_supported_file(p):
+            others.append(p)
+    if not dicoms:
+        return others
+    groups = group_dicom_series(dicoms)
+    if len(groups) == 1 and not others:
+        return [folder]  # a DICOM series folder is one input
+    series = [g for g in groups if len(g) > 1]
+    entries: list[tuple[str, Path | _DicomGroup]] = [(p.name, p) for p in others]
+    for g in groups:
+        if len(g) == 1:
+            entries.append((g[0].name, g[0]))
+        else:
+            name = folder.name if len(series) == 1 else f"{folder.name}_series{_series_label(g, series.index(g) + 1)}"
+            entries.append((g[0].name, _DicomGroup(folder, tuple(g), name)))
+    return [e for _, e in sorted(entries, key=lambda e: e[0])]
+
+
+def _unique_names(stems: Sequence[str]) -> list[str]:
+    """One output name per input: its stem, or ``<stem>_<n>`` with the first ``n`` that is no other input's stem
+    and not yet used (compared case-insensitively, for case-insensitive file systems)."""
+    reserved = {s.casefold() for s in stems}
+    taken: set[str] = set()
+    names: list[str] = []
+    for stem in stems:
+        name = stem
+        if name.casefold() in taken:
+            n = 1
+            while f"{stem}_{n}".casefold() in reserved or f"{stem}_{n}".casefold() in taken:
+                n += 1
+            name = f"{stem}_{n}"
+        taken.add(name.casefold())
+        names.append(name)
+    return names
+
+
+#: DICOM modalities that hold no image to segment (refused at inference)
+NON_IMAGE_MODALITIES = {
+    "RTDOSE": "a radiotherapy dose grid",
+    "RTSTRUCT": "a radiotherapy structure set (contours)",
+    "RTPLAN": "a radiotherapy plan",
+    "RTRECORD": "a radiotherapy treatment record",
+    "SR": "a structured report",
+    "PR": "a presentation state",
+    "KO": "a key object selection",
+    "REG": "a registration",
+    "SEG": "a segmentation",
+}
+
+#: DICOM modalities each bundle's network was trained on (other modalities get a warning at inference)
+EXPECTED_MODALITIES = {"covid": ("CT",)}
+
+#: which bundle takes images of how many channels (named in channel-mismatch errors)
+_BUNDLE_FOR_CHANNELS = {1: ("covid", "grey CT images"), 3: ("chase", "RGB fundus photographs")}
+
+
+def _dicom_header_of(src: Any):
+    """The header of a DICOM input (file, series folder or loose group; first file of a series), else ``None``."""
+    from medsemiseg.data.io import _read_dicom_header, detect_format, list_dicom_files
+
+    if isinstance(src, _DicomGroup):
+        return _read_dicom_header(src.files[0])
+    p = Path(str(src))
+    fmt = detect_format(p)
+    if fmt == "dicom":
+        return _read_dicom_header(p)
+    if fmt == "dicom-series":
+        return _read_dicom_header(list_dicom_files(p)[0])
+    return None
+
+
+def _check_modality(src: Any, task: str) -> None:
+    from medsemiseg.data.io import DataReadError
+
+    header = _dicom_header_of(src)
+    if header is None:
+        return
+    modality = str(getattr(header, "Modality", "") or "").strip().upper()
+    if modality in NON_IMAGE_MODALITIES:
+        raise DataReadError(
+            src,
+            f"is {NON_IMAGE_MODALITIES[modality]} (DICOM modality {modality}), not an image to segment; give the "
+            "image (e.g. the CT series) it belongs to.",
+        )
+    expected = EXPECTED_MODALITIES.get(str(task))
+    if expected and modality and modality not in expected:
+        logger.warning(
+            f"{src}: DICOM modality {modality}, but the {task} bundle's network was trained on "
+            f"{'/'.join(expected)} images only; its segmentation of this input is not meaningful."
+        )
+
+
+def _is_picture(src: Any) -> bool:
+    from medsemiseg.data.io import PICTURE_SUFFIXES
+
+    return not isinstance(src, _DicomGroup) and Path(str(src)).name.lower().endswith(PICTURE_SUFFIXES)
+
+
+def _match_channels(img: Any, src: Any, task: str, in_channels: Any) -> tuple[Any, bool]:
+    """``img`` as the network takes it, and whether it was changed (a grey picture repeated to RGB)."""
+    from medsemiseg.data.io import DataReadError
+
+    if in_channels is None:
+        return img, False
+    have, want = int(img.shape[0]), int(in_channels)
+    if have == want:
+        return img, False
+    if have == 1 and want == 3 and _is_picture(src):
+        logger.warning(
+            f"{src}: grey picture (1 channel) given to the {task} network, which takes RGB (3 channels): its grey "
+            "values are repeated into R, G and B."
+        )
+        return img.repeat(3, *([1] * (img.ndim - 1))), True
+    kind = {1: "grey", 3: "RGB colour", 4: "RGBA"}.get(have, "multi-channel")
+    fixes = []
+    if want == 1:
+        fixes.append("convert it to grey first (e.g. PIL: Image.open(path).convert('L').save(...))")
+    elif want == 3:
+        fixes.append("convert it to RGB first (grey pictures - PNG/JPG/TIF - are repeated to RGB automatically)")
+    other = _BUNDLE_FOR_CHANNELS.get(have)
+    if other is not None and other[0] != task:
+        fixes.append(f"use the {other[0]} bundle (bundles/{other[0]}), which is made for {other[1]}")
+    raise DataReadError(
+        src,
+        f"has {have} channel{'s' if have != 1 else ''} ({kind}), but the {task} network expects {want} "
+        f"(in_channels {want}); " + ", or ".join(fixes) + ".",
+    )
 
 
 def inference_items(
@@ -322,15 +475,24 @@ def inference_items(
     labeled_fraction: Any = "1/8",
     seed: int = 0,
     split: str = "test",
+    in_channels: int | None = None,
 ) -> list[dict]:
-    """Inference inputs as 2D items ``{"image", "name", "slice", "num_slices", "affine", "spatial_shape"}``.
+    """Inference inputs as 2D items ``{"image", "name", "source", "slice", "num_slices", "affine",
+    "spatial_shape", "slice_spacing_deviation"}``.
 
     ``dataset_dir`` may be a DICOM file, a DICOM series folder, a NIfTI file (2D, or 3D: run slice by slice), a
-    PNG/JPG/TIF, a folder of such inputs (and of DICOM series folders), or a prepared data set (folder with a
-    datalist / datalist JSON: its ``split`` images). Empty: the ``split`` images of the built-in synthetic data
-    set. ``name`` is the input's file name without extension; ``slice`` is ``-1`` for 2D inputs.
+    PNG/JPG/TIF, a folder of such inputs (and of DICOM series folders; loose DICOM files in it are grouped by
+    series, see :func:`_inputs_in_folder`), or a prepared data set (folder with a datalist / datalist JSON: its
+    ``split`` images). Empty: the ``split`` images of the built-in synthetic data set.
+
+    ``name`` is the input's file name without extension, made unique (``<name>_<n>``, never another input's
+    name); ``source`` is the input it comes from; ``slice`` is ``-1`` for 2D inputs. With ``in_channels`` (the
+    network's), an input with other channels is an error naming the file and the fix, except a grey picture for
+    a 3-channel network, which is repeated to RGB (with a warning). A DICOM input that holds no image (RTDOSE,
+    RTSTRUCT, SR, ...) is refused; one of a modality the bundle was not trained on (:data:`EXPECTED_MODALITIES`)
+    gets a warning.
     """
-    from medsemiseg.data.io import DataReadError, file_stem, iter_slices, read_image
+    from medsemiseg.data.io import DataReadError, file_stem, iter_slices, read_dicom_series, read_image
 
     if _is_empty(dataset_dir):
         sources: list[Any] = [d["image"] for d in load_split(resolve_datalist(None, task, cache_dir, labeled_fraction, seed), split)]
@@ -351,30 +513,63 @@ def inference_items(
                 )
         else:
             sources = [p]
+    names = _unique_names([src.name if isinstance(src, _DicomGroup) else file_stem(src) for src in sources])
     items: list[dict] = []
-    used: dict[str, int] = {}
-    for src in sources:
-        img = read_image(src)
-        stem = file_stem(src)
-        n = used.get(stem, 0)
-        used[stem] = n + 1
-        name = stem if n == 0 else f"{stem}_{n}"
+    for src, name in zip(sources, names):
+        _check_modality(src, task)
+        img = read_dicom_series(src.files, name=src.folder) if isinstance(src, _DicomGroup) else read_image(src)
+        img, changed = _match_channels(img, src, task, in_channels)
+        source = str(src)
         affine = np.asarray(img.affine, dtype=np.float64)
         if img.ndim == 3:
             items.append(
-                {"image": str(src), "name": name, "slice": -1, "num_slices": 1, "affine": affine,
-                 "spatial_shape": np.asarray(img.shape[1:])}
+                {"image": img if changed else str(src), "name": name, "source": source, "slice": -1, "num_slices": 1,
+                 "affine": affine, "spatial_shape": np.asarray(img.shape[1:]), "slice_spacing_deviation": 0.0}
             )
             continue
         if img.ndim != 4:
             raise DataReadError(src, f"expected a 2D or 3D image, got shape {tuple(img.shape)}.")
         n_slices = int(img.shape[-1])
+        deviation = float(img.meta.get("slice_spacing_deviation", 0.0))
         for k, sl in enumerate(iter_slices(img)):
             items.append(
-                {"image": sl, "name": name, "slice": k, "num_slices": n_slices, "affine": affine,
-                 "spatial_shape": np.asarray(sl.shape[1:])}
+                {"image": sl, "name": name, "source": source, "slice": k, "num_slices": n_slices, "affine": affine,
+                 "spatial_shape": np.asarray(sl.shape[1:]), "slice_spacing_deviation": deviation}
             )
     return items
+
+
+def trained_checkpoint(
+    ckpt_path: str | os.PathLike,
+    bundle_root: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> str:
+    """``ckpt_path`` when that file exists; else a ``FileNotFoundError`` that says how to get a model.
+
+    The bundles' ``evaluating`` and ``inferring`` load their weights through this (``CheckpointLoader``'s
+    ``load_path``), so running them before training names the training command (with this run's
+    ``--output_dir``) and ``--ckpt_path`` instead of a bare "No such file".
+    """
+    path = Path(str(ckpt_path)).expanduser()
+    if path.is_file():
+        return str(path)
+    config = "bundles/<task>/train.json"
+    extra = ""
+    writes = "models/model.pt"
+    if bundle_root is not None:
+        root = Path(str(bundle_root)).absolute()
+        config_path = root / "train.json" if (root / "train.json").exists() else root / "configs" / "train.json"
+        try:
+            config = str(config_path.relative_to(Path.cwd()))
+        except ValueError:
+            config = str(config_path)
+        if output_dir is not None and Path(str(output_dir)).absolute() != root:
+            extra = f" --output_dir {output_dir}"
+        writes = str(Path(str(output_dir if output_dir is not None else bundle_root)) / "models" / "model.pt")
+    raise FileNotFoundError(
+        f"no trained model at {path}: train one first (python -m monai.bundle run training --config_file {config}"
+        f"{extra}, which writes {writes}), or pass existing weights with --ckpt_path path/to/model.pt."
+    )
 
 
 def _scalar(v: Any) -> Any:
@@ -393,7 +588,10 @@ class PredictionWriter:
     ``png`` is true and the input was 2D, ``<name><suffix>.png`` (upright: rows = Y; label ``k`` stored as
     ``k * png_scale``, so a binary vessel map is 0/255). The slices of a 3D input are collected and written as one
     ``(X, Y, Z)`` volume when the last one arrives. A prediction whose size differs from the input's (no inversion
-    in ``postprocessing``) is resized back with nearest-neighbour interpolation.
+    in ``postprocessing``) is resized back with nearest-neighbour interpolation. Each written file is logged with
+    the input it comes from (``written`` lists the files, ``sources`` maps each to its input). A volume whose
+    slices were unevenly spaced (``slice_spacing_deviation`` of the items, in mm) is written with the mean slice
+    step, which one NIfTI affine cannot avoid: that is logged as a warning.
 
     Args:
         output_dir: folder for the label maps (created).
@@ -420,6 +618,7 @@ class PredictionWriter:
         self.pred_key = pred_key
         self._volumes: dict[str, dict] = {}
         self.written: list[str] = []
+        self.sources: dict[str, str] = {}
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
@@ -451,24 +650,34 @@ class PredictionWriter:
         k = int(_scalar(item.get("slice", -1)))
         n = int(_scalar(item.get("num_slices", 1)))
         affine = np.asarray(_scalar(item["affine"]), dtype=np.float64).reshape(4, 4)
+        source = item.get("source")
+        source = None if source is None else str(_scalar(source))
         label = self._label_map(item)
         if k < 0:
-            self._save(name, label, affine, png=self.png)
+            self._save(name, label, affine, png=self.png, source=source)
             return
-        vol = self._volumes.setdefault(name, {"slices": {}, "n": n, "affine": affine})
+        deviation = float(_scalar(item.get("slice_spacing_deviation", 0.0)))
+        vol = self._volumes.setdefault(name, {"slices": {}, "n": n, "affine": affine, "source": source,
+                                              "deviation": deviation})
         vol["slices"][k] = label
         if len(vol["slices"]) == vol["n"]:
             stack = np.stack([vol["slices"][i] for i in range(vol["n"])], axis=-1)
-            self._save(name, stack, vol["affine"], png=False)
+            self._save(name, stack, vol["affine"], png=False, source=vol["source"], deviation=vol["deviation"])
             del self._volumes[name]
 
-    def _save(self, name: str, label: np.ndarray, affine: np.ndarray, png: bool) -> None:
+    def _save(
+        self, name: str, label: np.ndarray, affine: np.ndarray, png: bool, source: str | None = None,
+        deviation: float = 0.0,
+    ) -> None:
         import nibabel as nib
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"{name}{self.suffix}.nii.gz"
         nib.save(nib.Nifti1Image(label.astype(np.int16), affine), str(path))
         self.written.append(str(path))
+        if source is not None:
+            self.sources[str(path)] = source
+        png_path = None
         if png:
             from PIL import Image
 
@@ -476,7 +685,20 @@ class PredictionWriter:
             img = np.clip(label.T.astype(np.int32) * self.png_scale, 0, 255).astype(np.uint8)  # rows = Y: upright
             Image.fromarray(img).save(str(png_path))
             self.written.append(str(png_path))
-        logger.info(f"PredictionWriter: wrote {path}" + (" (+ .png)" if png else ""))
+            if source is not None:
+                self.sources[str(png_path)] = source
+        logger.info(
+            f"PredictionWriter: wrote {path}" + (f" (from {source})" if source is not None else "")
+            + (f" and {png_path.name}" if png_path is not None else "")
+        )
+        step = float(np.linalg.norm(affine[:3, 2])) if label.ndim == 3 else 0.0
+        if label.ndim == 3 and deviation > max(1e-2, 0.01 * step):  # 1 % of the step, at least 0.01 mm
+            logger.warning(
+                f"PredictionWriter: {path}: the input's slices are unevenly spaced (up to {deviation:.2f} mm off a "
+                f"regular grid); one NIfTI volume cannot represent that, so the written affine uses the mean step "
+                f"of {step:.3f} mm and slices between the first and the last may lie up to {deviation:.2f} mm from "
+                "where they were taken (their true positions: read_image(<input>).meta['slice_positions'])."
+            )
 
     def _check_complete(self, engine: Any) -> None:
         if self._volumes:

@@ -140,7 +140,7 @@ for method in METHODS:
     ("markdown", """## 4. Evaluation and predictions
 
 `evaluating` wrote `eval/metrics.json` (and `.csv`) in each run folder: per-class IoU and Dice on the test split,
-background included, and mIoU as their mean over classes (`docs/methods.md` says exactly how they are averaged)."""),
+background included, and mIoU as their mean over classes (the report's `aggregation` field and `medsemiseg/metrics.py` say exactly how they are averaged; the `_pooled` values sum intersection and union over the whole test split first)."""),
     ("code", """header = f"{'method':<14}" + "".join(f"{n[:16]:>18}" for n in classes) + f"{'mIoU':>8}"
 print(header)
 for method, out in runs.items():

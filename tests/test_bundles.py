@@ -447,3 +447,173 @@ def test_full_label_upper_bound_without_unlabelled_images(tmp_path, cache_dir):
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     assert any(isinstance(e, BundleConfigError) and "'unlabeled' split is empty" in str(e) for e in chain)
+
+
+# ------------------------------------------------------------------- inference inputs and outputs (audit fixes)
+
+
+def _pydicom_file(rel: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    name = Path(rel).name
+    found = get_testdata_file(name) if "/" not in rel else None
+    if found is None:
+        found = str(Path(get_testdata_file("CT_small.dcm")).parent / rel)
+    if not Path(found).exists():
+        pytest.skip(f"{rel} not installed (pydicom-data)")
+    return Path(found)
+
+
+def _tiny_nifti(path: Path, value: float = 0.0) -> Path:
+    nib.save(nib.Nifti1Image(np.full((8, 6), value, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def _tiny_png(path: Path, rgb: bool = False) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.zeros((6, 8, 3) if rgb else (6, 8), np.uint8)).save(path)
+    return path
+
+
+def _write_fake_predictions(writer, items) -> None:
+    for it in items:
+        writer._write_item({**it, "pred": torch.zeros((1, *[int(s) for s in it["spatial_shape"]]))})
+
+
+def test_inference_output_names_never_collide_and_the_log_names_each_source(tmp_path, caplog):
+    import shutil
+
+    inputs = tmp_path / "coll"
+    shutil.copytree(_pydicom_file("dicomdirtests/98892001/CT5N"), inputs / "a")  # series folder "a"
+    _tiny_nifti(inputs / "a.nii")
+    _tiny_nifti(inputs / "a.nii.gz")
+    _tiny_png(inputs / "a.png")
+    _tiny_nifti(inputs / "a_1.nii.gz")  # a real input whose name a naive "_1" suffix would take
+    items = bundle_utils.inference_items(str(inputs), "covid", tmp_path)
+    by_source = {it["source"]: it["name"] for it in items}
+    assert len(by_source) == 5 and len(set(by_source.values())) == 5
+    assert by_source[str(inputs / "a_1.nii.gz")] == "a_1"  # the real a_1 keeps its name
+    assert by_source[str(inputs / "a")] == "a"
+    writer = bundle_utils.PredictionWriter(tmp_path / "out")
+    with caplog.at_level("INFO", logger="medsemiseg.bundle_utils"):
+        _write_fake_predictions(writer, items)
+    assert len(writer.written) == 5 and len(set(writer.written)) == 5
+    assert len(list((tmp_path / "out").glob("*_seg.nii.gz"))) == 5
+    for source, name in by_source.items():
+        out = tmp_path / "out" / f"{name}_seg.nii.gz"
+        assert writer.sources[str(out)] == source
+        assert f"wrote {out} (from {source})" in caplog.text
+
+
+def test_inference_folder_with_loose_dicom_files_groups_them_by_series(tmp_path):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for rel in ("CT_small.dcm", "MR_small.dcm"):  # unrelated single files: each its own 2D input
+        shutil.copy(_pydicom_file(rel), folder / rel)
+    for f in _pydicom_file("dicomdirtests/98892001/CT5N").iterdir():  # one 5-slice series, loose at the top
+        shutil.copy(f, folder / f.name)
+    _tiny_png(folder / "other_scan.png")
+    shutil.copytree(_pydicom_file("dicomdirtests/77654033/CT2"), folder / "sub")  # a series sub-folder
+    (folder / "notes.txt").write_text("skipped")
+    items = bundle_utils.inference_items(str(folder), "covid", tmp_path)
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it["name"]] = it["num_slices"]
+    assert counts == {"CT_small": 1, "MR_small": 1, "mixed": 5, "other_scan": 1, "sub": 4}
+    # three unrelated single DICOM files (three SeriesInstanceUIDs): three inputs, no "mixes 3 series" refusal
+    singles = tmp_path / "singles"
+    singles.mkdir()
+    for rel in ("CT_small.dcm", "MR_small.dcm", "dicomdirtests/77654033/CR1/6154"):
+        shutil.copy(_pydicom_file(rel), singles / Path(rel).name)
+    names = sorted(it["name"] for it in bundle_utils.inference_items(str(singles), "covid", tmp_path))
+    assert names == ["6154", "CT_small", "MR_small"]
+    # a folder holding exactly one series and nothing else is one input, as before
+    pure = tmp_path / "pure"
+    shutil.copytree(_pydicom_file("dicomdirtests/98892001/CT5N"), pure)
+    assert bundle_utils._inputs_in_folder(pure) == [pure]
+    items = bundle_utils.inference_items(str(pure), "covid", tmp_path)
+    assert {it["name"] for it in items} == {"pure"} and len(items) == 5
+
+
+def test_inference_on_unevenly_spaced_series_warns_and_keeps_the_mean_step(tmp_path, caplog):
+    ct2 = _pydicom_file("dicomdirtests/77654033/CT2")  # z = -99.48, 103.02, 104.27, 105.52
+    items = bundle_utils.inference_items(str(ct2), "covid", tmp_path)
+    assert len(items) == 4
+    writer = bundle_utils.PredictionWriter(tmp_path / "out")
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        _write_fake_predictions(writer, items)
+    out = nib.load(tmp_path / "out" / "CT2_seg.nii.gz")
+    assert out.shape == (16, 16, 4)
+    assert out.affine[2, 2] == pytest.approx((105.52 + 99.48) / 3, abs=1e-2)  # the mean step
+    assert "unevenly spaced" in caplog.text and "mean step" in caplog.text and "CT2_seg.nii.gz" in caplog.text
+    # per slice the item carries the slice's true position (what a 2D writer would use)
+    np.testing.assert_allclose([float(np.asarray(it["image"].affine)[2, 3]) for it in items],
+                               [-99.48, 103.02, 104.27, 105.52], atol=1e-3)
+
+
+def test_inference_on_a_dicom_without_orientation_writes_a_diagonal_affine(tmp_path):
+    cr = _pydicom_file("dicomdirtests/77654033/CR1/6154")  # CR: no ImageOrientationPatient, ImagerPixelSpacing 0.1
+    items = bundle_utils.inference_items(str(cr), "covid", tmp_path)
+    writer = bundle_utils.PredictionWriter(tmp_path / "out")
+    _write_fake_predictions(writer, items)
+    np.testing.assert_allclose(nib.load(tmp_path / "out" / "6154_seg.nii.gz").affine, np.diag([0.1, 0.1, 1, 1]))
+
+
+def test_inference_channel_mismatch_names_the_file_and_the_fix(tmp_path):
+    from medsemiseg.data.io import DataReadError
+
+    rgb = _tiny_png(tmp_path / "photo.png", rgb=True)
+    with pytest.raises(DataReadError, match=r"photo.png: .*3 channels.*expects 1.*chase") as err:
+        bundle_utils.inference_items(str(rgb), "covid", tmp_path, in_channels=1)
+    assert "grey" in str(err.value)
+    ct = _pydicom_file("CT_small.dcm")
+    with pytest.raises(DataReadError, match=r"CT_small.dcm: .*1 channel.*expects 3.*covid"):
+        bundle_utils.inference_items(str(ct), "chase", tmp_path, in_channels=3)
+    grey = _tiny_png(tmp_path / "grey.png")  # a grey picture for the RGB network: repeated to 3 channels
+    (item,) = bundle_utils.inference_items(str(grey), "chase", tmp_path, in_channels=3)
+    assert tuple(item["image"].shape) == (3, 8, 6) and bool(torch.all(item["image"] == item["image"][:1]))
+    # the bundles pass their network's in_channels: the whole chase workflow runs on the grey picture
+    save_random_model("chase", tmp_path / "models")
+    wf = workflow("chase", "inferring", image_size=[64, 64], output_dir=str(tmp_path), dataset_dir=str(grey))
+    wf.run()
+    assert (tmp_path / "outputs" / "grey_seg.png").is_file()
+    with pytest.raises(Exception) as err:
+        workflow("covid", "inferring", image_size=[64, 64], output_dir=str(tmp_path),
+                 dataset_dir=str(rgb)).parser.get_parsed_content("infer#dataset")
+    assert "expects 1" in _error_chain_text(err.value)
+
+
+def _error_chain_text(e: BaseException) -> str:
+    seen = [e]
+    while seen[-1].__cause__ is not None or seen[-1].__context__ is not None:
+        seen.append(seen[-1].__cause__ or seen[-1].__context__)
+    return "\n".join(str(x) for x in seen)
+
+
+def test_missing_model_says_to_train_first_or_pass_ckpt_path(tmp_path):
+    grey = _tiny_png(tmp_path / "grey.png")
+    wf = workflow("covid", "inferring", image_size=[64, 64], output_dir=str(tmp_path), dataset_dir=str(grey))
+    with pytest.raises(Exception) as err:
+        wf.run()
+    text = _error_chain_text(err.value)
+    assert str(tmp_path / "models" / "model.pt") in text
+    assert "python -m monai.bundle run training --config_file" in text and "covid" in text
+    assert "--ckpt_path" in text and f"--output_dir {tmp_path}" in text
+    with pytest.raises(Exception) as err:  # evaluating loads the same checkpoint through its own handler
+        workflow("chase", "evaluating", output_dir=str(tmp_path)).parser.get_parsed_content("evaluate#handlers#0")
+    assert "run training --config_file" in _error_chain_text(err.value) and "chase" in _error_chain_text(err.value)
+
+
+def test_inference_warns_on_non_ct_dicom_and_refuses_rtdose(tmp_path, caplog):
+    from medsemiseg.data.io import DataReadError
+
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        bundle_utils.inference_items(str(_pydicom_file("CT_small.dcm")), "covid", tmp_path)
+        assert not caplog.records
+        bundle_utils.inference_items(str(_pydicom_file("MR_small.dcm")), "covid", tmp_path)
+    assert "MR_small.dcm" in caplog.text and "modality MR" in caplog.text and "CT" in caplog.text
+    with pytest.raises(DataReadError, match="rtdose.dcm: .*RTDOSE.*not an image"):
+        bundle_utils.inference_items(str(_pydicom_file("rtdose.dcm")), "covid", tmp_path)

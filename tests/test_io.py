@@ -319,3 +319,85 @@ def test_reads_do_not_log_monai_reader_probe_notices(tmp_path, caplog):
     if not is_nvimgcodec_available():  # outside our reads MONAI's notice still shows: the filter is scoped
         LoadImage(image_only=True)
         assert [r for r in caplog.records if "nvImageCodec" in r.getMessage()]
+
+
+# ------------------------------------------------------------------------------- DICOM geometry (audit fixes)
+
+
+def _series_dir(d: Path, zs, *, series_uid="1.2.3.4") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for i, z in enumerate(zs):
+        write_ct_dicom(d / f"s{i}.dcm", np.full((3, 4), 1024 + int(z * 10)), z=z, instance=i + 1, series_uid=series_uid)
+    return d
+
+
+def test_dicom_series_duplicate_slice_is_an_error_naming_both_files(tmp_path):
+    import shutil
+
+    copy = _series_dir(tmp_path / "copy", [0.0, 2.5, 5.0])
+    shutil.copy(copy / "s1.dcm", copy / "s1_copy.dcm")  # the same slice twice (same SOPInstanceUID)
+    with pytest.raises(DataReadError, match="copy: .*s1.dcm.*s1_copy.dcm|copy: .*s1_copy.dcm.*s1.dcm") as err:
+        read_image(copy)
+    assert "duplicate" in str(err.value)
+    same_z = _series_dir(tmp_path / "samez", [0.0, 2.5, 5.0])
+    write_ct_dicom(same_z / "extra.dcm", np.zeros((3, 4)), z=2.5, instance=9)  # new UID, same position
+    with pytest.raises(DataReadError, match="samez: .*(s1.dcm.*extra.dcm|extra.dcm.*s1.dcm)"):
+        read_image(same_z)
+
+
+def test_dicom_series_uneven_spacing_keeps_each_slice_position(tmp_path):
+    zs = [0.0, 2.5, 5.0, 10.0]  # a gap: the mean step (10/3) places slices 1 and 2 wrongly
+    vol = read_image(_series_dir(tmp_path / "uneven", zs))
+    np.testing.assert_allclose(np.asarray(vol.affine)[:3, 2], [0, 0, 10.0 / 3], atol=1e-6)  # volume: mean step
+    pos = np.asarray(vol.meta["slice_positions"])
+    assert pos.shape == (4, 3)
+    np.testing.assert_allclose(pos[:, 2], zs, atol=1e-6)
+    np.testing.assert_allclose(pos[:, :2], [[10.0, 20.0]] * 4, atol=1e-6)  # LPS (-10, -20) -> RAS
+    assert vol.meta["slice_spacing_deviation"] == pytest.approx(5.0 / 3, abs=1e-4)
+    for k, s in enumerate(iter_slices(vol)):  # every 2D slice (what prepare writes) at its true position
+        np.testing.assert_allclose(np.asarray(s.affine)[:3, 3], pos[k], atol=1e-6)
+        assert "slice_positions" not in s.meta
+    even = read_image(_series_dir(tmp_path / "even", [0.0, 2.5, 5.0]))
+    assert even.meta["slice_spacing_deviation"] == pytest.approx(0.0, abs=1e-6)
+    # pydicom's real CT2: z = -99.48, 103.02, 104.27, 105.52
+    ct2 = read_image(os.path.join(os.path.dirname(_testfile("CT_small.dcm")), "dicomdirtests", "77654033", "CT2"))
+    np.testing.assert_allclose(np.asarray(ct2.meta["slice_positions"])[:, 2], [-99.48, 103.02, 104.27, 105.52],
+                               atol=1e-3)
+    np.testing.assert_allclose([float(np.asarray(s.affine)[2, 3]) for s in iter_slices(ct2)],
+                               [-99.48, 103.02, 104.27, 105.52], atol=1e-3)
+
+
+def test_dicom_without_orientation_gets_a_diagonal_affine(tmp_path):
+    """CR / DX / US images have no ImageOrientationPatient: MONAI's PydicomReader falls back to the identity in
+    (row, column) order and then swaps i/j, giving [[0,1],[1,0]]; the array is (X = columns, Y = rows)."""
+    p = write_ct_dicom(tmp_path / "dx.dcm", np.arange(12).reshape(3, 4), z=0, instance=1, spacing=(0.5, 0.7))
+    ds = pydicom.dcmread(str(p))
+    del ds.ImageOrientationPatient, ds.ImagePositionPatient
+    ds.save_as(str(p))
+    img = read_image(p)
+    assert img.shape == (1, 4, 3)
+    np.testing.assert_allclose(np.asarray(img.affine), np.diag([0.7, 0.5, 1.0, 1.0]))  # X = column spacing
+    np.testing.assert_allclose(img.meta["spacing"], [0.7, 0.5])
+    cr = read_image(os.path.join(os.path.dirname(_testfile("CT_small.dcm")), "dicomdirtests", "77654033", "CR1",
+                                 "6154"))  # ImagerPixelSpacing 0.1, no PixelSpacing
+    np.testing.assert_allclose(np.asarray(cr.affine), np.diag([0.1, 0.1, 1.0, 1.0]))
+    np.testing.assert_allclose(cr.meta["spacing"], [0.1, 0.1])
+    us = _testfile("OBXXXX1A.dcm")  # ultrasound, no spacing at all
+    img = read_image(us)
+    assert img.shape[1:] == (800, 600)
+    np.testing.assert_allclose(np.asarray(img.affine), np.eye(4))
+
+
+def test_read_dicom_series_from_a_file_list_equals_the_folder_read(tmp_path):
+    from medsemiseg.data.io import group_dicom_series, read_dicom_series
+
+    folder = _series_dir(tmp_path / "ser", [5.0, 0.0, 2.5])
+    whole = read_image(folder)
+    files = sorted(folder.iterdir())
+    part = read_dicom_series(files[::-1])
+    assert torch.equal(part, whole)
+    np.testing.assert_allclose(np.asarray(part.affine), np.asarray(whole.affine))
+    assert part.meta["series_files"] == whole.meta["series_files"]
+    write_ct_dicom(folder / "z_other.dcm", np.zeros((3, 4)), z=7.5, instance=1, series_uid="9.9.9")  # another series
+    groups = group_dicom_series(sorted((tmp_path / "ser").iterdir()))
+    assert sorted(len(g) for g in groups) == [1, 3]

@@ -42,12 +42,14 @@ __all__ = [
     "check_label_values",
     "detect_format",
     "file_stem",
+    "group_dicom_series",
     "is_seg_header",
     "is_supported_file",
     "iter_slices",
     "list_dicom_files",
     "num_slices",
     "quiet_nvimgcodec_notice",
+    "read_dicom_series",
     "read_image",
     "read_mask",
 ]
@@ -227,6 +229,29 @@ def _read_dicom_header(path: Path):
         raise DataReadError(path, f"not a readable DICOM file ({type(e).__name__}: {e}).") from e
 
 
+def _pixel_spacing(header) -> tuple[float, float]:
+    """``(row spacing, column spacing)`` in mm: ``PixelSpacing``, else ``ImagerPixelSpacing`` (CR / DX), else 1.
+
+    The row spacing is the distance between rows, i.e. along Y; the column spacing is along X.
+    """
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = getattr(header, tag, None)
+        try:
+            row_sp, col_sp = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(row_sp) and np.isfinite(col_sp) and row_sp > 0 and col_sp > 0:
+            return row_sp, col_sp
+    return 1.0, 1.0
+
+
+def _has_patient_geometry(header) -> bool:
+    return (
+        getattr(header, "ImageOrientationPatient", None) is not None
+        and getattr(header, "ImagePositionPatient", None) is not None
+    )
+
+
 def _dicom_multiframe(path: Path, header) -> MetaTensor:
     """Multi-frame or colour DICOM, which ``PydicomReader`` returns with the wrong axes: done by hand here."""
     import pydicom
@@ -248,7 +273,7 @@ def _dicom_multiframe(path: Path, header) -> MetaTensor:
     arr = np.transpose(arr, (3, 2, 1, 0))  # (S, X=cols, Y=rows, Z=frames)
     if frames == 1:
         arr = arr[..., 0]
-    row_sp, col_sp = (float(v) for v in getattr(header, "PixelSpacing", [1.0, 1.0]))
+    row_sp, col_sp = _pixel_spacing(header)
     dz = float(getattr(header, "SpacingBetweenSlices", None) or getattr(header, "SliceThickness", None) or 1.0)
     affine = np.diag([col_sp, row_sp, dz, 1.0])
     meta = {"affine": affine, "original_affine": affine.copy(), "spacing": np.array([col_sp, row_sp, dz][: arr.ndim - 1])}
@@ -272,6 +297,14 @@ def _read_dicom_file(path: Path, header=None) -> MetaTensor:
     except Exception as e:
         raise DataReadError(path, f"cannot decode the DICOM pixel data ({e}).{_dicom_fix_hint(header)}") from e
     img = img.to(torch.float32)[None]  # (1, X, Y); PydicomReader applied slope/intercept when present
+    if not _has_patient_geometry(header):
+        # CR / DX / US / secondary capture: no patient orientation. PydicomReader then takes the identity in its
+        # (row, column) index order and swaps i/j for us, which gives [[0, 1], [1, 0]]: an axis swap the array
+        # does not have. The array is (X = columns, Y = rows): a diagonal affine with the pixel spacing.
+        row_sp, col_sp = _pixel_spacing(header)
+        affine = torch.as_tensor(np.diag([col_sp, row_sp, 1.0, 1.0]))
+        img.affine = affine
+        img.meta["original_affine"] = affine.clone()
     img.meta["spacing"] = np.asarray(img.pixdim[:2], dtype=float)
     return img
 
@@ -294,13 +327,71 @@ def _series_sort(headers: list, files: list[Path]) -> tuple[list[int], np.ndarra
     return list(range(len(files))), None
 
 
-def _read_dicom_series(folder: Path) -> MetaTensor:
-    """A DICOM series folder -> ``(1, X, Y, Z)`` float32 HU, slices in patient-position order.
+#: two slices closer than this along the slice normal (mm) are the same slice
+_SAME_POSITION_MM = 1e-3
+
+
+def group_dicom_series(files: Sequence[str | os.PathLike]) -> list[list[Path]]:
+    """DICOM files grouped by ``SeriesInstanceUID``, groups in the order of their first file (files keep theirs).
+
+    Files without a ``SeriesInstanceUID`` form one group. An unreadable file raises :class:`DataReadError`.
+    """
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        f = Path(f)
+        groups.setdefault(str(getattr(_read_dicom_header(f), "SeriesInstanceUID", "") or ""), []).append(f)
+    return list(groups.values())
+
+
+def read_dicom_series(files: Sequence[str | os.PathLike], name: str | os.PathLike | None = None) -> MetaTensor:
+    """These DICOM files as one series: ``(1, X, Y, Z)``, exactly as :func:`read_image` reads a series folder.
+
+    For files that share a folder with other inputs (inference on a folder of loose DICOM files).  ``name`` becomes
+    ``meta["filename_or_obj"]`` and prefixes errors (default: the files' common folder).
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise DataReadError(name, "no DICOM files given for the series.")
+    folder = Path(name) if name is not None else Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return _read_dicom_series(folder, paths).to(torch.float32)
+
+
+def _check_distinct_slices(folder: Path, files: list[Path], headers: list, normal: np.ndarray | None) -> None:
+    """Two files of one slice (a copied file, or two acquisitions at one position) would be stacked twice."""
+    seen: dict[str, Path] = {}
+    for f, h in zip(files, headers):
+        uid = str(getattr(h, "SOPInstanceUID", "") or "")
+        if uid and uid in seen:
+            raise DataReadError(
+                folder,
+                f"{seen[uid].name} and {f.name} are the same slice (same SOPInstanceUID {uid}): a duplicated file; "
+                "remove one of them.",
+            )
+        seen[uid] = f
+    if normal is None:
+        return
+    pos = [float(np.dot(np.asarray(h.ImagePositionPatient, dtype=float), normal)) for h in headers]  # sorted
+    for i in range(1, len(files)):
+        if abs(pos[i] - pos[i - 1]) < _SAME_POSITION_MM:
+            raise DataReadError(
+                folder,
+                f"{files[i - 1].name} and {files[i].name} are at the same slice position ({pos[i]:.3f} mm along the "
+                "slice normal, same ImagePositionPatient): a duplicated slice, or several acquisitions / time points "
+                "in one series; remove the duplicate or put each acquisition in its own folder.",
+            )
+
+
+def _read_dicom_series(folder: Path, files: Sequence[Path] | None = None) -> MetaTensor:
+    """A DICOM series folder (or the given ``files`` of one) -> ``(1, X, Y, Z)`` float32 HU, slices in
+    patient-position order.
 
     ``PydicomReader`` reads every slice (HU, spacing and affine from MONAI); the order is our own, by position
-    along the slice normal, because file names and ``InstanceNumber`` are not reliable.
+    along the slice normal, because file names and ``InstanceNumber`` are not reliable.  The volume's affine uses
+    the mean slice step; ``meta["slice_positions"]`` keeps each slice's true origin (RAS, mm; what
+    :func:`iter_slices` gives each slice) and ``meta["slice_spacing_deviation"]`` the largest distance (mm) of a
+    slice from that regular grid (0 for an evenly spaced series).
     """
-    files = list_dicom_files(folder)
+    files = list_dicom_files(folder) if files is None else [Path(f) for f in files]
     if not files:
         raise DataReadError(folder, "folder holds no DICOM files.")
     headers = [_read_dicom_header(f) for f in files]
@@ -321,6 +412,7 @@ def _read_dicom_series(folder: Path) -> MetaTensor:
     order, normal = _series_sort(headers, files)
     files = [files[i] for i in order]
     headers = [headers[i] for i in order]
+    _check_distinct_slices(folder, files, headers, normal)
     slices = []
     for f, h in zip(files, headers):
         s = _read_dicom_file(f, h)
@@ -334,12 +426,17 @@ def _read_dicom_series(folder: Path) -> MetaTensor:
     first = slices[0]
     vol = torch.stack([s.as_tensor() for s in slices], dim=-1)  # (1, X, Y, Z)
     affine = first.affine.detach().cpu().numpy().astype(float)
+    geometry: dict = {}
+    if normal is not None:
+        # each slice's origin, LPS -> RAS as PydicomReader's affine
+        ras = np.stack([np.asarray(h.ImagePositionPatient, dtype=float) for h in headers]) * np.array([-1, -1, 1])
+        geometry["slice_positions"] = ras
+        geometry["slice_spacing_deviation"] = 0.0
     if len(slices) > 1 and normal is not None:
-        p0 = np.asarray(headers[0].ImagePositionPatient, dtype=float)
-        p1 = np.asarray(headers[-1].ImagePositionPatient, dtype=float)
-        step = (p1 - p0) / (len(slices) - 1)
-        step[:2] *= -1  # LPS -> RAS, as PydicomReader's affine
+        step = (ras[-1] - ras[0]) / (len(slices) - 1)  # the mean step: one affine for the whole volume
         affine[:3, 2] = step
+        regular = ras[0] + np.arange(len(slices))[:, None] * step
+        geometry["slice_spacing_deviation"] = float(np.max(np.linalg.norm(ras - regular, axis=1)))
     elif normal is not None:
         dz = float(getattr(headers[0], "SliceThickness", None) or 1.0)
         affine[:3, 2] = normal * dz * np.array([-1, -1, 1])
@@ -352,6 +449,7 @@ def _read_dicom_series(folder: Path) -> MetaTensor:
         spatial_shape=np.array(vol.shape[1:]),
         filename_or_obj=str(folder),
         series_files=[str(f) for f in files],
+        **geometry,
     )
     return MetaTensor(vol, meta=meta)
 
@@ -507,10 +605,19 @@ def num_slices(img: torch.Tensor) -> int:
     return 1 if img.ndim == 3 else int(img.shape[-1])
 
 
+#: per-volume metadata that a 2D slice does not carry
+_VOLUME_ONLY_META = ("slice_positions", "slice_spacing_deviation")
+
+
 def _slice(img: MetaTensor, k: int) -> MetaTensor:
-    out = MetaTensor(img.as_tensor()[..., k].clone(), meta=dict(img.meta))
+    meta = {m: v for m, v in img.meta.items() if m not in _VOLUME_ONLY_META}
+    out = MetaTensor(img.as_tensor()[..., k].clone(), meta=meta)
     affine = img.affine.detach().cpu().numpy().astype(float)
-    affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * k  # origin of slice k; in-plane spacing unchanged
+    positions = img.meta.get("slice_positions")
+    if positions is not None and len(positions) == img.shape[-1]:
+        affine[:3, 3] = np.asarray(positions[k], dtype=float)  # the slice's true origin (unevenly spaced series)
+    else:
+        affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * k  # origin of slice k; in-plane spacing unchanged
     out.affine = torch.as_tensor(affine)
     out.meta["spacing"] = np.asarray(img.meta.get("spacing", np.ones(3)), dtype=float)[:2]
     out.meta["slice_index"] = k
@@ -520,8 +627,9 @@ def _slice(img: MetaTensor, k: int) -> MetaTensor:
 def iter_slices(img: str | os.PathLike | torch.Tensor, *, label: bool = False, **mask_kwargs) -> Iterator[MetaTensor]:
     """Yield the 2D ``(C, X, Y)`` slices (``meta["slice_index"]`` = k) of an image, a stack or a path to one.
 
-    The affine of slice ``k`` is the volume's, moved to that slice, so a prediction saved with it lands where the
-    slice came from.  A 2D input yields itself once.
+    The affine of slice ``k`` is the volume's, moved to that slice (for a DICOM series: to the slice's own
+    ``ImagePositionPatient``, ``meta["slice_positions"]``, so unevenly spaced slices land where they were taken), so a
+    prediction saved with it lands where the slice came from.  A 2D input yields itself once.
     """
     if not isinstance(img, torch.Tensor):
         img = read_mask(img, **mask_kwargs) if label else read_image(img)
