@@ -39,8 +39,11 @@ __all__ = [
     "load_split",
     "inference_items",
     "trained_checkpoint",
+    "as_bool",
+    "check_device",
     "latest_checkpoint",
     "TrainCheckpointer",
+    "RunRecord",
     "PredictionWriter",
     "unlabeled_loader_for",
 ]
@@ -123,6 +126,51 @@ def find_bundle_root(name: str | None = None, argv: Sequence[str] | None = None)
         f"cannot locate the {name or ''} bundle folder (the one with configs/metadata.json): pass it explicitly, "
         "e.g. --bundle_root path/to/bundles/" + (name or "<name>")
     )
+
+
+# --------------------------------------------------------------------------------------------------- settings
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "", "none", "null")
+
+
+def as_bool(value: Any, key: str = "value") -> bool:
+    """A bundle switch (``amp``, ``resume``, ``write_png``) as a real bool.
+
+    MONAI's command line keeps ``--amp false`` as the *string* ``'false'``, which Python treats as true: the
+    bundles pass every switch through this, so ``true/false``, ``True/False``, ``1/0`` and ``yes/no`` all work and
+    anything else is an error naming the key."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if value is None:
+        return False
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BundleConfigError(f"{key} must be true or false, got {value!r} (e.g. --{key} true).")
+
+
+def check_device(device: Any) -> torch.device:
+    """The ``device`` setting as a ``torch.device`` this machine has, else an error naming ``--device``."""
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device))
+    except (RuntimeError, TypeError) as e:
+        raise BundleConfigError(f"device {device!r} is not a torch device ({e}); e.g. --device cpu or --device cuda:0.") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"torch {torch.__version__}, " + ("built with CUDA " + str(torch.version.cuda) if torch.version.cuda
+                                                     else "a CPU-only build")
+            raise BundleConfigError(
+                f"device {str(dev)!r} asks for a CUDA GPU, but torch sees none here ({build}): pass --device cpu, "
+                "or run on a machine with a GPU and a CUDA build of PyTorch."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BundleConfigError(
+                f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0; "
+                "pass e.g. --device cuda:0."
+            )
+    return dev
 
 
 # --------------------------------------------------------------------------------------------------- datalists
@@ -763,6 +811,96 @@ class BestMetricRecord:
             self.checkpoint.load_state_dict(state_dict["key_metric_checkpoint"])
 
 
+class RunRecord:
+    """The settings a training state only makes sense with, saved in each checkpoint and checked on resume.
+
+    Resuming a SupMix+SUFD state with ``--method supervised`` finished without a word, another network failed
+    with hundreds of missing ``state_dict`` keys, and a changed ``epoch_length`` was silently replaced by the
+    checkpoint's. Now a different method, network, class list or input channels is an error that names the
+    difference and the fix, and a different ``epoch_length`` a warning (ignite restores the checkpoint's).
+    """
+
+    MUST_MATCH = ("method", "network_name", "network_kwargs", "classes", "in_channels")
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        self.info = {k: _plain(v) for k, v in dict(info).items()}
+        if "method" in self.info:
+            from medsemiseg.methods import canonical_method_name
+
+            try:
+                self.info["method"] = canonical_method_name(str(self.info["method"]))
+            except ValueError:
+                pass  # create_method reports an unknown name with its own message
+
+    def state_dict(self) -> dict:
+        return dict(self.info)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Nothing to restore: the run's own settings stand (they were compared in :meth:`check_against`)."""
+
+    def check_against(self, stored: Mapping[str, Any], path: str) -> None:
+        diffs = [(k, stored[k], self.info[k]) for k in self.MUST_MATCH
+                 if k in stored and k in self.info and _plain(stored[k]) != self.info[k]]
+        if diffs:
+            what = "; ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, a, b in diffs)
+            raise BundleConfigError(
+                f"resume: {path} was written with other settings ({what}). Resume with the checkpoint's settings, "
+                "or train the new ones into another --output_dir (or without --resume, which replaces that run)."
+            )
+        for key in ("epoch_length",):
+            if key in stored and key in self.info and _plain(stored[key]) != self.info[key]:
+                logger.warning(
+                    f"resume: {path} was trained with {key} {stored[key]}; the resumed run keeps it (ignite restores "
+                    f"the trainer's counters), not this run's {self.info[key]}."
+                )
+
+
+def _plain(v: Any) -> Any:
+    """JSON-like copy (tuples as lists, numbers as Python numbers) so saved and current settings compare equal."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _schedule_of(scheduler: Any) -> dict | None:
+    """The run's own schedule settings (before a checkpoint overwrites them): total length and base rates."""
+    if not hasattr(scheduler, "total_iters") or not hasattr(scheduler, "_get_closed_form_lr"):
+        return None
+    return {"total_iters": int(scheduler.total_iters), "base_lrs": list(scheduler.base_lrs)}
+
+
+def _retarget_schedule(scheduler: Any, configured: dict | None) -> None:
+    """After a resume: keep this run's schedule length and base rates, not the checkpoint's.
+
+    The checkpoint restores the scheduler's ``total_iters`` and ``base_lrs``, so a finished run extended with a
+    higher ``--max_epochs`` trained its extra epochs at learning rate 0, and a new ``--learning_rate`` was ignored.
+    The decay is re-targeted to this run's length from the iteration reached (closed form, e.g.
+    ``base * (1 - t / T) ** power``), and logged."""
+    if configured is None:
+        return
+    old = {"total_iters": int(scheduler.total_iters), "base_lrs": list(scheduler.base_lrs)}
+    if old == configured:
+        return
+    scheduler.total_iters = configured["total_iters"]
+    scheduler.base_lrs = list(configured["base_lrs"])
+    lrs = scheduler._get_closed_form_lr()
+    for group, base, lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lrs):
+        group["initial_lr"] = base
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)
+    logger.info(
+        f"resume: learning-rate schedule re-targeted to this run (total {old['total_iters']} -> "
+        f"{configured['total_iters']} iterations, base {old['base_lrs']} -> {configured['base_lrs']}); at "
+        f"iteration {scheduler.last_epoch} the rate is {[float(f'{v:.4g}') for v in lrs]}."
+    )
+
+
 class TrainCheckpointer:
     """Save the full training state every ``save_interval`` epochs and, with ``resume``, restore the latest one.
 
@@ -792,12 +930,16 @@ class TrainCheckpointer:
         map_location: Any = None,
         evaluator: Any = None,
         best_model_saver: Any = None,
+        run_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.save_dir = str(save_dir)
         self.save_dict = dict(save_dict)
         if evaluator is not None:
             self.save_dict.setdefault("best_metric", BestMetricRecord(evaluator, best_model_saver))
-        self.resume = bool(resume) if not isinstance(resume, str) else resume.strip().lower() in ("1", "true", "yes")
+        self.run_info = RunRecord(run_info) if run_info is not None else None
+        if self.run_info is not None:
+            self.save_dict.setdefault("run", self.run_info)
+        self.resume = as_bool(resume, "resume")
         self.save_interval = int(save_interval)
         self.n_saved = int(n_saved)
         self.map_location = map_location
@@ -830,6 +972,7 @@ class TrainCheckpointer:
             self._earlier.pop(p)
 
     def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
         from monai.handlers import CheckpointLoader, CheckpointSaver
 
         objs = dict(self.save_dict)
@@ -843,11 +986,27 @@ class TrainCheckpointer:
                 loc = self.map_location if self.map_location is not None else engine.state.device
                 load = dict(objs)
                 # mmap: only the key structure is read here; CheckpointLoader reads the tensors once, at STARTED
-                if "best_metric" in load:
-                    if "best_metric" not in torch.load(path, map_location="cpu", weights_only=True, mmap=True):
-                        logger.warning(f"resume: {path} holds no best-metric record; the best model restarts.")
-                        load.pop("best_metric")
+                stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                if "best_metric" in load and "best_metric" not in stored:
+                    logger.warning(f"resume: {path} holds no best-metric record; the best model restarts.")
+                    load.pop("best_metric")
+                if "run" in load:
+                    if "run" in stored:
+                        self.run_info.check_against(stored["run"], path)
+                    else:
+                        load.pop("run")  # written before run records existed: nothing to compare
+                missing = sorted(set(load) - set(stored))
+                if missing:
+                    raise BundleConfigError(
+                        f"resume: {path} holds no {missing} (it holds {sorted(stored)}): it was written by a run with "
+                        "another method (e.g. a supervised run has no EMA teacher). Resume with that run's --method, "
+                        "or train this one into another --output_dir (or without --resume, replacing that run)."
+                    )
                 CheckpointLoader(load_path=path, load_dict=load, map_location=loc).attach(engine)
+                scheduler = self.save_dict.get("lr_scheduler")
+                if scheduler is not None:
+                    configured = _schedule_of(scheduler)
+                    engine.add_event_handler(Events.STARTED, lambda _e: _retarget_schedule(scheduler, configured))
                 logger.info(f"resume: training state will be restored from {path}.")
         if self.save_interval > 0:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)

@@ -617,3 +617,81 @@ def test_inference_warns_on_non_ct_dicom_and_refuses_rtdose(tmp_path, caplog):
     assert "MR_small.dcm" in caplog.text and "modality MR" in caplog.text and "CT" in caplog.text
     with pytest.raises(DataReadError, match="rtdose.dcm: .*RTDOSE.*not an image"):
         bundle_utils.inference_items(str(_pydicom_file("rtdose.dcm")), "covid", tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ settings robustness
+
+
+@pytest.mark.parametrize("text, value", [("false", False), ("False", False), ("0", False), ("no", False),
+                                         ("true", True), ("True", True), ("1", True), (True, True), (0, False)])
+def test_switches_accept_command_line_spellings(text, value):
+    assert bundle_utils.as_bool(text, "amp") is value
+
+
+def test_switch_given_as_false_string_is_false_in_the_bundle(cache_dir):
+    """MONAI's CLI keeps `--amp false` as the string 'false', which is truthy: the bundle must read it as False."""
+    wf = workflow("covid", "training", **TINY, amp="false", cache_dir=cache_dir, output_dir="/tmp/unused")
+    assert wf.parser.get_parsed_content("train#trainer").amp is False
+    wf = workflow("chase", "inferring", **TINY, write_png="false", cache_dir=cache_dir)
+    assert wf.parser.get_parsed_content("infer#handlers#1").png is False
+    with pytest.raises(BundleConfigError, match=r"amp must be true or false, got 'maybe'"):
+        bundle_utils.as_bool("maybe", "amp")
+
+
+def test_cuda_device_on_a_machine_without_one_names_the_setting(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(BundleConfigError, match=r"device 'cuda:0' asks for a CUDA GPU.*--device cpu"):
+        bundle_utils.check_device("cuda:0")
+    assert bundle_utils.check_device("cpu") == torch.device("cpu")
+
+
+def _lrs_during(wf) -> list[float]:
+    from ignite.engine import Events
+
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    opt = wf.parser.get_parsed_content("train#optimizer")
+    seen: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(opt.param_groups[0]["lr"]))
+    return seen
+
+
+def test_resume_extending_a_finished_run_trains_at_a_real_learning_rate(tmp_path, cache_dir):
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "epoch_length": 3}
+    workflow("covid", "training", **ov).run()
+    wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": "true"})
+    seen = _lrs_during(wf)
+    wf.run()
+    # the checkpoint's schedule ended at 3 iterations with lr 0; this run's is 6 long: lr = 1e-3 * (1 - t/6) ** 0.9
+    assert seen == pytest.approx([1e-3 * (1 - t / 6) ** 0.9 for t in (3, 4, 5)], rel=1e-6)
+
+
+def test_resume_with_another_method_or_network_is_refused_naming_the_difference(tmp_path, cache_dir):
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
+    workflow("covid", "training", **ov).run()
+    for change, text in (({"method": "supervised"}, "method: checkpoint 'supmix_sufd', this run 'supervised'"),
+                         ({"network_name": "deeplabv3plus"}, "network_name: checkpoint 'unet', this run 'deeplabv3plus'")):
+        wf = workflow("covid", "training", **{**ov, **change, "max_epochs": 2, "resume": True})
+        with pytest.raises(Exception) as info:
+            wf.parser.get_parsed_content("train#trainer")
+        chain, e = [], info.value
+        while e is not None:
+            chain.append(str(e))
+            e = e.__cause__ or e.__context__
+        assert any(text in m and "another --output_dir" in m for m in chain), chain
+
+
+def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache_dir):
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "max_epochs": 2,
+          "val_interval": 5}
+    wf = workflow("covid", "training", **ov)
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    wf.run()
+    assert evaluator.state.epoch == 2  # validated once, after the last epoch (MONAI's handler: never)
+    assert (tmp_path / "models" / "model.pt").is_file()
+    with pytest.raises(Exception) as info:
+        workflow("covid", "training", **{**ov, "val_interval": 0}).parser.get_parsed_content("train#trainer")
+    e, chain = info.value, []
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any("val_interval must be a whole number" in m for m in chain), chain

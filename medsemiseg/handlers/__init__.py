@@ -2,7 +2,8 @@
 
 - :class:`EMATeacher`: mean teacher, EMA of the student after every optimiser step (ClassMix, SupMix);
 - :class:`DiscriminatorStep`: the SUFD discriminator's own optimiser step on detached features;
-- :class:`RampUp`: ramp-up of the unsupervised loss weight.
+- :class:`RampUp`: ramp-up of the unsupervised loss weight;
+- :class:`ValidationEveryAndLastHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
 
 All have ``attach(engine)``; the stateful ones have ``state_dict``/``load_state_dict`` for ``CheckpointSaver``.
 """
@@ -12,5 +13,7 @@ from __future__ import annotations
 from .discriminator import DiscriminatorStep, add_to_output, discriminator_loss
 from .ema import EMATeacher
 from .ramp import RampUp, ramp_value
+from .validation import ValidationEveryAndLastHandler
 
-__all__ = ["EMATeacher", "DiscriminatorStep", "discriminator_loss", "add_to_output", "RampUp", "ramp_value"]
+__all__ = ["EMATeacher", "DiscriminatorStep", "discriminator_loss", "add_to_output", "RampUp", "ramp_value",
+           "ValidationEveryAndLastHandler"]
