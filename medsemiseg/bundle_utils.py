@@ -947,29 +947,90 @@ class TrainCheckpointer:
         self._saver_attached = False
         self._earlier: dict[Path, float] = {}
 
+    LOCK = ".training.lock"
+
+    def _take_lock(self, engine: Any) -> None:
+        """One training per ``models/`` folder: a second run into it would overwrite and delete the first one's
+        checkpoints mid-run. The lock (host and pid) is removed when the run completes or its process exits; a lock
+        whose process is gone (killed) is taken over."""
+        import atexit
+        import socket
+
+        from ignite.engine import Events
+
+        d = Path(self.save_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        lock = d / self.LOCK
+        me = f"{socket.gethostname()} {os.getpid()}"
+        if lock.is_file():
+            host, _, pid = lock.read_text().strip().rpartition(" ")
+            if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
+                alive = True
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    alive = False
+                except PermissionError:
+                    alive = True
+                if alive:
+                    raise BundleConfigError(
+                        f"another training (pid {pid}) is writing to {d}: two runs in one output_dir would overwrite "
+                        "each other's checkpoints and logs. Give this run its own --output_dir, or wait for that one."
+                    )
+                logger.info(f"{lock}: left by a stopped run (pid {pid}); taken over.")
+            elif host and host != socket.gethostname():
+                raise BundleConfigError(
+                    f"{lock} says a training on host {host} (pid {pid}) is writing to {d}. If no run is active there, "
+                    "delete the lock file; otherwise give this run its own --output_dir."
+                )
+        lock.write_text(me + "\n")
+
+        def release(*_args: Any) -> None:
+            try:
+                if lock.read_text().strip() == me:
+                    lock.unlink()
+            except OSError:
+                pass
+
+        # COMPLETED for a run that ends normally, atexit for one that fails (an EXCEPTION_RAISED handler would
+        # change how ignite re-raises); a failed run's lock left in a live process is its own and is taken over
+        engine.add_event_handler(Events.COMPLETED, release)
+        atexit.register(release)
+
     def _checkpoint_files(self) -> dict[Path, float]:
         d = Path(self.save_dir)
         if not d.is_dir():
             return {}
         return {p: p.stat().st_mtime_ns for p in d.iterdir() if _CKPT_RE.match(p.name) and p.is_file()}
 
-    def _prune_earlier_runs(self, _engine: Any) -> None:
+    def _prune_earlier_runs(self, engine: Any) -> None:
         """Keep the folder at ``n_saved`` training states across runs.
 
         ``CheckpointSaver`` only rotates the files its own process wrote, so a resumed run (or a new run into the
         same ``output_dir``) would leave the earlier process's ``checkpoint_epoch=K.pt`` behind: a stale state that
-        ``--resume`` could later pick up when it has the higher epoch. Once this run has written a checkpoint, files
-        that existed before it started and were not rewritten since are removed (logged)."""
+        ``--resume`` could later pick up when it has the higher epoch. Once this run has written a checkpoint, an
+        earlier file of a *later* epoch than this run has reached is removed (it belongs to a replaced run), and the
+        other earlier files only beyond the ``n_saved`` newest states in the folder (logged)."""
         if not self._earlier:
             return
         now = self._checkpoint_files()
-        if not any(p not in self._earlier or now[p] != self._earlier[p] for p in now):
+        ours = [p for p in now if p not in self._earlier or now[p] != self._earlier[p]]
+        if not ours:
             return  # nothing of this run saved yet (save_interval > 1)
-        for p, mtime in list(self._earlier.items()):
-            if now.get(p) == mtime:
+        epoch = int(getattr(engine.state, "epoch", 0) or 0)
+
+        def number(p: Path) -> int:
+            m = _CKPT_RE.match(p.name)
+            return int(m.group(2)) if m else -1
+
+        earlier = [p for p in self._earlier if now.get(p) == self._earlier[p]]
+        keep = max(self.n_saved - len(ours), 0)
+        survivors = sorted((p for p in earlier if number(p) <= epoch), key=number, reverse=True)[:keep]
+        for p in earlier:
+            if p not in survivors:
                 p.unlink()
                 logger.info(f"removed {p.name}: training state of an earlier run, superseded by this run's checkpoint")
-            self._earlier.pop(p)
+        self._earlier = {p: self._earlier[p] for p in survivors}
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
@@ -977,6 +1038,7 @@ class TrainCheckpointer:
 
         objs = dict(self.save_dict)
         objs.setdefault("trainer", engine)
+        self._take_lock(engine)
         if self.resume:
             path = latest_checkpoint(self.save_dir)
             if path is None:

@@ -695,3 +695,37 @@ def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache
         chain.append(str(e))
         e = e.__cause__ or e.__context__
     assert any("val_interval must be a whole number" in m for m in chain), chain
+
+
+def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
+    import socket
+
+    models = tmp_path / "models"
+    models.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (models / ".training.lock").write_text(f"{socket.gethostname()} {other.pid}\n")
+        wf = workflow("covid", "training", **TINY, output_dir=str(tmp_path), cache_dir=cache_dir, method="supervised")
+        with pytest.raises(Exception) as info:
+            wf.parser.get_parsed_content("train#trainer")
+        e, chain = info.value, []
+        while e is not None:
+            chain.append(str(e))
+            e = e.__cause__ or e.__context__
+        assert any(f"another training (pid {other.pid})" in m and "--output_dir" in m for m in chain), chain
+    finally:
+        other.kill()
+        other.wait()
+    # the holder is gone: its lock is taken over, and the finished run removes its own
+    wf = workflow("covid", "training", **TINY, output_dir=str(tmp_path), cache_dir=cache_dir, method="supervised")
+    wf.run()
+    assert not (models / ".training.lock").exists()
+
+
+def test_resume_keeps_n_saved_states_across_runs(tmp_path, cache_dir):
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised",
+          "train#checkpointer#n_saved": 3, "max_epochs": 2}
+    workflow("covid", "training", **ov).run()
+    workflow("covid", "training", **{**ov, "max_epochs": 4, "resume": True}).run()
+    names = sorted(p.name for p in (tmp_path / "models").glob("checkpoint*.pt"))
+    assert names == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt"]
