@@ -868,6 +868,14 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _say_if_already_finished(engine: Any) -> None:
+    if int(engine.state.epoch or 0) >= int(engine.state.max_epochs or 0):
+        logger.warning(
+            f"resume: the checkpoint is already at epoch {engine.state.epoch} of max_epochs {engine.state.max_epochs}: "
+            "nothing left to train (pass a higher --max_epochs to continue it)."
+        )
+
+
 def _schedule_of(scheduler: Any) -> dict | None:
     """The run's own schedule settings (before a checkpoint overwrites them): total length and base rates."""
     if not hasattr(scheduler, "total_iters") or not hasattr(scheduler, "_get_closed_form_lr"):
@@ -1069,6 +1077,7 @@ class TrainCheckpointer:
                 if scheduler is not None:
                     configured = _schedule_of(scheduler)
                     engine.add_event_handler(Events.STARTED, lambda _e: _retarget_schedule(scheduler, configured))
+                engine.add_event_handler(Events.STARTED, _say_if_already_finished)
                 logger.info(f"resume: training state will be restored from {path}.")
         if self.save_interval > 0:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
