@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import (
@@ -279,3 +280,69 @@ def test_amp_on_cuda_trains_every_method():
         )
         trainer.run()
         assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"])), name
+
+
+def test_non_finite_weights_stop_training_before_checkpoints_and_teacher_updates(tmp_path):
+    # a finite loss can still leave non-finite weights behind (lr 1e6: BatchNorm running_var overflows to inf while
+    # the loss is 1e20); the step that does it must stop training before any handler saves or averages the model
+    lab, unl = _loaders()
+    net = _net()
+    bad_name = next(n for n, _ in net.named_buffers() if n.endswith("running_var"))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    step = opt.step
+    calls = {"n": 0}
+
+    def poisoned_step(*args, **kwargs):
+        out = step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            dict(net.named_buffers())[bad_name].fill_(float("inf"))
+        return out
+
+    opt.step = poisoned_step
+    method = create_method("classmix", net, K, strong_augment=StrongAugment(seed=0))
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=2, train_data_loader=lab, network=net, optimizer=opt, method=method,
+        unlabeled_data_loader=unl, epoch_length=2,
+    )
+    saved, completed = [], []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: saved.append(e.state.epoch))  # checkpoint-like
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: completed.append(e.state.iteration))
+    CheckpointSaver(save_dir=str(tmp_path), save_dict={"network": net}, save_interval=1, epoch_level=True).attach(trainer)
+    with pytest.raises(NonFiniteLossError, match=rf"{bad_name}.*iteration 3 .*no checkpoint.*learning rate") as err:
+        trainer.run()
+    assert "amp" in str(err.value)
+    assert saved == [1] and completed == [1, 2]  # epoch 1 was fine; iteration 3 stopped before any handler
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["network_epoch=1.pt"]
+    assert torch.isfinite(method.ema.teacher.state_dict()[bad_name]).all()  # the teacher never saw it
+
+
+def test_finite_weights_check_passes_for_healthy_training_and_frozen_int_buffers():
+    lab, _ = _loaders()
+    net = _net()
+    # huge but finite values whose sum overflows float32 (the check's cheap path) are not reported, nor are other
+    # dtypes; integer buffers (num_batches_tracked) are skipped
+    net.register_buffer("big", torch.full((4,), 3e38))
+    net.register_buffer("big_fp16", torch.full((8,), 6e4, dtype=torch.float16))
+    net.register_buffer("ones_fp64", torch.ones(3, dtype=torch.float64))
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=Supervised(K), epoch_length=3,
+    )
+    trainer.run()
+    assert trainer.state.iteration == 3
+
+
+@pytest.mark.parametrize(
+    "key, value", [("epoch_length", 0), ("epoch_length", -3), ("epoch_length", 2.5), ("max_epochs", 0), ("max_epochs", -1)]
+)
+def test_schedule_without_iterations_is_refused_naming_the_bundle_key(key, value):
+    # --epoch_length 0 used to "train" zero iterations and report success with no model written
+    lab, _ = _loaders()
+    net = _net()
+    kwargs = {"max_epochs": 1, "epoch_length": 2, key: value}
+    with pytest.raises(ValueError, match=rf"{key}={value}.*--{key}"):
+        SemiSupervisedTrainer(
+            device="cpu", train_data_loader=lab, network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
+            method=Supervised(K), **kwargs,
+        )

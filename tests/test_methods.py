@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -169,10 +170,11 @@ def test_supmix_class_selection_modes():
 
 
 def test_supmix_pasted_pixels_are_always_trained_on():
-    """Pasted pixels carry ground truth with confidence 1, so even a threshold above any softmax keeps them."""
+    """Pasted pixels carry ground truth with confidence 1, so even the highest threshold (1.0, which the untrained
+    teacher's softmax never reaches) keeps them. (Thresholds above 1 are refused since options are validated.)"""
     net = _net()
     labeled, unlabeled = _batch()
-    method = SupMix(net, K, supmix_mode="all", conf_threshold=1.01, strong_augment=torch.nn.Identity())
+    method = SupMix(net, K, supmix_mode="all", conf_threshold=1.0, strong_augment=torch.nn.Identity())
     out = method(_engine(net), labeled, unlabeled)
     assert float(out["mask_ratio"]) == pytest.approx(float(out["paste_ratio"]))
     assert float(out["loss_unsup"]) > 0
@@ -351,3 +353,75 @@ def test_dicece_settings_documented_as_unimatch_medical_supervised_loss():
     assert float(exact(logits, target)) == pytest.approx(float(reference), rel=1e-5)
     halved = DiceCELoss(to_onehot_y=True, softmax=True, lambda_dice=0.5, lambda_ce=0.5)
     assert abs(float(halved(logits, target)) - float(reference)) > 1e-3  # the weights alone are not the reference
+
+
+# (method, option, value, error type, what the message must say besides the method, the option and the value)
+BAD_OPTIONS = [
+    ("classmix", "conf_threshold", 1.5, ValueError, r"\[0, 1\]"),
+    ("supmix", "conf_threshold", -0.1, ValueError, r"\[0, 1\]"),
+    ("fixmatch", "conf_threshold", "high", TypeError, r"\[0, 1\]"),
+    ("unimatch", "conf_threshold", float("nan"), ValueError, r"\[0, 1\]"),
+    ("fixmatch", "cutmix_p", 2, ValueError, r"\[0, 1\]"),
+    ("unimatch", "fp_dropout", 1.2, ValueError, r"\[0, 1\]"),
+    ("unimatch", "loss_weights", (0.25, -0.25, 0.5), ValueError, ">= 0"),
+    ("classmix", "unsup_weight", -1, ValueError, ">= 0"),
+    ("classmix", "unsup_weight", float("inf"), ValueError, ">= 0"),
+    ("supmix", "ema_alpha", 1.01, ValueError, r"\[0, 1\]"),
+    ("classmix", "rampup_iters", -5, ValueError, ">= 0"),
+    ("supmix", "rampup_iters", 2.5, TypeError, ">= 0"),
+    ("fixmatch", "unsup_loss", "mse", ValueError, "'ce', 'dice', 'ce\\+dice'"),
+    ("fixmatch", "joint_forward", "false", TypeError, "True or False"),
+    ("supmix", "with_classmix", "no", TypeError, "True or False"),
+    ("supmix", "supmix_classes", [1, 7], ValueError, "0..3"),
+    ("supmix", "supmix_classes", ["ggo"], TypeError, "class id"),
+    ("supmix", "labeled_pairing", "sorted", ValueError, "'random', 'cycle'"),
+    ("supmix_sufd", "adv_weight", -1, ValueError, ">= 0"),
+    ("sufd", "warmup_iters", -1, ValueError, ">= 0"),
+    ("supmix_sufd", "d_lr", 0.0, ValueError, "> 0"),
+    ("sufd", "d_betas", (0.9, 1.0), ValueError, r"\[0, 1\)"),
+    ("sufd", "feature_index", 9, ValueError, "-5..4"),
+    ("supmix_sufd", "feature_source", "logits", ValueError, "'encoder', 'prediction'"),
+    ("supmix_sufd", "conf_threshold", 1.5, ValueError, r"\[0, 1\]"),
+    ("supervised", "sup_loss", "dice", TypeError, "callable"),
+]
+
+
+@pytest.mark.parametrize("name, option, value, exc, valid", BAD_OPTIONS, ids=[f"{b[0]}-{b[1]}={b[2]!r}" for b in BAD_OPTIONS])
+def test_bad_method_options_are_refused_naming_method_option_value_and_range(name, option, value, exc, valid):
+    # conf_threshold=1.5 used to be accepted (no pseudo-label is ever used), adv_weight=-1 silently switched SUFD
+    # off, conf_threshold='high' failed with "could not convert string to float" naming no option
+    net = _net()
+    with pytest.raises(exc) as err:
+        _make(name, net, **{option: value})
+    msg = str(err.value)
+    assert msg.startswith(f"create_method({name!r})"), msg
+    assert f"{option}=" in msg and repr(value) in msg and re.search(valid, msg), msg
+
+
+def test_bad_options_given_to_the_classes_directly_name_the_class():
+    net = _net()
+    with pytest.raises(ValueError, match=r"SupMix\(conf_threshold=1.5\).*\[0, 1\]"):
+        SupMix(net, K, conf_threshold=1.5)
+    with pytest.raises(ValueError, match=r"UniMatch\(cutmix_p=-1\)"):
+        UniMatch(K, cutmix_p=-1)
+    base = ClassMix(net, K, strong_augment=StrongAugment(seed=0))
+    with pytest.raises(ValueError, match=r"SUFD\(adv_weight=-1\).*>= 0"):
+        SUFD(base, torch.nn.Conv2d(16, 1, 1), adv_weight=-1)
+    # valid edge values are accepted as they are
+    m = create_method("supmix_sufd", net, K, conf_threshold=1, adv_weight=0, warmup_iters=3.0, with_classmix=1)
+    assert m.conf_threshold == 1.0 and m.adv_weight == 0.0 and m.warmup_iters == 3 and m.with_classmix is True
+
+
+@pytest.mark.parametrize("name, base, base_option", [("supmix_sufd", "SupMix", "supmix_mode"),
+                                                     ("sufd", "ClassMix", "ema_alpha"),
+                                                     ("unimatch_sufd", "UniMatch", "fp_dropout")])
+def test_unknown_option_of_a_sufd_variant_lists_base_and_sufd_options(name, base, base_option):
+    net = _net()
+    with pytest.raises(TypeError) as err:
+        create_method(name, net, K, conf_treshold=0.9)
+    msg = str(err.value)
+    assert msg.startswith(f"create_method({name!r}): unknown option(s) ['conf_treshold']"), msg
+    assert base_option in msg and base in msg
+    for sufd_option in ("adv_weight", "warmup_iters", "feature_index", "feature_source", "d_lr", "d_betas",
+                        "discriminator_kwargs"):
+        assert sufd_option in msg, (sufd_option, msg)

@@ -132,3 +132,40 @@ def test_weak_transforms_rotation_option_and_errors():
         weak_transforms(("image",), (16, 16), mode="warp")
     with pytest.raises(ValueError, match="spatial_size"):
         weak_transforms(("image",), (16, 16, 16))
+
+
+@pytest.mark.parametrize("mode", ["crop", "resize"])
+def test_weak_transforms_non_square_size_is_always_kept(mode):
+    # RandRotate90d by 90/270 degrees would transpose a non-square crop (and break batching in the DataLoader):
+    # for a non-square size the weak view keeps the two flips only, so every draw has the requested size
+    size = (20, 28)
+    t = Compose(weak_transforms(("image", "label"), size, mode=mode, prob_flip=0.5, prob_rot90=1.0))
+    t.set_random_state(0)
+    for _ in range(40):
+        out = t({"image": torch.rand(1, 36, 30), "label": torch.ones(1, 36, 30)})
+        assert tuple(out["image"].shape[1:]) == size and tuple(out["label"].shape[1:]) == size
+    assert [type(x).__name__ for x in weak_transforms(("image",), size, mode=mode)] == [
+        *(["SpatialPadd", "RandSpatialCropd"] if mode == "crop" else ["Resized"]), "RandFlipd", "RandFlipd"
+    ]
+
+
+def test_weak_transforms_square_pipeline_unchanged():
+    # square sizes keep the documented pipeline (and so the same random draws): pad, crop, two flips, rot90
+    names = [type(x).__name__ for x in weak_transforms(("image", "label"), (32, 32))]
+    assert names == ["SpatialPadd", "RandSpatialCropd", "RandFlipd", "RandFlipd", "RandRotate90d"]
+    assert [type(x).__name__ for x in weak_transforms(("image",), (16, 16), mode="resize", rotate_degrees=20)] == [
+        "Resized", "RandFlipd", "RandFlipd", "RandRotate90d", "RandRotated"
+    ]
+    rot = weak_transforms(("image", "label"), (32, 32), prob_rot90=0.3)[-1]
+    assert rot.prob == 0.3 and rot.max_k == 3 and tuple(rot.spatial_axes) == (0, 1)
+    set_determinism(0)
+    try:
+        t = Compose(weak_transforms(("image", "label"), (16, 16)))
+        t.set_random_state(3)
+        outs = [t({"image": torch.arange(400.0).reshape(1, 20, 20)})["image"].as_tensor() for _ in range(5)]
+    finally:
+        set_determinism(None)
+    # pinned against the pre-fix pipeline: first three pixels of five seeded draws (crops, flips and rotations)
+    assert [o.flatten()[:3].tolist() for o in outs] == [
+        [78.0, 77.0, 76.0], [75.0, 74.0, 73.0], [64.0, 65.0, 66.0], [42.0, 62.0, 82.0], [319.0, 299.0, 279.0]
+    ]

@@ -13,7 +13,11 @@ mixing, strong views, a discriminator term). This class keeps everything of ``Su
 4. check the total loss is finite (else stop with an error naming the iteration and the non-finite terms, before
    any optimiser step, so nothing is updated and no checkpoint of a broken model is written);
 5. back-propagate (through the trainer's ``GradScaler`` when amp), step the optimiser, fire ``FORWARD_COMPLETED``,
-   ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` as ``SupervisedTrainer`` does.
+   ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` as ``SupervisedTrainer`` does;
+6. before ``MODEL_COMPLETED``, check every floating-point parameter and buffer of the network is finite (a finite
+   loss can still leave e.g. BatchNorm's ``running_var`` at inf); else stop with the same ``NonFiniteLossError``
+   naming the first non-finite tensor and the iteration, before that iteration's ``MODEL_COMPLETED`` /
+   ``ITERATION_COMPLETED`` handlers and the epoch's checkpoint run (one device sync per iteration).
 
 ``engine.state.output`` holds ``image``, ``label``, ``pred``, ``loss`` and every scalar the method returned
 (``loss_sup``, ``loss_unsup``, ``mask_ratio``, ...) as detached tensors, so stock handlers log them. Because MONAI
@@ -29,6 +33,7 @@ ignite restarts the data iterator inside the epoch (``DATALOADER_STOP_ITERATION`
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -45,7 +50,8 @@ __all__ = ["SemiSupervisedTrainer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when a method returns a NaN/inf loss: names the iteration, epoch and offending terms."""
+    """Raised when a method returns a NaN/inf loss (names the iteration, epoch and offending terms), or when an
+    iteration leaves a parameter or buffer of the network NaN/inf (names the first such tensor and the iteration)."""
 
 
 def _plain(x: Any) -> Any:
@@ -65,6 +71,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             labelled data only. Cycled independently of ``train_data_loader``.
         loss_function: optional; a method without its own ``sup_loss`` uses it for the supervised term.
         epoch_length: iterations per epoch (default ``len(train_data_loader)``); may exceed both loaders' lengths.
+            ``max_epochs`` and ``epoch_length`` must be integers >= 1 (a ``ValueError`` names the bundle key).
         amp: autocast + GradScaler on CUDA; on a CPU device it is ignored with a warning.
         All other arguments are passed to ``SupervisedTrainer`` unchanged (``inferer`` and ``compile`` are not
         used by methods, which call the network themselves).
@@ -103,6 +110,18 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 "SemiSupervisedTrainer(method=...) must be a callable method(engine, labeled, unlabeled) -> dict, "
                 "e.g. medsemiseg.methods.create_method('supmix_sufd', network, num_classes)."
             )
+        for key, value in (("max_epochs", max_epochs), ("epoch_length", epoch_length)):
+            if key == "epoch_length" and value is None:
+                continue  # ignite's default: one pass over train_data_loader
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(
+                    f"SemiSupervisedTrainer({key}={value!r}): must be a whole number >= 1 (bundles: --{key}); "
+                    + (
+                        "with 0 iterations per epoch nothing would be trained and no model written."
+                        if key == "epoch_length"
+                        else "with no epoch nothing would be trained and no model written."
+                    )
+                )
         requires_unlabeled = bool(getattr(method, "requires_unlabeled", False))
         if requires_unlabeled and unlabeled_data_loader is None:
             raise ValueError(
@@ -237,6 +256,42 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             "(are CT images windowed?), and amp."
         )
 
+    def _check_finite_weights(self, engine: Any, loss: torch.Tensor) -> None:
+        """Every floating-point parameter and buffer of the network is finite after this iteration's update.
+
+        A finite loss does not guarantee finite weights: with a far too high learning rate the loss can stay at
+        1e20 while BatchNorm's ``running_var`` (updated by the forward pass) or a weight overflows to inf. Checked
+        before ``MODEL_COMPLETED``, so neither the iteration's handlers (discriminator step, EMA teacher) nor any
+        later checkpoint / validation / best-model save sees a broken model.
+
+        Cheap path, one device sync per iteration: one sum per tensor (in float32 at least), stacked and tested
+        once. A NaN/inf anywhere makes its tensor's sum NaN/inf, so nothing non-finite is missed; only when that
+        test fails are the tensors checked exactly (``isfinite``), which also rules out a sum that overflowed
+        from finite values.
+        """
+        params = [(n, t) for n, t in engine.network.named_parameters() if t.is_floating_point()]
+        named = params + [(n, t) for n, t in engine.network.named_buffers() if t.is_floating_point()]
+        if not named:
+            return
+        with torch.no_grad():
+            sums = torch.stack([t.sum(dtype=torch.float32) if t.element_size() < 4 else t.sum() for _, t in named])
+            if bool(torch.isfinite(sums).all()):
+                return
+        bad = [i for i, (_, t) in enumerate(named) if not bool(torch.isfinite(t).all())]
+        if not bad:
+            return
+        name = named[bad[0]][0]
+        kind = "parameter" if bad[0] < len(params) else "buffer"
+        more = f" (and {len(bad) - 1} more tensor(s))" if len(bad) > 1 else ""
+        raise NonFiniteLossError(
+            f"Non-finite network weights: {kind} {name!r}{more} holds NaN/inf after iteration "
+            f"{engine.state.iteration} (epoch {engine.state.epoch}) of method {type(self.method).__name__}, although "
+            f"the loss was finite ({float(loss.detach()):.4g}). Training stopped right after the optimiser step, "
+            "before this iteration's discriminator step / EMA teacher update and before any checkpoint, so no "
+            "checkpoint of this model was written (nor was it validated or saved as the best model). Lower the learning rate (bundles: --learning_rate), and with amp "
+            "check its settings (amp_kwargs dtype, GradScaler) or run with --amp false."
+        )
+
     def _iteration(self, engine: Any, batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -307,5 +362,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             if should_step:
                 engine.optimizer.step()
+        self._check_finite_weights(engine, loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .base import Method
+from .base import Method, check_choice, check_int
 from .classmix import ClassMix
 from .fixmatch import FixMatch
 from .sufd import SUFD
@@ -70,12 +70,17 @@ def requires_unlabeled(name: str) -> bool:
     return bool(_BASES[_SUFD_BASES.get(key, key)].requires_unlabeled)
 
 
+def _options_of(cls: type) -> list[str]:
+    """The keyword options of a method class (its constructor's parameters but the positional inputs)."""
+    params = inspect.signature(cls.__init__).parameters
+    return [p for p in params if p not in ("self", "network", "num_classes", "base", "discriminator")]
+
+
 def _construct(cls: type, args: tuple, options: dict, what: str) -> Any:
     params = inspect.signature(cls.__init__).parameters
     unknown = sorted(k for k in options if k not in params)
     if unknown:
-        valid = [p for p in params if p not in ("self", "network", "num_classes", "base", "discriminator")]
-        raise TypeError(f"{what}: unknown option(s) {unknown}; valid options: {valid}.")
+        raise TypeError(f"{what}: unknown option(s) {unknown}; valid options: {_options_of(cls)}.")
     return cls(*args, **options)
 
 
@@ -106,22 +111,56 @@ def create_method(name: str, network: torch.nn.Module, num_classes: int, **optio
             ``supmix_classes``, ``unsup_loss``, ``strong_augment``, ``sup_loss``); for the SUFD variants also
             ``adv_weight``, ``warmup_iters``, ``feature_index``, ``feature_source``, ``d_lr``, ``d_betas``,
             ``d_optimizer``, and ``discriminator`` (a ready module) or ``discriminator_kwargs`` (for
-            ``FeatureDiscriminator``). Unknown options raise ``TypeError`` listing the valid ones.
+            ``FeatureDiscriminator``). Unknown options raise ``TypeError`` listing the valid ones (for a SUFD
+            variant, the base method's and SUFD's); an option of the wrong type or out of its range raises
+            ``TypeError`` / ``ValueError`` naming ``name``, the class, the option, the value and the valid range.
     """
+    try:
+        return _create_method(name, network, num_classes, options)
+    except (ValueError, TypeError) as err:
+        if type(err) not in (ValueError, TypeError) or str(err).startswith("create_method("):
+            raise
+        # the same error with the user's method name in front (kept as the root of the chain, which the bundle CLI
+        # prints last), with the original traceback
+        raise type(err)(f"create_method({name!r}): {err}").with_traceback(err.__traceback__) from None
+
+
+def _create_method(name: str, network: torch.nn.Module, num_classes: int, options: dict) -> Method:
     key = canonical_method_name(name)
     options = dict(options)
     if key in _SUFD_BASES:
+        base_cls = _BASES[_SUFD_BASES[key]]
+        base_valid = _options_of(base_cls)
+        unknown = sorted(k for k in options if k not in (*base_valid, *_SUFD_OPTIONS, *_DISC_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"create_method({name!r}): unknown option(s) {unknown}; valid options: {base_valid} "
+                f"({base_cls.__name__}) and {list(_SUFD_OPTIONS) + list(_DISC_OPTIONS)} (SUFD)."
+            )
         sufd_opts = {k: options.pop(k) for k in _SUFD_OPTIONS if k in options}
         disc = options.pop("discriminator", None)
-        disc_kwargs = dict(options.pop("discriminator_kwargs", None) or {})
+        disc_kwargs = options.pop("discriminator_kwargs", None) or {}
+        if not isinstance(disc_kwargs, dict):
+            raise TypeError(
+                f"SUFD(discriminator_kwargs={disc_kwargs!r}): must be a dict of FeatureDiscriminator arguments."
+            )
+        disc_kwargs = dict(disc_kwargs)
         base_key = _SUFD_BASES[key]
-        base = create_method(base_key, network, num_classes, **options)
+        base = _create_method(base_key, network, num_classes, options)
         if disc is None:
             from medsemiseg.networks import FeatureDiscriminator
 
-            in_ch = _feature_channels(
-                network, num_classes, sufd_opts.get("feature_source", "encoder"), int(sufd_opts.get("feature_index", -1))
-            )
+            source = sufd_opts.get("feature_source", "encoder")
+            check_choice("SUFD", "feature_source", source, ("encoder", "prediction"))
+            index = sufd_opts.get("feature_index", -1)
+            index = check_int("SUFD", "feature_index", index, None, "an encoder level index")
+            levels = getattr(network, "encoder_channels", None)
+            if source == "encoder" and levels is not None and not -len(levels) <= index < len(levels):
+                raise ValueError(
+                    f"SUFD(feature_index={index}): {type(network).__name__} has {len(levels)} encoder levels; use "
+                    f"an index in {-len(levels)}..{len(levels) - 1} (-1: the deepest)."
+                )
+            in_ch = _feature_channels(network, num_classes, source, index)
             disc = FeatureDiscriminator(in_channels=in_ch, **disc_kwargs)
         param = next(network.parameters(), None)
         if param is not None:

@@ -24,6 +24,8 @@ Conventions shared by all methods (recorded in ``docs/methods.md``):
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +35,72 @@ import torch.nn.functional as F
 from medsemiseg.losses import default_supervised_loss
 
 __all__ = ["Method", "label_map", "student_forward", "partner", "pair_indices", "confidence_and_label"]
+
+
+# -- option checks: every public constructor option of every method is checked with a message naming the method, the
+# option, the value and the valid range (a bundle passes them through ``--method_options``, so a wrong value would
+# otherwise train silently with, e.g., a threshold no pixel reaches). They draw no random numbers.
+def check_real(owner: str, name: str, value: Any, low: float | None = None, high: float | None = None,
+               low_open: bool = False, what: str = "a number", high_open: bool = False) -> float:
+    """``value`` as a finite float in ``[low, high]`` (open ends with ``low_open`` / ``high_open``); else
+    ``TypeError`` (not a number) or ``ValueError`` (out of range), naming owner, option, value and range."""
+    if low is not None and high is not None:
+        rng = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        rng = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        rng = "(finite)"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}({name}={value!r}): must be {what} {rng}, got a {type(value).__name__}.")
+    v = float(value)
+    ok = (
+        math.isfinite(v)
+        and (low is None or (v > low if low_open else v >= low))
+        and (high is None or (v < high if high_open else v <= high))
+    )
+    if not ok:
+        raise ValueError(f"{owner}({name}={value!r}): must be {what} {rng}.")
+    return v
+
+
+def check_probability(owner: str, name: str, value: Any, what: str = "a probability") -> float:
+    """A threshold / probability in ``[0, 1]``."""
+    return check_real(owner, name, value, 0.0, 1.0, what=what)
+
+
+def check_weight(owner: str, name: str, value: Any, what: str = "a weight") -> float:
+    """A finite weight ``>= 0`` (0 switches the term off)."""
+    return check_real(owner, name, value, 0.0, what=what)
+
+
+def check_int(owner: str, name: str, value: Any, low: int | None = None, what: str = "an integer") -> int:
+    """An integer (a float with an integral value is accepted), ``>= low`` when given."""
+    rng = f" >= {low}" if low is not None else ""
+    if isinstance(value, bool) or not (
+        isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    ):
+        raise TypeError(f"{owner}({name}={value!r}): must be {what}{rng}, got a {type(value).__name__}.")
+    v = int(value)
+    if low is not None and v < low:
+        raise ValueError(f"{owner}({name}={value!r}): must be {what}{rng}.")
+    return v
+
+
+def check_flag(owner: str, name: str, value: Any) -> bool:
+    """``True``/``False`` (or 1/0); a string such as ``'false'`` is refused instead of being read as true."""
+    if isinstance(value, bool) or (isinstance(value, numbers.Integral) and int(value) in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{owner}({name}={value!r}): must be True or False.")
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """One of ``choices`` (exact strings)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{owner}({name}={value!r}): must be one of {', '.join(repr(c) for c in choices)}.")
+    return value
+
+
+UNSUP_LOSSES = ("ce", "dice", "ce+dice")
 
 
 def label_map(label: torch.Tensor) -> torch.Tensor:
@@ -110,8 +178,14 @@ class Method:
     requires_unlabeled: bool = True
 
     def __init__(self, num_classes: int, sup_loss: Callable | None = None) -> None:
-        if int(num_classes) < 2:
+        owner = type(self).__name__
+        if check_int(owner, "num_classes", num_classes) < 2:
             raise ValueError(f"{type(self).__name__}(num_classes={num_classes}): need at least 2 (background + 1).")
+        if sup_loss is not None and not callable(sup_loss):
+            raise TypeError(
+                f"{owner}(sup_loss={sup_loss!r}): must be a callable loss(logits, label) or None, "
+                f"got a {type(sup_loss).__name__}."
+            )
         self.num_classes = int(num_classes)
         self.sup_loss = sup_loss
         self._default_sup_loss: Callable | None = None
@@ -163,14 +237,17 @@ def dropout_features(feats: Sequence[torch.Tensor], p: float) -> list[torch.Tens
     return [F.dropout2d(f, p=p, training=True) for f in feats]
 
 
-def build_strong_augment(strong_augment: Callable | None) -> Callable:
+def build_strong_augment(strong_augment: Callable | None, owner: str = "") -> Callable:
     """The strong-view callable ``(B, C, X, Y) -> (B, C, X, Y)``: the given one, or ``StrongAugment()``.
 
     Pass ``strong_augment=torch.nn.Identity()`` (or ``lambda x: x``) to switch strong views off.
     """
     if strong_augment is not None:
         if not callable(strong_augment):
-            raise TypeError(f"strong_augment must be callable (images -> images), got {type(strong_augment).__name__}.")
+            raise TypeError(
+                f"{owner or 'method'}(strong_augment={strong_augment!r}): must be callable (images -> images) or "
+                f"None, got a {type(strong_augment).__name__}."
+            )
         return strong_augment
     from medsemiseg.transforms.views import StrongAugment
 

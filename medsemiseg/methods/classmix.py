@@ -27,7 +27,20 @@ from medsemiseg.handlers.ema import EMATeacher
 from medsemiseg.losses import unsupervised_loss
 from medsemiseg.transforms.mixing import classmix_mask, mix
 
-from .base import Method, add_rampup, build_strong_augment, confidence_and_label, label_map, partner, student_forward
+from .base import (
+    UNSUP_LOSSES,
+    Method,
+    add_rampup,
+    build_strong_augment,
+    check_choice,
+    check_int,
+    check_probability,
+    check_weight,
+    confidence_and_label,
+    label_map,
+    partner,
+    student_forward,
+)
 
 __all__ = ["ClassMix", "classmix_unlabeled"]
 
@@ -49,10 +62,11 @@ class ClassMix(Method):
     Args:
         network: the student (the trainer's network); the EMA teacher is copied from it.
         num_classes: classes including background.
-        conf_threshold: confidence defining ClassMix's uniform pixel weight (0.968).
-        unsup_weight: weight of the unsupervised term (ClassMix: 1.0).
-        ema_alpha: maximum EMA decay of the teacher (0.99).
-        rampup_iters: sigmoid ramp-up of the unsupervised weight over this many iterations (0: off, as ClassMix).
+        conf_threshold: confidence defining ClassMix's uniform pixel weight (0.968), in ``[0, 1]``.
+        unsup_weight: weight of the unsupervised term (ClassMix: 1.0), ``>= 0``.
+        ema_alpha: maximum EMA decay of the teacher (0.99), in ``[0, 1]``.
+        rampup_iters: sigmoid ramp-up of the unsupervised weight over this many iterations (0: off, as ClassMix),
+            an integer ``>= 0``.
         unsup_loss: ``"ce"`` (ClassMix) or ``"dice"``/``"ce+dice"`` (the scalar weight then multiplies the loss).
         strong_augment: strong-view callable; default ``StrongAugment()``.
         sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
@@ -71,11 +85,13 @@ class ClassMix(Method):
         sup_loss: Callable | None = None,
     ) -> None:
         super().__init__(num_classes, sup_loss)
-        self.conf_threshold = float(conf_threshold)
-        self.unsup_weight = float(unsup_weight)
-        self.unsup_loss = unsup_loss
-        unsupervised_loss(unsup_loss, torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), None)
-        self.strong_augment = build_strong_augment(strong_augment)
+        owner = type(self).__name__
+        self.conf_threshold = check_probability(owner, "conf_threshold", conf_threshold, "a confidence threshold")
+        self.unsup_weight = check_weight(owner, "unsup_weight", unsup_weight)
+        ema_alpha = check_probability(owner, "ema_alpha", ema_alpha, "an EMA decay")
+        rampup_iters = check_int(owner, "rampup_iters", rampup_iters, 0, "a number of iterations")
+        self.unsup_loss = check_choice(owner, "unsup_loss", unsup_loss, UNSUP_LOSSES)
+        self.strong_augment = build_strong_augment(strong_augment, owner)
         self.ema = EMATeacher(network, alpha=ema_alpha)
         self.handlers.append(self.ema)
         add_rampup(self, rampup_iters)

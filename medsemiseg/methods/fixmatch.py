@@ -36,7 +36,18 @@ import torch
 from medsemiseg.losses import unsupervised_loss
 from medsemiseg.transforms.mixing import cutmix_box_mask, mix
 
-from .base import Method, build_strong_augment, confidence_and_label, label_map, partner, student_forward
+from .base import (
+    UNSUP_LOSSES,
+    Method,
+    build_strong_augment,
+    check_choice,
+    check_flag,
+    check_probability,
+    confidence_and_label,
+    label_map,
+    partner,
+    student_forward,
+)
 
 __all__ = ["FixMatch", "cutmix_strong_view"]
 
@@ -59,8 +70,8 @@ class FixMatch(Method):
 
     Args:
         num_classes: classes including background.
-        conf_threshold: pseudo-label confidence threshold (0.95).
-        cutmix_p: probability of a CutMix box per sample (0.5).
+        conf_threshold: pseudo-label confidence threshold (0.95), in ``[0, 1]``.
+        cutmix_p: probability of a CutMix box per sample (0.5), in ``[0, 1]``.
         unsup_loss: ``"dice"`` (medical reference, default), ``"ce"`` or ``"ce+dice"``.
         strong_augment: strong-view callable; default ``StrongAugment()``.
         sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
@@ -79,12 +90,12 @@ class FixMatch(Method):
         joint_forward: bool = False,
     ) -> None:
         super().__init__(num_classes, sup_loss)
-        self.joint_forward = bool(joint_forward)
-        unsupervised_loss(unsup_loss, torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), None)
-        self.conf_threshold = float(conf_threshold)
-        self.cutmix_p = float(cutmix_p)
-        self.unsup_loss = unsup_loss
-        self.strong_augment = build_strong_augment(strong_augment)
+        owner = type(self).__name__
+        self.joint_forward = check_flag(owner, "joint_forward", joint_forward)
+        self.unsup_loss = check_choice(owner, "unsup_loss", unsup_loss, UNSUP_LOSSES)
+        self.conf_threshold = check_probability(owner, "conf_threshold", conf_threshold, "a confidence threshold")
+        self.cutmix_p = check_probability(owner, "cutmix_p", cutmix_p)
+        self.strong_augment = build_strong_augment(strong_augment, owner)
 
     def _student_forwards(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
         """Student on the labelled and weak batches: ``(labelled logits, weak logits)``; features go to ``out``.

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from medsemiseg.handlers.discriminator import DiscriminatorStep
 
-from .base import Method, student_forward
+from .base import Method, check_choice, check_int, check_real, check_weight, student_forward
 
 __all__ = ["SUFD"]
 
@@ -59,13 +59,14 @@ class SUFD(Method):
     Args:
         base: the base method (ClassMix, SupMix, FixMatch, UniMatch...); its loss, pred, terms and handlers are kept.
         discriminator: ``FeatureDiscriminator(in_channels=...)`` judging the chosen feature map.
-        adv_weight: weight of the adversarial term in the segmentation loss (0.001).
-        warmup_iters: iterations without the adversarial term (``D`` trains from the start).
-        feature_index: which ``network.encode`` level to use (-1: the deepest).
+        adv_weight: weight of the adversarial term in the segmentation loss (0.001), ``>= 0`` (0: no adversarial
+            term, ``D`` still trains).
+        warmup_iters: iterations without the adversarial term (``D`` trains from the start), an integer ``>= 0``.
+        feature_index: which ``network.encode`` level to use (-1: the deepest), an integer.
         feature_source: ``"encoder"`` (default) or ``"prediction"`` (soft-max maps, AdvSemiSeg-style).
-        d_lr: discriminator learning rate (Adam, 1e-4).
-        d_betas: Adam betas (0.9, 0.99).
-        d_optimizer: a ready optimiser for ``D`` instead of Adam(d_lr, d_betas).
+        d_lr: discriminator learning rate (Adam, 1e-4), ``> 0``.
+        d_betas: Adam betas (0.9, 0.99), two numbers in ``[0, 1)``.
+        d_optimizer: a ready ``torch.optim.Optimizer`` for ``D`` instead of Adam(d_lr, d_betas).
     """
 
     def __init__(
@@ -84,14 +85,35 @@ class SUFD(Method):
             raise TypeError(f"SUFD(base=...) must be a medsemiseg method, got {type(base).__name__}.")
         if base.requires_unlabeled is False:
             raise ValueError("SUFD needs unlabelled images; its base method must be semi-supervised (not 'supervised').")
-        if feature_source not in ("encoder", "prediction"):
-            raise ValueError(f"SUFD(feature_source={feature_source!r}): use 'encoder' or 'prediction'.")
+        owner = "SUFD"
+        check_choice(owner, "feature_source", feature_source, ("encoder", "prediction"))
+        if not isinstance(discriminator, torch.nn.Module):
+            raise TypeError(
+                f"SUFD(discriminator=...): must be a torch.nn.Module, got a {type(discriminator).__name__}."
+            )
+        adv_weight = check_weight(owner, "adv_weight", adv_weight, "an adversarial weight")
+        warmup_iters = check_int(owner, "warmup_iters", warmup_iters, 0, "a number of iterations")
+        feature_index = check_int(owner, "feature_index", feature_index, None, "an encoder level index")
+        if d_optimizer is None:
+            d_lr = check_real(owner, "d_lr", d_lr, 0.0, low_open=True, what="a learning rate")
+            bad_betas = ValueError(f"SUFD(d_betas={d_betas!r}): must be two Adam betas in [0, 1), e.g. (0.9, 0.99).")
+            if isinstance(d_betas, (str, bytes)) or not isinstance(d_betas, Sequence) or len(d_betas) != 2:
+                raise bad_betas
+            try:
+                d_betas = tuple(check_real(owner, "d_betas", b, 0.0, 1.0, high_open=True) for b in d_betas)
+            except (TypeError, ValueError):
+                raise bad_betas from None
+        elif not isinstance(d_optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"SUFD(d_optimizer={d_optimizer!r}): must be a torch.optim.Optimizer over the discriminator's "
+                "parameters, or None (Adam with d_lr, d_betas)."
+            )
         super().__init__(base.num_classes, base.sup_loss)
         self.base = base
         self.discriminator = discriminator
-        self.adv_weight = float(adv_weight)
-        self.warmup_iters = int(warmup_iters)
-        self.feature_index = int(feature_index)
+        self.adv_weight = adv_weight
+        self.warmup_iters = warmup_iters
+        self.feature_index = feature_index
         self.feature_source = feature_source
         base.capture = (feature_source, self.feature_index if feature_source == "encoder" else None)
         self.discriminator_step = DiscriminatorStep(discriminator, optimizer=d_optimizer, lr=d_lr, betas=d_betas)

@@ -31,7 +31,7 @@ import torch
 from medsemiseg.losses import unsupervised_loss
 from medsemiseg.transforms.mixing import select_supmix_classes, supmix_paste
 
-from .base import build_strong_augment, label_map, pair_indices
+from .base import build_strong_augment, check_choice, check_flag, check_int, label_map, pair_indices
 from .classmix import ClassMix, classmix_unlabeled
 
 __all__ = ["SupMix"]
@@ -79,24 +79,40 @@ class SupMix(ClassMix):
             ema_alpha=ema_alpha,
             rampup_iters=rampup_iters,
             unsup_loss=unsup_loss,
-            strong_augment=build_strong_augment(strong_augment),
+            strong_augment=build_strong_augment(strong_augment, type(self).__name__),
             sup_loss=sup_loss,
         )
+        owner = type(self).__name__
         mode = str(supmix_mode).lower()
         if mode not in ("fixed", "all", "random_half"):
-            raise ValueError(f"SupMix(supmix_mode={supmix_mode!r}): use 'fixed', 'all' or 'random_half'.")
-        if mode == "fixed":
-            if not supmix_classes:
-                raise ValueError("SupMix(supmix_mode='fixed') needs supmix_classes=[...], e.g. [1].")
-            bad = [c for c in supmix_classes if not 0 <= int(c) < self.num_classes]
-            if bad:
-                raise ValueError(f"SupMix(supmix_classes={list(supmix_classes)}): {bad} outside 0..{self.num_classes - 1}.")
-        pair_indices(1, 1, labeled_pairing)  # validate now
+            raise ValueError(f"{owner}(supmix_mode={supmix_mode!r}): must be one of 'fixed', 'all', 'random_half'.")
+        if supmix_classes is not None and (
+            isinstance(supmix_classes, (str, bytes)) or not isinstance(supmix_classes, (list, tuple))
+        ):
+            raise TypeError(
+                f"{owner}(supmix_classes={supmix_classes!r}): must be a list of class ids in "
+                f"0..{self.num_classes - 1}, e.g. [1]."
+            )
+        try:
+            classes = [check_int(owner, "supmix_classes", c, None, "a class id") for c in supmix_classes or ()]
+        except TypeError:
+            raise TypeError(
+                f"{owner}(supmix_classes={supmix_classes!r}): must be a list of class ids (integers) in "
+                f"0..{self.num_classes - 1}, e.g. [1]."
+            ) from None
+        bad = [c for c in classes if not 0 <= c < self.num_classes]
+        if bad:
+            raise ValueError(
+                f"{owner}(supmix_classes={list(supmix_classes)}): {bad} outside the valid range "
+                f"0..{self.num_classes - 1}."
+            )
+        if mode == "fixed" and not classes:
+            raise ValueError(f"{owner}(supmix_mode='fixed') needs supmix_classes=[...], e.g. [1].")
         self.supmix_mode = mode
-        self.supmix_classes = [int(c) for c in supmix_classes] if supmix_classes else None
-        self.include_background = bool(include_background)
-        self.with_classmix = bool(with_classmix)
-        self.labeled_pairing = labeled_pairing
+        self.supmix_classes = classes or None
+        self.include_background = check_flag(owner, "include_background", include_background)
+        self.with_classmix = check_flag(owner, "with_classmix", with_classmix)
+        self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
 
     def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
         x_u = self._require_unlabeled(unlabeled, "SupMix")

@@ -18,7 +18,7 @@ import torch
 
 from medsemiseg.losses import unsupervised_loss
 
-from .base import confidence_and_label, dropout_features, label_map
+from .base import check_probability, check_weight, confidence_and_label, dropout_features, label_map
 from .fixmatch import FixMatch, cutmix_strong_view
 
 __all__ = ["UniMatch"]
@@ -31,8 +31,9 @@ class UniMatch(FixMatch):
         num_classes: classes including background.
         conf_threshold: pseudo-label confidence threshold (0.95).
         cutmix_p: probability of a CutMix box per sample and view (0.5).
-        fp_dropout: ``Dropout2d`` probability of the feature perturbation (0.5).
-        loss_weights: weights of ``(L_s1, L_s2, L_fp)`` (0.25, 0.25, 0.5); the total is halved as in the reference.
+        fp_dropout: ``Dropout2d`` probability of the feature perturbation (0.5), in ``[0, 1]``.
+        loss_weights: weights ``>= 0`` of ``(L_s1, L_s2, L_fp)`` (0.25, 0.25, 0.5); the total is halved as in the
+            reference.
         unsup_loss: ``"dice"`` (default), ``"ce"`` or ``"ce+dice"``.
         strong_augment, sup_loss, joint_forward: as :class:`~.fixmatch.FixMatch`.
     """
@@ -50,10 +51,17 @@ class UniMatch(FixMatch):
         joint_forward: bool = False,
     ) -> None:
         super().__init__(num_classes, conf_threshold, cutmix_p, unsup_loss, strong_augment, sup_loss, joint_forward)
-        if len(loss_weights) != 3:
-            raise ValueError(f"UniMatch(loss_weights=...) needs three weights (s1, s2, fp), got {loss_weights}.")
-        self.fp_dropout = float(fp_dropout)
-        self.loss_weights = tuple(float(w) for w in loss_weights)
+        owner = type(self).__name__
+        bad_weights = ValueError(
+            f"{owner}(loss_weights={loss_weights!r}): needs three weights >= 0 (s1, s2, fp), e.g. (0.25, 0.25, 0.5)."
+        )
+        if isinstance(loss_weights, (str, bytes)) or not isinstance(loss_weights, Sequence) or len(loss_weights) != 3:
+            raise bad_weights
+        self.fp_dropout = check_probability(owner, "fp_dropout", fp_dropout, "a dropout probability")
+        try:
+            self.loss_weights = tuple(check_weight(owner, "loss_weights", w) for w in loss_weights)
+        except (TypeError, ValueError):
+            raise bad_weights from None
 
     def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
         x_u = self._require_unlabeled(unlabeled, "UniMatch")

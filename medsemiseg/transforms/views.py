@@ -1,9 +1,9 @@
 """Weak and strong views of an image for consistency-based semi-supervised learning.
 
-* Weak view: geometric augmentation (random crop or resize, flips, 90-degree rotations) applied to image and label
-  together in the data pipeline. These are ordinary MONAI dictionary transforms; :func:`weak_transforms` returns
-  the list a bundle puts into its training preprocessing (labelled and unlabelled items alike: keys missing from
-  unlabelled items are skipped).
+* Weak view: geometric augmentation (random crop or resize, flips, 90-degree rotations for square sizes) applied to
+  image and label together in the data pipeline. These are ordinary MONAI dictionary transforms;
+  :func:`weak_transforms` returns the list a bundle puts into its training preprocessing (labelled and unlabelled
+  items alike: keys missing from unlabelled items are skipped).
 * Strong view: photometric perturbation of an already-loaded batch, on the device, inside the method
   (:class:`StrongAugment`). It only changes intensities, never geometry, so the pseudo-label computed on the weak
   view stays aligned with the strong view pixel for pixel, and it never sees labels.
@@ -188,7 +188,9 @@ def weak_transforms(
             images, nearest for labels).
         label_keys: keys holding label maps (nearest-neighbour interpolation, no smoothing).
         prob_flip: probability of a flip along each spatial axis (two independent flips).
-        prob_rot90: probability of a rotation by 90, 180 or 270 degrees.
+        prob_rot90: probability of a rotation by 90, 180 or 270 degrees. Only for a square ``spatial_size``: a
+            90/270-degree rotation would swap a non-square view's axes (and items of one batch must share a size),
+            so a non-square size gets the two flips alone, which already include the 180-degree rotation.
         rotate_degrees: optional extra rotation in ``[-d, d]`` degrees (UniMatch medical's +-20 alternative).
         prob_rotate: probability of that extra rotation.
         allow_missing_keys: skip keys an item lacks (unlabelled items have no label), so one list serves both.
@@ -219,8 +221,11 @@ def weak_transforms(
     xforms += [
         RandFlipd(keys, prob=prob_flip, spatial_axis=0, allow_missing_keys=amk),
         RandFlipd(keys, prob=prob_flip, spatial_axis=1, allow_missing_keys=amk),
-        RandRotate90d(keys, prob=prob_rot90, max_k=3, spatial_axes=(0, 1), allow_missing_keys=amk),
     ]
+    if int(spatial_size[0]) == int(spatial_size[1]):
+        # 90/270 degrees would transpose a non-square view (X, Y) -> (Y, X), and items of one batch must share a
+        # size; there the two flips above already give the 180-degree rotation
+        xforms.append(RandRotate90d(keys, prob=prob_rot90, max_k=3, spatial_axes=(0, 1), allow_missing_keys=amk))
     if rotate_degrees:
         rad = math.radians(float(rotate_degrees))
         xforms.append(
