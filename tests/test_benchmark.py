@@ -170,6 +170,14 @@ def test_train_command_carries_overrides_in_precedence_order(tmp_path):
         ({"bundle": "/nonexistent/bundle"}, "does not exist"),
         ({"typo_key": 1}, "unknown key"),
         ({"fractions": [{"value": "1/8"}]}, "labelled fraction must be"),
+        ({"seeds": [0, 0]}, "seed twice"),
+        ({"fractions": ["1/0"]}, "'1/0'"),
+        ({"fractions": ["0"]}, "labelled fraction '0'"),
+        ({"fractions": ["3/2"]}, r"must be in \(0, 1\]"),
+        ({"plots": {"fraction": "1/3"}}, "'plots: fraction' '1/3' is not one of the grid's fractions"),
+        ({"cell_timeout_s": 0}, "cell_timeout_s"),
+        ({"cell_timeout_s": -5}, "cell_timeout_s"),
+        ({"output_dir": ""}, "output_dir"),
     ],
 )
 def test_bad_config_raises_one_clear_error_naming_the_file(tmp_path, change, message):
@@ -416,6 +424,9 @@ def test_published_table_is_shown_as_written_and_compared_with_ours(tmp_path):
         ("fraction,method,miou\n1/8,Ours,70\n", {"source": ""}, "needs 'source'"),
         ("fraction,method,miou\n1/8,Ours,70\n", {"file": "missing.csv"}, "missing.csv does not exist"),
         ("fraction,method,miou\n1/8,Ours,70\n", {"table": 2}, "unknown key"),
+        ("fraction,method,miou\n1/8,Ours,70\n", {"methods": {"Ours": "supmix_sufdd"}},
+         "not one of our methods.*did you mean 'supmix_sufd'"),
+        ("fraction,method,miou\n1/8,Ours,70\n1/4,Ours,71\n1/8,Ours,72\n", {}, r"line 4: \(1/8, Ours\) repeats line 2"),
     ],
 )
 def test_bad_published_table_stops_the_grid_before_it_runs(tmp_path, csv_text, spec, message):
@@ -735,3 +746,241 @@ def test_projection_warns_only_when_the_cost_report_settings_differ(tmp_path, ca
     cost.write_text(json.dumps({**report, "settings": {**settings, "batch_size": 16}}))
     assert projection_main([str(cfg.source), "--cost", str(cost)]) == 0
     assert "batch_size: 16 vs 2" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# audit fixes: staleness of unfinished cells, report safety, validation, attempts, interrupt, lock, cost/analysis
+# ---------------------------------------------------------------------------------------------------------------
+
+def _one_cell(tmp_path, **extra):
+    kw = dict(seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    kw.update(extra)
+    return load_config(_write_config(tmp_path, **kw))
+
+
+@pytest.mark.parametrize("state", ["trained", "failed", "partial"])
+def test_unfinished_cell_run_with_other_settings_is_stale_not_resumed(tmp_path, monkeypatch, state):
+    """A trained / failed / interrupted cell must not be resumed from a checkpoint made with other settings."""
+    cfg = _one_cell(tmp_path, overrides={"max_epochs": 1, "batch_size": 4})
+    cell = grid.enumerate_cells(cfg)[0]
+    step = "evaluating" if state == "trained" else "training"
+    monkeypatch.setenv("FAKE_FAIL", f"{step}:supervised/1/8/0")
+    (res,), _ = _run(cfg)
+    assert res.status == "failed"
+    if state == "partial":  # a killed runner: no marker but started.json (and a checkpoint)
+        (cell.directory / grid.FAILED).unlink()
+        (cell.directory / "checkpoint_epoch=4.pt").write_text("old weights")
+    assert grid.cell_status(cfg, cell) == state
+    monkeypatch.delenv("FAKE_FAIL")
+    cfg2 = _one_cell(tmp_path, overrides={"max_epochs": 1, "batch_size": 2})
+    assert grid.cell_status(cfg2, cell) == "stale"
+    with pytest.raises(ConfigError, match="different command") as info:
+        _run(cfg2)
+    assert "--batch_size 4 -> 2" in str(info.value)  # the error says what changed
+    (res2,), lines = _run(cfg2, rerun_stale=True)
+    assert res2.status == "done" and any("moved to" in ln for ln in lines)
+    assert (cell.directory.parent / "seed0.stale-1").is_dir()
+    assert (cell.directory / "calls.txt").read_text().split() == ["training", "evaluating", "inferring"]
+    assert not (cell.directory / "checkpoint_epoch=4.pt").exists()
+
+
+def test_cells_written_before_the_new_markers_are_not_stale(tmp_path):
+    """Old cells lack started.json / eval_command: unknown is not stale (existing grids stay finished)."""
+    cfg = _one_cell(tmp_path)
+    _run(cfg)
+    cell = grid.enumerate_cells(cfg)[0]
+    done = json.loads((cell.directory / grid.DONE).read_text())
+    del done["eval_command"]
+    (cell.directory / grid.DONE).write_text(json.dumps(done))
+    (cell.directory / grid.STARTED).unlink()
+    assert grid.cell_status(cfg, cell) == "done"
+    old_partial = grid.enumerate_cells(_one_cell(tmp_path, seeds=[1]))[0]
+    old_partial.directory.mkdir(parents=True)
+    (old_partial.directory / "checkpoint_epoch=2.pt").write_text("x")
+    assert grid.cell_status(cfg, old_partial) == "partial"
+
+
+def test_changed_evaluation_settings_make_a_cell_stale_and_re_evaluate_only(tmp_path):
+    cfg = _one_cell(tmp_path)
+    _run(cfg)
+    cell = grid.enumerate_cells(cfg)[0]
+    cfg2 = _one_cell(tmp_path, evaluate={"workflow": "evaluating", "config_file": "evaluate.json",
+                                         "overrides": {"eval_batch": 4}})
+    assert grid.cell_status(cfg2, cell) == "stale"
+    assert grid.stale_changes(cfg2, cell) == ("evaluation", ["--eval_batch (not set) -> 4"])
+    with pytest.raises(ConfigError, match="evaluation command"):
+        _run(cfg2)
+    (res,), _ = _run(cfg2, rerun_stale=True)
+    assert res.status == "done" and grid.cell_status(cfg2, cell) == "done"
+    assert (cell.directory / "done.stale-1.json").is_file()  # the old result is kept, the model is not retrained
+    assert (cell.directory / "calls.txt").read_text().split() == ["training", "evaluating", "inferring",
+                                                                  "evaluating", "inferring"]
+
+
+def test_command_diff_names_each_changed_argument():
+    old = ["python", "-m", "x", "training", "--a", "1", "--b", "2", "--c", "3"]
+    new = ["python", "-m", "x", "training", "--a", "1", "--b", "5", "--d", "4"]
+    assert grid.command_diff(old, new) == ["--b 2 -> 5", "--c 3 -> (not set)", "--d (not set) -> 4"]
+    assert grid.command_diff(old, old[:4] + ["--b", "2", "--a", "1", "--c", "3"]) == [
+        "the same arguments in another order"]
+
+
+def test_report_only_refuses_stale_cells_and_keeps_the_last_report(tmp_path, capsys):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    assert cli_main([str(path), "--no-progress"]) == 0
+    md = tmp_path / "runs" / "chase" / "results.md"
+    before = md.read_text()
+    assert "| 1/8 | supervised |" in before
+    _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None,
+                  overrides={"max_epochs": 3, "log_curves": True})
+    capsys.readouterr()
+    assert cli_main([str(path), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert "different command" in err and "--max_epochs 1 -> 3" in err
+    assert md.read_text() == before
+    # a filtered run whose own cells are not stale still must not replace the table by one without the stale cells
+    path2 = _write_config(tmp_path, seeds=[0], methods=["supervised", "classmix"], fractions=["1/8"],
+                          upper_bound=None, overrides={"max_epochs": 3, "log_curves": True})
+    assert cli_main([str(path2), "--no-progress", "--methods", "classmix"]) == 2
+    assert md.read_text() == before
+
+
+def test_cli_filters_must_match_the_grid(tmp_path, capsys):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"])
+    assert cli_main([str(path), "--dry-run", "--methods", "fixmach"]) == 2
+    assert "--methods fixmach not in the grid; its values are supervised fixmatch" in capsys.readouterr().err
+    assert cli_main([str(path), "--dry-run", "--fractions", "1/3"]) == 2
+    assert "its values are 1/8 full" in capsys.readouterr().err
+    assert cli_main([str(path), "--dry-run", "--seeds", "7"]) == 2
+    assert cli_main([str(path), "--dry-run", "--methods", "fixmatch", "--fractions", "full"]) == 2
+    assert "no cell of the grid matches" in capsys.readouterr().err
+    assert cli_main([str(path), "--dry-run", "--methods", "fixmatch"]) == 0
+
+
+def test_dry_run_report_only_writes_nothing(tmp_path):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    assert cli_main([str(path), "--dry-run", "--report-only"]) == 0
+    assert not (tmp_path / "runs").exists()
+
+
+def test_override_keys_are_checked_against_the_bundle_config(tmp_path):
+    keys = {"max_epochs": 10, "log_curves": False, "batch_size": 2, "train": {"checkpointer": {}}, "eval_batch": 1}
+    path = _write_config(tmp_path, method_overrides={})
+    (tmp_path / "bundle" / "train.json").write_text(json.dumps(keys))
+    load_config(path)  # every key known
+    bad = [({"overrides": {"max_epoch": 3}}, r"'overrides' key 'max_epoch' .* did you mean 'max_epochs'"),
+           ({"method_overrides": {"classmix": {"bach_size": 3}}}, r"'method_overrides: classmix' key 'bach_size'"),
+           ({"cell_overrides": [{"overrides": {"trian#checkpointer#n_saved": 3}}]},
+            r"'trian#checkpointer#n_saved'.*'train'"),
+           ({"evaluate": {"overrides": {"eval_bach": 3}}}, r"'evaluate: overrides' key 'eval_bach'")]
+    for change, message in bad:
+        p = _write_config(tmp_path, **{"method_overrides": {}, **change})
+        (tmp_path / "bundle" / "train.json").write_text(json.dumps(keys))
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(p)
+        assert str(p) in str(info.value)
+    p = _write_config(tmp_path, method_overrides={}, cell_overrides=[{"overrides": {"train#checkpointer#n_saved": 3}}])
+    (tmp_path / "bundle" / "train.json").write_text(json.dumps(keys))
+    load_config(p)  # nested path: its first segment exists
+
+
+def test_failed_and_unfinished_cells_are_listed_under_the_table(tmp_path, monkeypatch, capsys):
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"],
+                         upper_bound=None)
+    monkeypatch.setenv("FAKE_FAIL", "training:fixmatch/1/8/0")
+    assert cli_main([str(path), "--no-progress"]) == 1
+    md = (tmp_path / "runs" / "chase" / "results.md").read_text()
+    assert "Not in the table" in md and "failed: 1 cell(s): chase/fixmatch/1/8/seed0 (training, exit 3)" in md
+    capsys.readouterr()
+    assert cli_main([str(path), "--report-only"]) == 0
+    assert "not in the table: failed: 1 cell(s): chase/fixmatch/1/8/seed0" in capsys.readouterr().out
+
+
+def test_training_time_accumulates_over_attempts_and_feeds_the_projection(tmp_path, monkeypatch):
+    cfg = _one_cell(tmp_path)
+    cell = grid.enumerate_cells(cfg)[0]
+    cmd = grid._portable(cfg.train_command(cell))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid, "_run_logged", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        grid.run_cell(cfg, cell)
+    started = json.loads((cell.directory / grid.STARTED).read_text())
+    assert started["train_command"] == cmd
+    assert started["attempts"][0]["outcome"] == "interrupted" and started["attempts"][0]["train_s"] is not None
+    started["attempts"][0]["train_s"] = 100.0  # the interrupted attempt had trained for 100 s
+    (cell.directory / grid.STARTED).write_text(json.dumps(started))
+    monkeypatch.undo()
+    (res,), _ = _run(cfg)
+    done = json.loads((cell.directory / grid.DONE).read_text())
+    assert res.status == "done" and 100.0 <= done["train_s"] < 160.0 and done["train_attempts"] == 2
+    from medsemiseg.benchmark.projection import _finished_cells
+
+    (tmp_path / "bundle" / "train.json").write_text(json.dumps(_TRAIN_DEFAULTS))
+    (f,) = _finished_cells(cfg, {"supervised": 0.1}, grid.iter_done(cfg))
+    assert f.train_s == done["train_s"]
+
+
+def test_ctrl_c_stops_with_a_resume_hint_and_exit_130(tmp_path, monkeypatch, capsys):
+    import medsemiseg.benchmark.__main__ as bench_main
+
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_main, "run_grid", ctrl_c)
+    assert cli_main([str(path), "--no-progress"]) == 130
+    assert "interrupted: rerun the same command to resume (finished cells are kept)" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "chase" / "runner.lock").exists()  # released
+
+
+def test_runner_lock_refuses_a_live_runner_and_takes_over_a_dead_one(tmp_path, capsys):
+    import socket
+    import subprocess
+
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    lock = tmp_path / "runs" / "chase" / "runner.lock"
+    lock.parent.mkdir(parents=True)
+    live = os.getppid()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": live, "since": "x"}))
+    assert cli_main([str(path), "--no-progress"]) == 2
+    assert f"pid {live}" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "chase" / "supervised").exists()  # nothing ran
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": "x"}))
+    assert cli_main([str(path), "--no-progress"]) == 0
+    assert not lock.exists()
+
+
+def test_cost_in_process_hides_cpu_peak_memory_and_cuda_needs_a_gpu(capsys):
+    from medsemiseg.benchmark.cost import cost_table
+    from medsemiseg.benchmark.cost import main as cost_main
+
+    r = {"method": "supervised", "s_per_iter": 0.1, "s_per_iter_q1": 0.1, "s_per_iter_q3": 0.1, "peak_mem_mb": 12.0,
+         "flops_per_iter": 1e9, "flops_floor": 1e9, "measured_over_floor": 1.0, "floor_passes": "3F"}
+    report = {"settings": {"task": "covid", "network": "unet", "image_size": 32, "batch_size": 2,
+                           "unlabeled_batch_size": 2, "device": "cpu", "amp": False, "iters": 2, "warmup": 1},
+              "machine": "m", "date": "d", "results": [r], "in_process": True}
+    md = cost_table(report)
+    assert "n/a (in-process)" in md and "| 12 |" not in md
+    assert "| 12 |" in cost_table({**report, "in_process": False})
+    import torch
+
+    if not torch.cuda.is_available():
+        assert cost_main(["--device", "cuda", "--methods", "supervised", "fixmatch"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("no CUDA device") == 1 and "Traceback" not in err
+
+
+def test_analysis_names_an_unknown_fraction_or_method(tmp_path, capsys):
+    from medsemiseg.benchmark.analysis import main as analysis_main
+
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    assert analysis_main([str(path), "--fraction", "1/16"]) == 2
+    assert "--fraction 1/16 is not in the grid" in capsys.readouterr().err
+    assert analysis_main([str(path), "--methods", "classmix"]) == 2
+    assert "its values are supervised" in capsys.readouterr().err

@@ -9,15 +9,17 @@ Examples::
 
 Rerunning the same command skips every finished cell (``done.json``) and retries failed or interrupted ones.
 Exit status: 0 when every cell of the grid is finished, 1 when some failed (their ``failed.json`` says why),
-2 for a configuration error.
+2 for a configuration error (also: stale cells, a filter value the grid does not have, another runner holding the
+grid's ``runner.lock``), 130 when interrupted (Ctrl-C; rerun the same command to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
-from .grid import ConfigError, load_config, run_grid
+from .grid import ConfigError, enumerate_cells, grid_lock, load_config, not_in_table, run_grid, stale_error
 from .report import make_report
 
 
@@ -56,42 +58,84 @@ def _exit_on_sigterm() -> None:
         pass
 
 
+def _check_filters(cfg, args) -> None:
+    """A filter value the grid does not have (a typo, another grid's fraction) is an error, not an empty run."""
+    cells = enumerate_cells(cfg)
+    for name, given, have in (("--methods", args.methods, cfg.methods),
+                              ("--fractions", args.fractions, [f.label for f in cfg.fractions]),
+                              ("--seeds", args.seeds, cfg.seeds)):
+        bad = [v for v in (given or []) if v not in have]
+        if bad:
+            raise ConfigError(f"{cfg.source}: {name} {' '.join(map(str, bad))} not in the grid; "
+                              f"its values are {' '.join(map(str, have))}")
+    if (args.methods or args.fractions or args.seeds) and not any(_matches(c, args) for c in cells):
+        raise ConfigError(f"{cfg.source}: no cell of the grid matches --methods/--fractions/--seeds together "
+                          "(e.g. the full-label column has supervised only)")
+
+
+def _matches(cell, args) -> bool:
+    return ((not args.methods or cell.method in args.methods)
+            and (not args.fractions or cell.fraction.label in args.fractions)
+            and (not args.seeds or cell.seed in args.seeds))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _exit_on_sigterm()
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        # subprocess.run has killed and awaited the running cell's bundle process; its attempt's seconds are recorded
+        print("\ninterrupted: rerun the same command to resume (finished cells are kept)", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.output_dir and len(args.configs) > 1:
         print("error: --output-dir applies to one config only; give each YAML its own output_dir", file=sys.stderr)
         return 2
     try:
         cfgs = [load_config(c, output_dir=args.output_dir) for c in args.configs]
+        for cfg in cfgs:
+            _check_filters(cfg, args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     def only(cell) -> bool:
-        return ((not args.methods or cell.method in args.methods)
-                and (not args.fractions or cell.fraction.label in args.fractions)
-                and (not args.seeds or cell.seed in args.seeds))
+        return _matches(cell, args)
 
     n_failed = 0
     for cfg in cfgs:
-        if not args.report_only:
-            try:
-                results = run_grid(cfg, rerun_failed=not args.no_rerun_failed, rerun_stale=args.rerun_stale,
-                                   dry_run=args.dry_run, progress=not args.no_progress, only=only)
-            except ConfigError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            failed = [r for r in results if r.status == "failed"]
-            n_failed += len(failed)
-            for r in failed:
-                print(f"[benchmark] FAILED {r.cell.key}: {r.message}", file=sys.stderr)
-            if args.dry_run:
-                continue
-        if not args.no_report:
-            written = make_report(cfg)
-            for name, path in written.items():
-                print(f"[benchmark] {cfg.task}: {name} -> {path}")
+        # one runner per grid folder: running cells (not a dry run, not --report-only) holds <task>/runner.lock
+        locking = not args.dry_run and not args.report_only
+        try:
+            with grid_lock(cfg) if locking else contextlib.nullcontext():
+                if not args.report_only:
+                    results = run_grid(cfg, rerun_failed=not args.no_rerun_failed, rerun_stale=args.rerun_stale,
+                                       dry_run=args.dry_run, progress=not args.no_progress, only=only)
+                    failed = [r for r in results if r.status == "failed"]
+                    n_failed += len(failed)
+                    for r in failed:
+                        print(f"[benchmark] FAILED {r.cell.key}: {r.message}", file=sys.stderr)
+                    if args.dry_run:
+                        continue
+                elif args.dry_run:  # --dry-run --report-only: say what the report would hold, write nothing
+                    error = stale_error(cfg, what="--report-only would not write the report.")
+                    if error is not None:
+                        raise error
+                    print(f"[benchmark] {cfg.task}: would write results.csv, summary.csv, results.md and plots "
+                          f"into {cfg.task_dir} (dry run: nothing written)")
+                if args.report_only:
+                    for line in not_in_table(cfg):
+                        print(f"[benchmark] {cfg.task}: not in the table: {line}")
+                if not args.no_report and not args.dry_run:
+                    written = make_report(cfg)
+                    for name, path in written.items():
+                        print(f"[benchmark] {cfg.task}: {name} -> {path}")
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 1 if n_failed else 0
 
 

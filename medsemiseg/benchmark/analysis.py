@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .grid import BenchmarkConfig, Cell, enumerate_cells, fraction_slug, load_config
+from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
 
 __all__ = ["epoch_checkpoints", "hidden_labels", "analyse_cell", "analyse_grid", "plot_analysis", "main"]
 
@@ -200,7 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+")
     p.add_argument("--output-dir", help="the YAML's output_dir unless given")
     a = p.parse_args(argv)
-    cfg = load_config(a.config, output_dir=a.output_dir)
+    try:
+        cfg = load_config(a.config, output_dir=a.output_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    labels = [f.label for f in cfg.fractions]
+    for name, given, have in (("--fraction", [a.fraction], labels), ("--seed", [a.seed], cfg.seeds),
+                              ("--methods", a.methods or [], cfg.methods)):
+        bad = [v for v in given if v not in have]
+        if bad:
+            print(f"error: {name} {' '.join(map(str, bad))} is not in the grid {cfg.source}; its values are "
+                  f"{' '.join(map(str, have))}", file=sys.stderr)
+            return 2
     rows = analyse_grid(cfg, a.fraction, a.seed, a.methods)
     if not rows:
         print("[analysis] nothing to analyse: no epoch checkpoints with hidden labels in these cells", file=sys.stderr)

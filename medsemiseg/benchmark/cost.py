@@ -364,7 +364,9 @@ def run_cost_benchmark(methods: Sequence[str], s: CostSettings, isolate: bool = 
                 r = json.loads(out.read_text())
         else:
             r = measure_method(m, s)
-        log(f"[cost] {m}: {r['s_per_iter']:.3f} s/iter, peak +{r['peak_mem_mb']:.0f} MiB, "
+        peak = ("n/a (in-process)" if not isolate and not s.device.startswith("cuda")
+                else f"+{r['peak_mem_mb']:.0f} MiB")
+        log(f"[cost] {m}: {r['s_per_iter']:.3f} s/iter, peak {peak}, "
             f"{r['flops_per_iter'] / 1e9:.2f} GFLOP/iter (floor {r['flops_floor'] / 1e9:.2f})")
         results.append(r)
     ref = next((r for r in results if r.get("method") == "supervised" and "error" not in r), None)
@@ -380,6 +382,7 @@ def run_cost_benchmark(methods: Sequence[str], s: CostSettings, isolate: bool = 
         "machine": _machine(s),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "command": "python -m medsemiseg.benchmark.cost " + " ".join(sys.argv[1:]),
+        "in_process": not isolate,  # CPU peak memory is then not per method (cost_table prints n/a)
         "results": results,
     }
 
@@ -400,15 +403,21 @@ def cost_table(report: dict[str, Any]) -> str:
         if "error" in r:
             lines.append(f"| {r['method']} | failed | | | | | | | | |")
             continue
+        mem_invalid = report.get("in_process") and not str(s["device"]).startswith("cuda")
+        mem = "n/a (in-process)" if mem_invalid else f"{r['peak_mem_mb']:.0f}"
+        mem_x = "n/a" if mem_invalid else f"{r.get('mem_x_supervised', float('nan')):.2f}"
         lines.append(
             f"| {r['method']} | {r['s_per_iter']:.3f} ({r['s_per_iter_q1']:.3f}–{r['s_per_iter_q3']:.3f}) | "
-            f"{r.get('time_x_supervised', float('nan')):.2f} | {r['peak_mem_mb']:.0f} | "
-            f"{r.get('mem_x_supervised', float('nan')):.2f} | {r['flops_per_iter'] / 1e9:.2f} | "
+            f"{r.get('time_x_supervised', float('nan')):.2f} | {mem} | "
+            f"{mem_x} | {r['flops_per_iter'] / 1e9:.2f} | "
             f"{r.get('flops_x_supervised', float('nan')):.2f} | {r['flops_floor'] / 1e9:.2f} | "
             f"{r['measured_over_floor']:.2f} | {r['floor_passes']} |"
         )
     mem = {r.get("memory_method") for r in report["results"] if "memory_method" in r}
     foot = "\n\nPeak memory: " + "; ".join(sorted(m for m in mem if m)) + "." if mem else ""
+    if report.get("in_process") and not str(s["device"]).startswith("cuda"):
+        foot += ("\n\nPeak memory not shown: measured --in-process, every method shares one process, so the peak "
+                 "resident set size of a method includes the ones measured before it.")
     return head + "\n".join(lines) + foot + "\n"
 
 
@@ -453,6 +462,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--network-kwargs / --method-options must be JSON: {e}")
     if a.iters < 2:
         p.error("--iters must be at least 2 (median and quartiles)")
+    if a.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: --device cuda asked for, but torch sees no CUDA device; use --device cpu", file=sys.stderr)
+            return 2
     report = run_cost_benchmark(a.methods, s, isolate=not a.in_process)
     table = cost_table(report)
     print(table)

@@ -12,21 +12,32 @@ Resumability rests on two marker files written *only after* the step they certif
   section names, after the bundle's inference workflow saved test predictions for the figure); it holds the metrics,
   so the results table is built from ``done.json`` files alone.
 
+``started.json`` is written *before* each training attempt: the training command and, per attempt, its start
+and (once it ends, or is interrupted) its seconds; the cell's ``train_s`` is the sum over its attempts.
+
 A cell with ``done.json`` is never re-run. A cell without it is run again with the same command into the same folder,
-so a bundle that resumes from the checkpoint in its output folder picks up where it stopped. A cell whose
-``done.json`` was written by a *different* command (the YAML changed) is *stale*: the runner refuses to mix it into the
-table and says how to proceed (new ``output_dir``, or ``--rerun-stale`` to move the old cell aside and run it again).
+so a bundle that resumes from the checkpoint in its output folder picks up where it stopped. A cell whose recorded
+training command (in ``done.json``, ``trained.json``, ``started.json`` or a training ``failed.json``) differs from
+the one the YAML now gives — finished, trained, interrupted or failed alike — is *stale*: resuming it would continue
+from a checkpoint made with the old settings. So is a finished cell whose recorded *evaluation* command differs.
+The runner refuses to mix stale cells into the table, names what changed (``--batch_size 4 -> 2``) and says how to
+proceed (new ``output_dir``, or ``--rerun-stale``: a training change moves the old cell aside, ``*.stale-N``, and
+runs it again; an evaluation-only change keeps the trained model, renames ``done.json`` to ``done.stale-N.json`` and
+re-evaluates). Markers written before a field existed lack it; a missing record counts as "unknown", never as stale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import difflib
 import json
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +56,12 @@ __all__ = [
     "load_config",
     "enumerate_cells",
     "cell_status",
+    "stale_changes",
+    "stale_error",
+    "command_diff",
+    "grid_status",
+    "not_in_table",
+    "grid_lock",
     "run_cell",
     "run_grid",
     "parse_metrics",
@@ -54,6 +71,8 @@ __all__ = [
 DONE = "done.json"
 TRAINED = "trained.json"
 FAILED = "failed.json"
+STARTED = "started.json"
+LOCK = "runner.lock"
 
 #: the methods the engine knows (medsemiseg.methods.create_method); used only to catch typos early.
 KNOWN_METHODS = ("supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd")
@@ -306,6 +325,12 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
     if len(set(slugs)) != len(slugs):
         raise err(f"labelled fractions {labels} map to the same folder names {slugs}")
     for f in fractions:
+        try:
+            from medsemiseg.data.splits import parse_fraction
+
+            parse_fraction(f.value)
+        except ValueError as e:
+            raise err(f"labelled fraction {f.label!r}: {e}") from None
         if f.methods is not None:
             missing = [m for m in f.methods if m not in KNOWN_METHODS]
             if missing:
@@ -316,6 +341,8 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         seeds = [seeds]
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise err("'seeds' must be a non-negative integer or a list of them, e.g. [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise err(f"'seeds' lists a seed twice: {seeds} (the same cell would run twice and count as two seeds)")
 
     overrides = raw.get("overrides") or {}
     if not isinstance(overrides, dict):
@@ -360,7 +387,14 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
     if isinstance(launcher, str):
         launcher = shlex.split(launcher)
 
-    out = Path(output_dir) if output_dir is not None else Path(raw.get("output_dir", f"runs/benchmark/{raw['task']}"))
+    out_raw = output_dir if output_dir is not None else raw.get("output_dir", f"runs/benchmark/{raw['task']}")
+    if not isinstance(out_raw, (str, os.PathLike)) or not str(out_raw).strip():
+        raise err("'output_dir' must be a folder path, e.g. runs/benchmark_quick (an empty one would write into "
+                  "the current folder)")
+    out = Path(out_raw)
+    timeout = raw.get("cell_timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise err(f"'cell_timeout_s' must be a positive number of seconds (or absent for no limit), got {timeout!r}")
     cfg = BenchmarkConfig(
         source=path,
         task=str(raw["task"]),
@@ -397,12 +431,64 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         raise err(f"'table_metric' must be 'iou' (per-image mean) or 'iou_pooled', got {cfg.table_metric!r}")
     if not cfg.bundle.is_dir():
         raise err(f"bundle folder {cfg.bundle} does not exist (run from the repository root, or fix 'bundle')")
+    plot_frac = cfg.plots.get("fraction")
+    if plot_frac is not None and str(plot_frac) not in [f.label for f in cfg.fractions]:
+        raise err(f"'plots: fraction' {plot_frac!r} is not one of the grid's fractions "
+                  f"{[f.label for f in cfg.fractions]}")
+    _check_override_keys(cfg, err)
     if cfg.published is not None:  # a malformed table should stop the grid before hours of training, not after
+        for paper, ours in cfg.published["methods"].items():
+            if ours not in KNOWN_METHODS:
+                close = difflib.get_close_matches(ours, KNOWN_METHODS, n=1)
+                raise err(f"'published: methods' maps {paper!r} to {ours!r}, which is not one of our methods "
+                          f"{list(KNOWN_METHODS)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         try:
             read_published(cfg.published, cfg.classes, KNOWN_METHODS)
         except ValueError as e:
             raise err(f"'published': {e}") from e
     return cfg
+
+
+def _config_keys(cfg: BenchmarkConfig, files: Sequence[str]) -> set[str] | None:
+    """The top-level keys of a bundle's config files (JSON or YAML), or ``None`` when none can be read (or they are
+    empty): then the override keys are not checked."""
+    keys: set[str] = set()
+    for name in files:
+        path = cfg.bundle_file(name)
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        if isinstance(data, dict):
+            keys |= {str(k) for k in data}
+    return keys or None
+
+
+def _check_override_keys(cfg: BenchmarkConfig, err: Callable[[str], ConfigError]) -> None:
+    """Every override key (its first segment for a nested ``a#b`` / ``a::b`` path) must be a key of the bundle's
+    config files, so a misspelt ``max_epoch`` stops the grid instead of being passed through and ignored."""
+    train_keys = _config_keys(cfg, cfg.train_config)
+    sections: list[tuple[str, Iterable[str], set[str] | None, list[str]]] = [
+        ("overrides", cfg.overrides, train_keys, cfg.train_config)]
+    sections += [(f"method_overrides: {m}", ov, train_keys, cfg.train_config) for m, ov in cfg.method_overrides.items()]
+    sections += [(f"cell_overrides[{i}]", r["overrides"], train_keys, cfg.train_config)
+                 for i, r in enumerate(cfg.cell_overrides_rules)]
+    eval_keys = (_config_keys(cfg, cfg.eval_config) or set()) | (train_keys or set())
+    sections.append(("evaluate: overrides", cfg.eval_overrides, eval_keys or None, cfg.eval_config))
+    if cfg.predict_workflow:
+        pred_keys = (_config_keys(cfg, cfg.predict_config) or set()) | (train_keys or set())
+        sections.append(("predict: overrides", cfg.predict_overrides, pred_keys or None, cfg.predict_config))
+    for where, ov, keys, files in sections:
+        if keys is None:
+            continue
+        for key in ov:
+            first = re.split(r"#|::", str(key))[0]
+            if first not in keys:
+                close = difflib.get_close_matches(first, sorted(keys), n=3)
+                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                raise err(f"'{where}' key {key!r} is not a key of the bundle config {files} "
+                          f"(the bundle would ignore it){hint}")
 
 
 def _as_list(v: Any, key: str, err: Callable[[str], ConfigError]) -> list:
@@ -452,14 +538,69 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def cell_status(cfg: BenchmarkConfig, cell: Cell) -> str:
-    """``"done"``, ``"stale"`` (done by another command), ``"trained"`` (evaluation pending), ``"failed"``,
-    ``"partial"`` (started, no marker) or ``"todo"``."""
+def command_diff(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """What differs between a recorded and the current command, one ``--key old -> new`` line per argument."""
+
+    def split(cmd: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        cmd = list(cmd)
+        i = next((k for k, a in enumerate(cmd) if a.startswith("--")), len(cmd))
+        head, rest = cmd[:i], cmd[i:]
+        args: dict[str, str] = {}
+        k = 0
+        while k < len(rest):
+            key = rest[k]
+            if k + 1 < len(rest) and not rest[k + 1].startswith("--"):
+                args[key], k = rest[k + 1], k + 2
+            else:
+                args[key], k = "", k + 1
+        return head, args
+
+    (h_old, a_old), (h_new, a_new) = split(old), split(new)
+    out = []
+    if h_old != h_new:
+        out.append(f"command {shlex.join(h_old)!r} -> {shlex.join(h_new)!r}")
+    for key in list(a_old) + [k for k in a_new if k not in a_old]:
+        if key not in a_new:
+            out.append(f"{key} {a_old[key]} -> (not set)")
+        elif key not in a_old:
+            out.append(f"{key} (not set) -> {a_new[key]}")
+        elif a_old[key] != a_new[key]:
+            out.append(f"{key} {a_old[key]} -> {a_new[key]}")
+    if not out and list(old) != list(new):
+        out.append("the same arguments in another order")
+    return out
+
+
+def stale_changes(cfg: BenchmarkConfig, cell: Cell) -> tuple[str, list[str]] | None:
+    """``("training" | "evaluation", differing arguments)`` when a command recorded in the cell's folder differs
+    from the one the YAML now gives; ``None`` when nothing recorded differs (or nothing is recorded)."""
     d = cell.directory
+    if not d.is_dir():
+        return None
+    train_now = _portable(cfg.train_command(cell))
+    done = _read_json(d / DONE)
+    recorded = [m.get("train_command") for m in (done, _read_json(d / TRAINED), _read_json(d / STARTED)) if m]
+    failed = _read_json(d / FAILED)
+    if failed and failed.get("step") == "training":
+        recorded.append(failed.get("command"))
+    for old in recorded:
+        if old is not None and old != train_now:
+            return "training", command_diff(old, train_now)
+    if done is not None and done.get("eval_command") is not None:
+        eval_now = _portable(cfg.eval_command(cell))
+        if done["eval_command"] != eval_now:
+            return "evaluation", command_diff(done["eval_command"], eval_now)
+    return None
+
+
+def cell_status(cfg: BenchmarkConfig, cell: Cell) -> str:
+    """``"done"``, ``"stale"`` (a recorded command differs from the YAML's: see :func:`stale_changes`),
+    ``"trained"`` (evaluation pending), ``"failed"``, ``"partial"`` (started, no marker) or ``"todo"``."""
+    d = cell.directory
+    if stale_changes(cfg, cell) is not None:
+        return "stale"
     done = _read_json(d / DONE)
     if done is not None:
-        if done.get("train_command") != _portable(cfg.train_command(cell)):
-            return "stale"
         return "done"
     if (d / TRAINED).is_file():
         return "trained"
@@ -584,11 +725,19 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> CellResult:
     train_cmd = cfg.train_command(cell)
     prior = _read_json(d / TRAINED)
     if prior is None or prior.get("train_command") != _portable(train_cmd):
-        rc, tail = _run_logged(train_cmd, d / "train.log", env, cfg.cell_timeout_s)
+        attempts = _start_attempt(d, _portable(train_cmd))
+        outcome = "interrupted"  # Ctrl-C / SIGTERM: the finally below still records this attempt's seconds
+        try:
+            rc, tail = _run_logged(train_cmd, d / "train.log", env, cfg.cell_timeout_s)
+            outcome = "trained" if rc == 0 else f"failed (exit {rc})"
+        finally:
+            attempts = _end_attempt(d, _portable(train_cmd), attempts, outcome)
         if rc != 0:
             return _fail(cell, "training", rc, tail, time.time() - start, train_cmd)
-        _write_json(d / TRAINED, {"train_command": _portable(train_cmd), "train_s": time.time() - start})
-    train_s = (_read_json(d / TRAINED) or {}).get("train_s", time.time() - start)
+        _write_json(d / TRAINED, {"train_command": _portable(train_cmd), "train_s": _attempts_s(attempts),
+                                  "train_attempts": len(attempts)})
+    trained = _read_json(d / TRAINED) or {}
+    train_s = trained.get("train_s", time.time() - start)
 
     eval_start = time.time()
     eval_cmd = cfg.eval_command(cell)
@@ -615,7 +764,8 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> CellResult:
             "labeled_fraction": cell.fraction.value,
             "seed": cell.seed,
             "metrics": metrics,
-            "train_s": train_s,
+            "train_s": train_s,  # summed over the training attempts (started.json)
+            "train_attempts": trained.get("train_attempts"),
             "eval_s": eval_s,
             "train_command": _portable(train_cmd),
             "eval_command": _portable(eval_cmd),
@@ -625,6 +775,34 @@ def run_cell(cfg: BenchmarkConfig, cell: Cell) -> CellResult:
         },
     )
     return CellResult(cell, "done", metrics["miou"], time.time() - start)
+
+
+def _start_attempt(d: Path, train_cmd: list[str]) -> list[dict]:
+    """Record in ``started.json``, before training starts, the command and a new attempt; earlier attempts of the
+    same command (an interrupted or failed run) are kept so their seconds count in the cell's ``train_s``."""
+    started = _read_json(d / STARTED) or {}
+    attempts = list(started.get("attempts") or []) if started.get("train_command") == train_cmd else []
+    attempts.append({"started_at": _dt.datetime.now().isoformat(timespec="seconds"), "train_s": None,
+                     "outcome": "running", "_t0": time.time()})
+    _write_json(d / STARTED, {"train_command": train_cmd, "attempts": [_public(a) for a in attempts]})
+    return attempts
+
+
+def _public(a: dict) -> dict:
+    return {k: v for k, v in a.items() if not k.startswith("_")}
+
+
+def _end_attempt(d: Path, train_cmd: list[str], attempts: list[dict], outcome: str) -> list[dict]:
+    last = attempts[-1]
+    last["train_s"] = time.time() - last.pop("_t0")
+    last["outcome"] = outcome
+    _write_json(d / STARTED, {"train_command": train_cmd, "attempts": [_public(a) for a in attempts]})
+    return attempts
+
+
+def _attempts_s(attempts: list[dict]) -> float:
+    """Training seconds over all attempts (one killed with SIGKILL never recorded its seconds: it counts 0)."""
+    return float(sum(a.get("train_s") or 0.0 for a in attempts))
 
 
 def _fail(cell: Cell, step: str, rc: int, tail: str, elapsed: float, cmd: list[str]) -> CellResult:
@@ -649,6 +827,132 @@ def _move_aside(d: Path) -> Path:
     return target
 
 
+def _move_done_aside(d: Path) -> Path:
+    """An evaluation-only change: keep the trained cell, rename its ``done.json`` to ``done.stale-N.json``."""
+    k = 1
+    while (target := d / f"done.stale-{k}.json").exists():
+        k += 1
+    os.replace(d / DONE, target)
+    return target
+
+
+def stale_error(cfg: BenchmarkConfig, cells: Sequence[Cell] | None = None, what: str = "") -> ConfigError | None:
+    """The error naming the stale cells among ``cells`` (default: the whole grid) and what changed, or ``None``."""
+    stale = []
+    for c in enumerate_cells(cfg) if cells is None else cells:
+        ch = stale_changes(cfg, c)
+        if ch is not None:
+            stale.append((c, ch))
+    if not stale:
+        return None
+    lines = []
+    for c, (step, diff) in stale[:5]:
+        lines.append(f"  {c.key} [{step} command]: " + ("; ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")))
+    if len(stale) > 5:
+        lines.append(f"  ... and {len(stale) - 5} more")
+    return ConfigError(
+        f"{len(stale)} cell(s) in {cfg.output_dir} were run (or started) with a different command than "
+        f"{cfg.source} now gives (recorded -> now):\n" + "\n".join(lines) + "\n"
+        + (what + "\n" if what else "")
+        + "Use another output_dir (--output-dir), or pass --rerun-stale to move those cells aside (renamed *.stale-N) "
+        "and run them again (an evaluation-only change re-evaluates the trained model and keeps the old done.json "
+        "as done.stale-N.json)."
+    )
+
+
+def grid_status(cfg: BenchmarkConfig) -> dict[str, list[Cell]]:
+    """``{status: [cells]}`` over the whole grid (statuses of :func:`cell_status`), in run order."""
+    out: dict[str, list[Cell]] = {}
+    for c in enumerate_cells(cfg):
+        out.setdefault(cell_status(cfg, c), []).append(c)
+    return out
+
+
+def not_in_table(cfg: BenchmarkConfig, limit: int = 8) -> list[str]:
+    """One line per kind of cell missing from the table (failed with the failing step, stale, started, not run)."""
+    st = grid_status(cfg)
+    lines = []
+
+    def names(cells: list[Cell], note: Callable[[Cell], str] = lambda c: "") -> str:
+        shown = ", ".join(c.key + note(c) for c in cells[:limit])
+        return shown + (f", ... and {len(cells) - limit} more" if len(cells) > limit else "")
+
+    def why(c: Cell) -> str:
+        f = _read_json(c.directory / FAILED) or {}
+        return f" ({f.get('step', '?')}, exit {f.get('returncode', '?')})"
+
+    for status, text, note in (("failed", "failed", why), ("stale", "stale (run with another command)", None),
+                               ("trained", "trained, evaluation pending", None),
+                               ("partial", "started, unfinished", None), ("todo", "not run yet", None)):
+        if st.get(status):
+            cells = st[status]
+            lines.append(f"{text}: {len(cells)} cell(s): " + (names(cells, note) if note else names(cells)))
+    return lines
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_HELD_LOCKS: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def grid_lock(cfg: BenchmarkConfig):
+    """Hold ``<output_dir>/<task>/runner.lock`` (host and pid inside) while a runner works on the grid, so two
+    runners never run the same cell at once. A lock left by a dead process on this host is taken over; one held by a
+    live process (or by another host) raises :class:`ConfigError` naming it. Re-entrant within one process."""
+    d = cfg.task_dir
+    path = (d / LOCK).absolute()
+    if path in _HELD_LOCKS:
+        _HELD_LOCKS[path] += 1
+        try:
+            yield path
+        finally:
+            _HELD_LOCKS[path] -= 1
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(),
+          "since": _dt.datetime.now().isoformat(timespec="seconds")}
+    for _ in range(20):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _read_json(path)
+            if other is None:  # being written this instant, or garbage: look again shortly
+                time.sleep(0.05)
+                other = _read_json(path)
+                if other is None:
+                    path.unlink(missing_ok=True)
+                    continue
+            pid, host = other.get("pid"), other.get("host")
+            if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
+                path.unlink(missing_ok=True)  # its runner died (SIGKILL, reboot): take over
+                continue
+            raise ConfigError(
+                f"{d} is in use by another benchmark runner (pid {pid} on host {host}, since {other.get('since')}); "
+                f"wait for it to finish, or if that process is gone, delete {path}"
+            )
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:
+        raise ConfigError(f"could not take the runner lock {path}")
+    _HELD_LOCKS[path] = 1
+    try:
+        yield path
+    finally:
+        _HELD_LOCKS.pop(path, None)
+        if (_read_json(path) or {}).get("pid") == me["pid"]:
+            path.unlink(missing_ok=True)
+
+
 def run_grid(
     cfg: BenchmarkConfig,
     *,
@@ -667,14 +971,10 @@ def run_grid(
     """
     cells = [c for c in enumerate_cells(cfg) if only is None or only(c)]
     statuses = {c.key: cell_status(cfg, c) for c in cells}
-    stale = [c for c in cells if statuses[c.key] == "stale"]
-    if stale and not rerun_stale:
-        names = ", ".join(c.key for c in stale[:5]) + (" ..." if len(stale) > 5 else "")
-        raise ConfigError(
-            f"{len(stale)} finished cell(s) in {cfg.output_dir} were run with a different command than "
-            f"{cfg.source} now gives ({names}). Use another output_dir (--output-dir), or pass --rerun-stale to "
-            "move those cells aside (renamed *.stale-N) and run them again."
-        )
+    if not rerun_stale:
+        error = stale_error(cfg, [c for c in cells if statuses[c.key] == "stale"])
+        if error is not None:
+            raise error
     results: list[CellResult] = []
     todo: list[Cell] = []
     for c in cells:
@@ -701,8 +1001,13 @@ def run_grid(
         bar = tqdm(total=len(todo), desc=f"{cfg.task} cells", unit="cell", file=sys.stderr, dynamic_ncols=True)
     for i, c in enumerate(todo, 1):
         if statuses[c.key] == "stale":
-            moved = _move_aside(c.directory)
-            log(f"[benchmark] stale cell {c.key} moved to {moved}")
+            change = stale_changes(cfg, c)
+            if change is not None and change[0] == "evaluation":
+                moved = _move_done_aside(c.directory)
+                log(f"[benchmark] stale evaluation of {c.key}: {moved.name} kept, re-evaluating the trained model")
+            else:
+                moved = _move_aside(c.directory)
+                log(f"[benchmark] stale cell {c.key} moved to {moved}")
         if bar is not None:
             bar.set_postfix_str(c.key)
         res = runner(cfg, c)

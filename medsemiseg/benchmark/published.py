@@ -100,12 +100,18 @@ def read_published(spec: Mapping[str, Any], classes: Sequence[str] | None, known
         raise ValueError(f"{where}: no value columns; expected 'miou' and/or class names {list(classes or [])}")
     mapping = dict(spec.get("methods") or {})
     table = PublishedTable(source=str(spec["source"]), path=path, classes=present)
+    seen: dict[tuple[str, str], int] = {}
     for i, r in enumerate(raw_rows, start=2):
         r = {(k or "").strip(): (v or "") for k, v in r.items()}
         if not any(v.strip() for v in r.values()):
             continue
         paper_method = r["method"].strip()
         method = mapping.get(paper_method, paper_method)
+        key = (r["fraction"].strip(), method)
+        if key in seen:
+            raise ValueError(f"{where} line {i}: ({key[0]}, {paper_method}) repeats line {seen[key]}; "
+                             "one row per labelled fraction and method")
+        seen[key] = i
         row: dict[str, Any] = {"fraction": r["fraction"].strip(), "paper_method": paper_method,
                                "method": method if method in known_methods else None}
         for c in present + (["miou"] if "miou" in value_cols else []):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .grid import BenchmarkConfig, enumerate_cells, fraction_slug, iter_done
+from .grid import BenchmarkConfig, enumerate_cells, fraction_slug, iter_done, stale_error
 from .results import class_names, collect_rows, summarize, write_tables
 
 __all__ = ["make_report", "learning_curves", "prediction_sets"]
@@ -106,7 +106,13 @@ def _find(d: Path, pattern: str, name: str) -> Path | None:
 
 
 def make_report(cfg: BenchmarkConfig, log=print) -> dict[str, Path]:
-    """Write tables and every figure that has data; return ``{name: path}`` of what was written."""
+    """Write tables and every figure that has data; return ``{name: path}`` of what was written.
+
+    Raises :class:`~medsemiseg.benchmark.grid.ConfigError` and writes nothing when the grid has stale cells: a
+    table without them (or an empty one) must not replace the last good report."""
+    error = stale_error(cfg, what="The report was not written (it would leave those cells out).")
+    if error is not None:
+        raise error
     written = write_tables(cfg)
     rows = collect_rows(cfg)
     if not rows:

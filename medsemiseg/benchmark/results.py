@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .grid import KNOWN_METHODS, BenchmarkConfig, iter_done
+from .grid import KNOWN_METHODS, BenchmarkConfig, iter_done, not_in_table
 from .published import difference_markdown, published_markdown, read_published
 
 __all__ = ["collect_rows", "class_names", "summarize", "markdown_table", "write_csv", "write_summary_csv",
@@ -179,6 +179,10 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
             continue
         title = f"### {cfg.task}: IoU per class and mIoU (%), {METRIC_TEXT[metric]}; mean ± std over seeds"
         parts.append(markdown_table(summ, classes, title) if summ else f"{title}\n\n(no finished cells yet)\n")
+        if metric == cfg.table_metric:
+            missing = not_in_table(cfg)
+            if missing:  # failed, stale or unfinished cells never vanish silently from the table
+                parts.append("Not in the table:\n\n" + "\n".join(f"- {line}" for line in missing) + "\n")
     if cfg.published is not None:
         table = read_published(cfg.published, classes, KNOWN_METHODS)
         parts.append(published_markdown(table, cfg.task))
