@@ -118,8 +118,8 @@ def create_method(name: str, network: torch.nn.Module, num_classes: int, **optio
     try:
         return _create_method(name, network, num_classes, options)
     except (ValueError, TypeError) as err:
-        if type(err) not in (ValueError, TypeError) or str(err).startswith("create_method("):
-            raise
+        if type(err) not in (ValueError, TypeError) or str(err).startswith(("create_method(", "unknown method ")):
+            raise  # already names the method (an unknown name says so itself)
         # the same error with the user's method name in front (kept as the root of the chain, which the bundle CLI
         # prints last), with the original traceback
         raise type(err)(f"create_method({name!r}): {err}").with_traceback(err.__traceback__) from None
