@@ -959,49 +959,31 @@ class TrainCheckpointer:
 
     def _take_lock(self, engine: Any) -> None:
         """One training per ``models/`` folder: a second run into it would overwrite and delete the first one's
-        checkpoints mid-run. The lock (host and pid) is removed when the run completes or its process exits; a lock
-        whose process is gone (killed) is taken over."""
+        checkpoints mid-run (:mod:`medsemiseg.runlock`: host and pid inside; a dead holder's lock is taken over).
+        Released when the run completes or its process exits; a failed run's lock left in a live process (a
+        notebook) is that process's own and is taken over by its next run."""
         import atexit
-        import socket
 
         from ignite.engine import Events
 
-        d = Path(self.save_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        lock = d / self.LOCK
-        me = f"{socket.gethostname()} {os.getpid()}"
-        if lock.is_file():
-            host, _, pid = lock.read_text().strip().rpartition(" ")
-            if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid():
-                alive = True
-                try:
-                    os.kill(int(pid), 0)
-                except ProcessLookupError:
-                    alive = False
-                except PermissionError:
-                    alive = True
-                if alive:
-                    raise BundleConfigError(
-                        f"another training (pid {pid}) is writing to {d}: two runs in one output_dir would overwrite "
-                        "each other's checkpoints and logs. Give this run its own --output_dir, or wait for that one."
-                    )
-                logger.info(f"{lock}: left by a stopped run (pid {pid}); taken over.")
-            elif host and host != socket.gethostname():
-                raise BundleConfigError(
-                    f"{lock} says a training on host {host} (pid {pid}) is writing to {d}. If no run is active there, "
-                    "delete the lock file; otherwise give this run its own --output_dir."
-                )
-        lock.write_text(me + "\n")
+        from medsemiseg import runlock
+
+        lock = Path(self.save_dir) / self.LOCK
+        try:
+            me = runlock.acquire(lock, take_own=True)
+        except runlock.LockHeld as held:
+            other = held.holder
+            raise BundleConfigError(
+                f"another training (pid {other.get('pid')} on host {other.get('host')}, since {other.get('since')}) "
+                f"is writing to {self.save_dir}: two runs in one output_dir would overwrite each other's checkpoints "
+                f"and logs. Give this run its own --output_dir, or wait for that one (if it is gone, delete {lock})."
+            ) from None
 
         def release(*_args: Any) -> None:
-            try:
-                if lock.read_text().strip() == me:
-                    lock.unlink()
-            except OSError:
-                pass
+            runlock.release(lock, me)
 
         # COMPLETED for a run that ends normally, atexit for one that fails (an EXCEPTION_RAISED handler would
-        # change how ignite re-raises); a failed run's lock left in a live process is its own and is taken over
+        # change how ignite re-raises)
         engine.add_event_handler(Events.COMPLETED, release)
         atexit.register(release)
 

@@ -704,7 +704,7 @@ def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
     models.mkdir()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (models / ".training.lock").write_text(f"{socket.gethostname()} {other.pid}\n")
+        (models / ".training.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
         wf = workflow("covid", "training", **TINY, output_dir=str(tmp_path), cache_dir=cache_dir, method="supervised")
         with pytest.raises(Exception) as info:
             wf.parser.get_parsed_content("train#trainer")
@@ -712,7 +712,7 @@ def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
         while e is not None:
             chain.append(str(e))
             e = e.__cause__ or e.__context__
-        assert any(f"another training (pid {other.pid})" in m and "--output_dir" in m for m in chain), chain
+        assert any(f"another training (pid {other.pid} on host" in m and "--output_dir" in m for m in chain), chain
     finally:
         other.kill()
         other.wait()

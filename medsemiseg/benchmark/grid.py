@@ -46,6 +46,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
+from medsemiseg import runlock
+
 from .published import parse_published_spec, read_published
 
 __all__ = [
@@ -890,24 +892,15 @@ def not_in_table(cfg: BenchmarkConfig, limit: int = 8) -> list[str]:
     return lines
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _HELD_LOCKS: dict[Path, int] = {}
 
 
 @contextlib.contextmanager
 def grid_lock(cfg: BenchmarkConfig):
-    """Hold ``<output_dir>/<task>/runner.lock`` (host and pid inside) while a runner works on the grid, so two
-    runners never run the same cell at once. A lock left by a dead process on this host is taken over; one held by a
-    live process (or by another host) raises :class:`ConfigError` naming it. Re-entrant within one process."""
+    """Hold ``<output_dir>/<task>/runner.lock`` (host and pid inside, :mod:`medsemiseg.runlock`) while a runner works
+    on the grid, so two runners never run the same cell at once. A lock left by a dead process on this host is taken
+    over; one held by a live process (or by another host) raises :class:`ConfigError` naming it. Re-entrant within
+    one process."""
     d = cfg.task_dir
     path = (d / LOCK).absolute()
     if path in _HELD_LOCKS:
@@ -917,40 +910,20 @@ def grid_lock(cfg: BenchmarkConfig):
         finally:
             _HELD_LOCKS[path] -= 1
         return
-    d.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(),
-          "since": _dt.datetime.now().isoformat(timespec="seconds")}
-    for _ in range(20):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            other = _read_json(path)
-            if other is None:  # being written this instant, or garbage: look again shortly
-                time.sleep(0.05)
-                other = _read_json(path)
-                if other is None:
-                    path.unlink(missing_ok=True)
-                    continue
-            pid, host = other.get("pid"), other.get("host")
-            if host == me["host"] and isinstance(pid, int) and not _pid_alive(pid):
-                path.unlink(missing_ok=True)  # its runner died (SIGKILL, reboot): take over
-                continue
-            raise ConfigError(
-                f"{d} is in use by another benchmark runner (pid {pid} on host {host}, since {other.get('since')}); "
-                f"wait for it to finish, or if that process is gone, delete {path}"
-            )
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
-    else:
-        raise ConfigError(f"could not take the runner lock {path}")
+    try:
+        me = runlock.acquire(path)
+    except runlock.LockHeld as held:
+        other = held.holder
+        raise ConfigError(
+            f"{d} is in use by another benchmark runner (pid {other.get('pid')} on host {other.get('host')}, since "
+            f"{other.get('since')}); wait for it to finish, or if that process is gone, delete {path}"
+        ) from None
     _HELD_LOCKS[path] = 1
     try:
         yield path
     finally:
         _HELD_LOCKS.pop(path, None)
-        if (_read_json(path) or {}).get("pid") == me["pid"]:
-            path.unlink(missing_ok=True)
+        runlock.release(path, me)
 
 
 def run_grid(
