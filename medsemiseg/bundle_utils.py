@@ -41,6 +41,7 @@ __all__ = [
     "trained_checkpoint",
     "as_bool",
     "check_device",
+    "eval_at_network_size",
     "latest_checkpoint",
     "TrainCheckpointer",
     "RunRecord",
@@ -149,6 +150,17 @@ def as_bool(value: Any, key: str = "value") -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
     raise BundleConfigError(f"{key} must be true or false, got {value!r} (e.g. --{key} true).")
+
+
+def eval_at_network_size(eval_resolution: Any) -> bool:
+    """``evaluating``'s scoring grid: ``"original"`` (default) scores the prediction resized back to each test
+    slice's own size against its label as stored, as ``inferring`` writes it; ``"network"`` scores at
+    ``image_size`` against labels resized there by nearest neighbour (how validation during training scores, and how
+    the benchmark tables in docs/benchmarks.md were measured)."""
+    value = str(eval_resolution).strip().lower()
+    if value not in ("original", "network"):
+        raise BundleConfigError(f"eval_resolution must be 'original' or 'network', got {eval_resolution!r}.")
+    return value == "network"
 
 
 def check_device(device: Any) -> torch.device:

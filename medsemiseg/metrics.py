@@ -461,6 +461,11 @@ class MetricsReportHandler:
         iou_pooled_metric / dice_pooled_metric: optional names of pooled per-class metrics.
         filename: report file name without extension; ``None`` for a timestamped name.
         write_csv: also write the CSV table.
+        checkpoint: the weights that were evaluated (recorded as ``"checkpoint"``, with its modification time).
+        engine_state: also record the engine's ``epoch`` / ``iteration`` / ``best_metric``. Meaningful for a
+            validation run inside training; for a one-off evaluation they are the evaluator's own single pass (epoch
+            1, its own score as "best"), which reads like training provenance, so the bundles' ``evaluate`` turns
+            them off and records ``checkpoint`` instead.
     """
 
     def __init__(
@@ -473,7 +478,11 @@ class MetricsReportHandler:
         dice_pooled_metric: str | None = None,
         filename: str | None = None,
         write_csv: bool = True,
+        checkpoint: str | os.PathLike | None = None,
+        engine_state: bool = True,
     ) -> None:
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.engine_state = bool(engine_state)
         self.class_names = [str(c) for c in class_names]
         self.output_dir = Path(output_dir)
         self.iou_metric = iou_metric
@@ -512,11 +521,18 @@ class MetricsReportHandler:
             return metrics.get(name) if name else None
 
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        extra: dict[str, Any] = {"metrics": scalars, "epoch": int(engine.state.epoch), "iteration": int(engine.state.iteration)}
-        best = getattr(engine.state, "best_metric", None)
-        if best is not None and best != -1:
-            extra["best_metric"] = float(best)
-            extra["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
+        extra: dict[str, Any] = {"metrics": scalars}
+        if self.checkpoint is not None:
+            extra["checkpoint"] = self.checkpoint
+            if Path(self.checkpoint).is_file():
+                mtime = Path(self.checkpoint).stat().st_mtime
+                extra["checkpoint_modified"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(mtime))
+        if self.engine_state:
+            extra.update(epoch=int(engine.state.epoch), iteration=int(engine.state.iteration))
+            best = getattr(engine.state, "best_metric", None)
+            if best is not None and best != -1:
+                extra["best_metric"] = float(best)
+                extra["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
         report = report_from_per_class(
             self.class_names,
             iou=metrics[self.iou_metric],

@@ -272,6 +272,39 @@ def test_evaluation_writes_the_per_class_report(covid_run, cache_dir):
     wf.finalize()
 
 
+def test_evaluation_scores_the_written_predictions_against_the_stored_labels(tmp_path, covid_run, cache_dir):
+    """Default ``eval_resolution: original``: the score is that of the label maps ``inferring`` writes (resized back
+    to each slice's size) against the labels as stored, not of network-size predictions against shrunk labels."""
+    from medsemiseg.metrics import compute_segmentation_report
+
+    classes = ["background", "ground-glass", "consolidation", "pleural effusion"]
+    scores = {}
+    for res in ("original", "network"):
+        out = tmp_path / res
+        wf = workflow("covid", "evaluating", **TINY, output_dir=str(covid_run), cache_dir=cache_dir,
+                      eval_resolution=res, eval_dir=str(out))
+        wf.run()
+        scores[res] = json.loads((out / "metrics.json").read_text())
+        wf.finalize()
+    pred_dir = tmp_path / "preds"
+    wf = workflow("covid", "inferring", **TINY, output_dir=str(covid_run), cache_dir=cache_dir, prediction_dir=str(pred_dir))
+    wf.run()
+    datalist = Path(resolve_datalist(None, "covid", cache_dir, "1/8", 0))
+    preds, labels = [], []
+    for d in json.loads(datalist.read_text())["test"]:
+        name = Path(d["image"]).name[: -len(".nii.gz")]
+        preds.append(torch.as_tensor(np.asarray(nib.load(pred_dir / f"{name}_seg.nii.gz").dataobj)).long())
+        labels.append(torch.as_tensor(np.asarray(nib.load(datalist.parent / d["label"]).dataobj)).long())
+    assert preds[0].shape == labels[0].shape == (128, 128)  # the phantoms' own size; the network ran at 64 x 64
+    expected = compute_segmentation_report(preds, labels, classes)
+    assert scores["original"]["mIoU"] == pytest.approx(expected["mIoU"], abs=1e-6)
+    for c in classes:
+        a, b = scores["original"]["per_class"][c]["iou"], expected["per_class"][c]["iou"]
+        assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-6), c
+    with pytest.raises(BundleConfigError, match="eval_resolution must be"):
+        bundle_utils.eval_at_network_size("full")
+
+
 def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_run, cache_dir):
     wf = workflow("covid", "inferring", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
     wf.run()

@@ -218,3 +218,16 @@ def test_report_handler_missing_metric(tmp_path):
 
 def test_miou_alias():
     assert mIoU is MIoU
+
+
+def test_evaluation_report_records_the_checkpoint_not_the_evaluators_own_pass(tmp_path):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights")
+    h = MetricsReportHandler(NAMES, tmp_path / "eval", filename="metrics", checkpoint=ckpt, engine_state=False)
+    _evaluator(tmp_path, [h]).run()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["checkpoint"] == str(ckpt) and "checkpoint_modified" in report
+    assert not {"epoch", "iteration", "best_metric", "best_metric_epoch"} & set(report)
+    h = MetricsReportHandler(NAMES, tmp_path / "val", filename="metrics")  # validation inside training: kept
+    _evaluator(tmp_path, [h]).run()
+    assert {"epoch", "iteration"} <= set(json.loads((tmp_path / "val" / "metrics.json").read_text()))
