@@ -108,7 +108,8 @@ def test_bundle_served_by_monailabel_returns_the_bundle_label_map(ml_python, tmp
 
     # the app, with the bundle copied (links dereferenced) into model/covid
     app = tmp_path / "app"
-    shutil.copytree(REPO / "bundles/monailabel_app", app, ignore=shutil.ignore_patterns("__pycache__"))
+    # (model/ left out: a user's own copy of a bundle there, as the README says to make, must not clash)
+    shutil.copytree(REPO / "bundles/monailabel_app", app, ignore=shutil.ignore_patterns("__pycache__", "model"))
     bundle = app / "model" / "covid"
     shutil.copytree(REPO / "bundles/covid", bundle, symlinks=False,
                     ignore=shutil.ignore_patterns("cache", "eval", "logs", "outputs", "*.pt", "*.ts"))
@@ -120,6 +121,10 @@ def test_bundle_served_by_monailabel_returns_the_bundle_label_map(ml_python, tmp
     studies.mkdir()
     shutil.copy(image, studies / image.name)
     image_id = image.name[: -len(".nii.gz")]
+    from PIL import Image  # a picture study too: its label map must come back as a (lossless) PNG, not HTTP 500
+
+    slice_hu = np.asarray(nib.load(image).dataobj)
+    Image.fromarray(np.clip((slice_hu.T + 1000) / 8, 0, 255).astype(np.uint8)).save(studies / "picture.png")
 
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -148,6 +153,7 @@ def test_bundle_served_by_monailabel_returns_the_bundle_label_map(ml_python, tmp
         assert info["models"]["covid"]["dimension"] == 2
 
         body = _post(f"{base}/infer/covid?image={image_id}&output=image", timeout=REQUEST_TIMEOUT_S)
+        picture_body = _post(f"{base}/infer/covid?image=picture&output=image", timeout=REQUEST_TIMEOUT_S)
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
@@ -165,6 +171,13 @@ def test_bundle_served_by_monailabel_returns_the_bundle_label_map(ml_python, tmp
     src = nib.load(image)
     assert label.shape == src.shape, f"label map {label.shape} vs study {src.shape}"
     assert set(np.unique(label).tolist()) <= {0, 1, 2, 3}
+    # on the study's grid (MONAI Label's default ITK writer dropped a 2D affine) and as class indices
+    assert np.allclose(served.affine, src.affine, atol=1e-4), (served.affine, src.affine)
+    assert np.issubdtype(label.dtype, np.integer), label.dtype
+    import io
+
+    assert picture_body[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.asarray(Image.open(io.BytesIO(picture_body))).shape == slice_hu.T.shape  # rows x columns of the picture
 
     # the same weights through the bundle's own inference give the same label map
     (tmp_path / "run" / "models").mkdir(parents=True)

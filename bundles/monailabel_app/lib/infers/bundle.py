@@ -7,6 +7,11 @@ Reads the bundle the way MONAI Label's ``monailabel.tasks.infer.bundle.BundleInf
 bundle's ``postprocessing`` inverts its resize (``Invertd``), so the label map already has the input's size and
 MONAI Label's ``Restored`` step is not needed; only the channel axis is squeezed so the returned label map has the
 input image's 2D shape.
+
+The result is written by :meth:`BundleInferTask.writer`: a NIfTI label map through nibabel with the input's affine
+(MONAI Label's default ITK writer drops the affine of 2D arrays: 1 mm pixels at the origin) and, unless the request
+says otherwise, as ``uint8`` (a class index; float32 broke PNG/JPEG output with HTTP 500); a picture input gets a
+lossless ``.png`` label map rather than a JPEG one.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Compose, SaveImaged, SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
-from monailabel.utils.others.generic import strtobool
+from monailabel.transform.writer import Writer
+from monailabel.utils.others.generic import file_ext, strtobool
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +108,30 @@ class BundleInferTask(BasicInferTask):
         post = [t for t in post if not isinstance(t, SaveImaged)]  # MONAI Label writes the result itself
         # (1, X, Y) label map -> (X, Y), the layout of the 2D input MONAI Label hands back to the viewer
         return post + [SqueezeDimd(keys=self.key_pred, dim=0)]
+
+    def writer(self, data: Dict[str, Any], extension=None, dtype=None):
+        """Write the label map with the input's geometry, as a class-index type, losslessly (see module doc)."""
+        if extension is not None:
+            data["result_extension"] = extension
+        if dtype is not None:
+            data["result_dtype"] = dtype
+        data.setdefault("result_dtype", "uint8")  # class indices; a request may still ask for another type
+        path = str(data.get("image_path") or "")
+        ext = data.get("result_extension") or file_ext(path)
+        if not data.get("result_extension") and path.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")):
+            data["result_extension"] = ext = ".png"
+        if self.labels is not None:
+            data["labels"] = self.labels
+        if str(ext).lower() in (".nii", ".nii.gz") and data.get("result_write_to_file", True):
+            import tempfile
+
+            import nibabel as nib
+            import numpy as np
+
+            pred = data[self.output_label_key]
+            affine = np.asarray(pred.affine if hasattr(pred, "affine") else np.eye(4), dtype=np.float64)
+            array = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred).astype(data["result_dtype"])
+            out = tempfile.NamedTemporaryFile(suffix=str(ext)).name
+            nib.save(nib.Nifti1Image(array, affine), out)
+            return out, data.get(self.output_json_key, {})
+        return Writer(label=self.output_label_key, json=self.output_json_key)(data)
