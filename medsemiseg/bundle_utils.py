@@ -473,6 +473,13 @@ def _dicom_header_of(src: Any):
 def _check_modality(src: Any, task: str) -> None:
     from medsemiseg.data.io import DataReadError
 
+    if "CT" in EXPECTED_MODALITIES.get(str(task), ()) and _is_picture(src):
+        logger.warning(
+            f"{src}: a picture (PNG/JPG/TIF...) given to the {task} bundle, whose network reads CT in Hounsfield "
+            "units: pictures hold display values (0-255 grey), not Hounsfield units, so its segmentation of this "
+            "input is not meaningful. Give the DICOM or NIfTI slice / series instead."
+        )
+        return
     header = _dicom_header_of(src)
     if header is None:
         return

@@ -762,3 +762,16 @@ def test_resume_keeps_n_saved_states_across_runs(tmp_path, cache_dir):
     workflow("covid", "training", **{**ov, "max_epochs": 4, "resume": True}).run()
     names = sorted(p.name for p in (tmp_path / "models").glob("checkpoint*.pt"))
     assert names == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt"]
+
+
+def test_covid_inference_on_a_picture_warns_it_is_not_hounsfield_units(tmp_path, caplog):
+    _tiny_png(tmp_path / "slice.png")
+    _tiny_nifti(tmp_path / "ct.nii.gz")
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        bundle_utils.inference_items(str(tmp_path / "slice.png"), "covid", tmp_path)
+    assert "slice.png" in caplog.text and "not Hounsfield units" in caplog.text and "DICOM or NIfTI" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        bundle_utils.inference_items(str(tmp_path / "ct.nii.gz"), "covid", tmp_path)
+        bundle_utils.inference_items(str(tmp_path / "slice.png"), "chase", tmp_path)
+    assert "Hounsfield" not in caplog.text

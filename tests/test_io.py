@@ -401,3 +401,35 @@ def test_read_dicom_series_from_a_file_list_equals_the_folder_read(tmp_path):
     write_ct_dicom(folder / "z_other.dcm", np.zeros((3, 4)), z=7.5, instance=1, series_uid="9.9.9")  # another series
     groups = group_dicom_series(sorted((tmp_path / "ser").iterdir()))
     assert sorted(len(g) for g in groups) == [1, 3]
+
+
+def test_thresholded_palette_mask_is_read_by_its_palette_colour_other_encodings_unchanged(tmp_path):
+    """CHASE_DB1 masks (channel 0 >= 128): a palette PNG storing vessel as index 1 coloured white is vessel,
+    not all background; every other encoding gives the same label map as before."""
+    m = np.zeros((6, 7), bool)
+    m[1:5, 2] = True
+    m[3, 1:6] = True
+    pal = Image.fromarray(m.astype(np.uint8), "L").convert("P")
+    pal.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    pal.save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    got = read_mask(tmp_path / "p.png", 2, threshold=128, channel=0, dtype=torch.uint8)
+    np.testing.assert_array_equal(got[0].numpy().T, m.astype(np.uint8))
+    red = Image.fromarray(m.astype(np.uint8), "L").convert("P")  # vessel coloured red: channel 0 is 255
+    red.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    red.save(tmp_path / "r.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "r.png", 2, threshold=128)[0].numpy().T, m)
+    assert read_mask(tmp_path / "p.png", 2)[0].numpy().T.tolist() == m.astype(int).tolist()  # no threshold: indices
+    full = np.full(m.shape, 255, np.uint8)
+    encs = {
+        "L": Image.fromarray((m * 255).astype(np.uint8), "L"),
+        "RGB": Image.fromarray(np.stack([m * 255] * 3, -1).astype(np.uint8)),
+        "1": Image.fromarray(m).convert("1"),
+        "LA": Image.fromarray(np.stack([m * 255, full], -1).astype(np.uint8), "LA"),
+        "RGBA": Image.fromarray(np.stack([m * 255] * 3 + [full], -1).astype(np.uint8), "RGBA"),
+        "I16": Image.fromarray((m * 65535).astype(np.uint16)),
+    }
+    for name, im in encs.items():
+        im.save(tmp_path / f"{name}.png")
+        out = read_mask(tmp_path / f"{name}.png", 2, threshold=128, channel=0, dtype=torch.uint8)
+        np.testing.assert_array_equal(out[0].numpy().T, m.astype(np.uint8), err_msg=name)

@@ -433,3 +433,50 @@ def test_folder_transposed_2d_nifti_mask_with_its_affine_is_transposed_back(tmp_
     for i in range(3):
         got = np.asarray(nib.load(str(tmp_path / f"out/labels/s{i}.nii.gz")).dataobj)
         np.testing.assert_array_equal(got, np.load(tmp_path / f"m{i}.npy"))
+
+
+def test_chase_palette_masks_are_read_by_their_palette_colour(tmp_path):
+    synthetic = pytest.importorskip("medsemiseg.data.synthetic")
+    synthetic.generate_chase(tmp_path / "raw", n_images=4, size=(48, 50))
+    src = tmp_path / "raw" / "Image_01L_1stHO.png"
+    m = np.asarray(Image.open(src).convert("L")) >= 128
+    assert m.any()
+    pal = Image.fromarray(m.astype(np.uint8), "L").convert("P")  # indices 0/1, palette black / white
+    pal.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    pal.save(src)
+    assert Image.open(src).mode == "P"
+    prepare_chase(tmp_path / "raw", tmp_path / "a", progress=False)
+    got = np.asarray(Image.open(tmp_path / "a" / "labels" / "Image_01L.png"))
+    np.testing.assert_array_equal(got, m.astype(np.uint8))  # not all background
+
+
+def test_chase_grey_pictures_are_refused_naming_the_file(tmp_path):
+    synthetic = pytest.importorskip("medsemiseg.data.synthetic")
+    synthetic.generate_chase(tmp_path / "raw", n_images=4, size=(48, 50))
+    (tmp_path / "unl").mkdir()
+    Image.fromarray(np.full((48, 50, 3), 90, np.uint8)).save(tmp_path / "unl" / "rgb.jpg")
+    Image.fromarray(np.full((48, 50), 90, np.uint8)).save(tmp_path / "unl" / "grey.jpg")
+    with pytest.raises(DataReadError, match=r"grey\.jpg: is grey \(1 channel\), but CHASE_DB1 images must be RGB"):
+        prepare_chase(tmp_path / "raw", tmp_path / "a", unlabeled=[tmp_path / "unl"], progress=False)
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "unl" / "grey.jpg").unlink()
+    d = json.loads(prepare_chase(tmp_path / "raw", tmp_path / "b", unlabeled=[tmp_path / "unl"],
+                                 progress=False).read_text())
+    assert d["meta"]["counts"]["extra_unlabeled"] == 1
+    Image.open(tmp_path / "raw" / "Image_02R.jpg").convert("L").save(tmp_path / "raw" / "Image_02R.jpg")
+    with pytest.raises(DataReadError, match=r"Image_02R\.jpg: is grey .* must be RGB"):
+        prepare_chase(tmp_path / "raw", tmp_path / "c", progress=False)
+
+
+def test_covid_0_255_mask_is_an_error_not_ground_glass(tmp_path, capsys):
+    image, _, _, lab = _stack(tmp_path, n=6)
+    binary = ((lab > 0) * 255).astype(np.uint8)
+    nib.save(nib.Nifti1Image(binary, np.diag([0.8, 0.9, 5.0, 1.0])), str(tmp_path / "m255.nii.gz"))
+    code = main(["covid", "--image", str(image), "--mask", str(tmp_path / "m255.nii.gz"), "--out",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "m255.nii.gz: label values [255]" in err and "1 ground-glass" in err
+    assert not (tmp_path / "o").exists()
+    ones = (lab > 0).astype(np.uint8)  # a genuine 0/1 MedSeg mask (no 255) still works
+    nib.save(nib.Nifti1Image(ones, np.diag([0.8, 0.9, 5.0, 1.0])), str(tmp_path / "m01.nii.gz"))
+    prepare_covid(image, tmp_path / "m01.nii.gz", tmp_path / "o01", progress=False)

@@ -84,8 +84,9 @@ def test_chase_protocols():
     names = [f"Image_{i:02d}{e}.jpg" for i in range(1, 15) for e in "LR"]
     train, test = chase_protocol_split(names[::-1], "20/8")
     assert train == names[:20] and test[0] == "Image_11L.jpg" and test[-1] == "Image_14R.jpg"
-    train, test = chase_protocol_split(names, "8/20")
-    assert train == names[:8] and len(test) == 20
+    train, test = chase_protocol_split(names, "8/20")  # the same 8 images in the opposite role (DATA.md)
+    assert train == names[20:] and test == names[:20] and train[0] == "Image_11L.jpg"
+    assert [len(x) for x in chase_protocol_split(names[:14], "8/20")] == [4, 10]
     assert [len(x) for x in chase_protocol_split(names[:14], "20/8")] == [10, 4]
     with pytest.raises(ValueError, match="protocol"):
         chase_protocol_split(names, "14/14")

@@ -143,7 +143,9 @@ def _picture_converter(role: str):
     """PIL mode normalisation before ``PILReader`` turns the picture into an array.
 
     Images: palette / CMYK / YCbCr -> RGB, alpha dropped, 1-bit -> 8-bit grey, 16-bit kept.  Masks: palette
-    pictures keep their *indices* (that is how indexed label PNGs store classes), 1-bit -> 0/255.
+    pictures keep their *indices* (that is how indexed label PNGs store classes), 1-bit -> 0/255.  Role
+    ``"mask-values"`` (a mask read by value with a threshold, e.g. CHASE_DB1's "channel 0 >= 128"): palette
+    pictures are read through their palette (their RGB colours), every other mode as for ``"mask"``.
     """
 
     def convert(img):
@@ -152,7 +154,9 @@ def _picture_converter(role: str):
             return img.convert("L")
         if mode.startswith("I;16"):
             return img.convert("I")
-        if role == "mask":
+        if role == "mask-values" and mode in ("P", "PA"):
+            return img.convert("RGB")
+        if role in ("mask", "mask-values"):
             if mode in ("P", "PA"):
                 return img.convert("P") if mode == "PA" else img
             return img
@@ -554,6 +558,8 @@ def read_mask(
 
     - multi-channel pictures (RGB masks): channel ``channel`` is used (CHASE_DB1's PNGs are not uniformly encoded);
     - ``threshold``: label = value >= threshold (CHASE_DB1: 128), for anti-aliased or JPEG-damaged binary masks;
+      a palette (indexed) picture is then read by its palette colours (channel ``channel`` of its RGB), not by
+      its indices (without a threshold, palette indices are the labels);
     - otherwise the values must be whole numbers; a mask holding only 0 and 255 becomes 0/1;
     - with ``num_classes`` every value must lie in ``0..num_classes-1``, else one error names the file and values.
     """
@@ -571,7 +577,7 @@ def read_mask(
         if num_classes is not None:
             check_label_values(out.numpy(), num_classes, p)
         return out
-    raw = _read_raw(p, "mask")
+    raw = _read_raw(p, "mask" if threshold is None else "mask-values")  # a threshold reads palette colours
     if raw.shape[0] > 1:
         if channel >= raw.shape[0]:
             raise DataReadError(p, f"mask has {raw.shape[0]} channels, channel {channel} asked.")

@@ -500,6 +500,7 @@ def prepare_covid(
         lab = read_mask(mask, None, dtype=torch.uint8, reference=img, class_names=COVID_CLASSES,
                         segment_map=segment_map)
         _check_covid_labels(lab, mask)
+        _refuse_covid_255(lab, mask)
     lab, geometry = align_mask(img, lab, image, mask)
     _check_same_size(img, lab, image, mask)
     if geometry == "unchecked" and not is_npy(image) and not is_npy(mask):
@@ -553,6 +554,30 @@ def _check_covid_labels(lab: torch.Tensor, mask: Path) -> None:
         )
 
 
+def _refuse_covid_255(lab: torch.Tensor, mask: Path) -> None:
+    """``read_mask`` turns a 0/255 mask into 0/1, which for covid would be class 1 (ground-glass): a MedSeg mask
+    holding 255 is an error, not converted."""
+    found = torch.unique(lab)
+    if not found.numel() or not bool(torch.all((found == 0) | (found == 1))) or not bool(torch.any(found == 1)):
+        return  # the 0/255 conversion cannot have happened
+    if mask.is_file() and detect_format(mask) == "dicom":
+        from .io import _read_dicom_header, is_seg_header
+
+        if is_seg_header(_read_dicom_header(mask)):
+            return  # DICOM SEG segments get their class by label, never by 0/255
+    raw = read_image(mask)
+    if bool(torch.any(raw == 255)):
+        found = np.unique(raw.numpy())
+        raise DataReadError(
+            mask,
+            f"label values [255] are outside MedSeg's classes 0..{len(COVID_CLASSES) - 1} "
+            f"({', '.join(f'{i} {c}' for i, c in enumerate(COVID_CLASSES))}; values found: "
+            f"{[int(v) for v in found[:12]]}). A 0/255 (binary) mask is not turned into class 1 (ground-glass) by "
+            "`prepare covid`: give the MedSeg mask with values 0..3, or prepare a binary data set with "
+            "`python -m medsemiseg.prepare folder`.",
+        )
+
+
 def _note_unchecked(masks: Sequence[Path]) -> None:
     if masks:
         shown = ", ".join(str(m) for m in masks[:3]) + (", ..." if len(masks) > 3 else "")
@@ -575,16 +600,23 @@ def _nz(img: torch.Tensor) -> int:
     return 1 if img.ndim == 3 else int(img.shape[-1])
 
 
-def _unlabeled_slices(paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool) -> list[dict]:
+def _unlabeled_slices(
+    paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool, check=None
+) -> list[dict]:
+    """``check(img, path)``, if given, vets each input as read (e.g. CHASE: RGB only) before it is written."""
     items: list[dict] = []
     for p in paths:
         fmt = "npy" if is_npy(p) else detect_format(p)
         stem = file_stem(p)
         if fmt == "picture":
-            read_image(p)  # copied as is, but it must decode: a broken file fails here, named, not in training
+            img = read_image(p)  # copied as is, but it must decode: a broken file fails here, named, not in training
+            if check is not None:
+                check(img, p)
             items.append({**writer.picture_pair(p, None, stem), "group": f"unlabeled:{stem}"})
             continue
         img = read_npy_images(p) if fmt == "npy" else read_image(p)
+        if check is not None:
+            check(img, p)
         for k, s in enumerate(_progress(iter_slices(img), _nz(img), f"unlabeled {stem}", progress)):
             name = writer.name(f"{stem}_{k:03d}" if img.ndim == 4 else stem, ".nii.gz")
             items.append({**writer.ct_pair(orient_slice(s, orientation), None, name), "group": f"unlabeled:{stem}"})
@@ -592,6 +624,19 @@ def _unlabeled_slices(paths: Sequence[Path], writer: _Writer, orientation: str, 
 
 
 # ------------------------------------------------------------------------------------------------------- chase
+
+def _check_chase_rgb(img: torch.Tensor, path: Path) -> None:
+    """CHASE images, labelled or unlabelled, must be RGB (3 channels): the pictures are copied as is and one
+    training batch stacks them, so a grey (1-channel) picture would crash training; refuse it here, named."""
+    if int(img.shape[0]) != 3:
+        kind = {1: "grey (1 channel)", 4: "RGBA"}.get(int(img.shape[0]), f"{int(img.shape[0])} channels")
+        raise DataReadError(
+            path,
+            f"is {kind}, but CHASE_DB1 images must be RGB (3 channels) like the labelled fundus photographs; "
+            "`prepare chase` copies pictures as they are and does not convert them. Convert it to RGB first (e.g. "
+            "PIL: Image.open(path).convert('RGB').save(...), which repeats grey values into R, G and B).",
+        )
+
 
 _CHASE_RE = re.compile(r"^Image_(\d+)([LR])\.(jpe?g|png|tiff?)$", re.IGNORECASE)
 
@@ -613,10 +658,12 @@ def prepare_chase(
 ) -> Path:
     """CHASE_DB1 (``Image_01L.jpg`` ... with ``Image_01L_1stHO.png`` masks) -> images + 0/1 PNG masks.
 
-    Train / test by the sorted-name ``protocol`` (``"20/8"`` default, ``"8/20"`` older).  With ``val_fraction``
+    Train / test by the sorted-name ``protocol`` (``"20/8"`` default: 01L-10R train, 11L-14R test; ``"8/20"``
+    older: the same 8 images in the opposite role, 11L-14R train, 01L-10R test).  With ``val_fraction``
     0 (default) the validation list *is* the test list (mmsegmentation's convention on this tiny data set);
     otherwise that share of the training images is held out, whole children (L and R eye) at a time.
-    Masks: channel 0, >= 128 -> vessel.  Returns the path of ``datalist.json``.
+    Masks: channel 0, >= 128 -> vessel (palette PNGs by their palette colour).  Every image, labelled or
+    ``unlabeled``, must be RGB (a grey picture is refused, named).  Returns the path of ``datalist.json``.
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -643,6 +690,7 @@ def prepare_chase(
         if not candidates:
             raise DataReadError(p, f"has no {observer} mask (expected {src / (stem + '_' + observer + '.png')}).")
         img = read_image(p)
+        _check_chase_rgb(img, p)
         lab = read_mask(candidates[0], len(CHASE_CLASSES), threshold=128, channel=0, dtype=torch.uint8)
         _check_same_size(img, lab, p, candidates[0])
         child = _CHASE_RE.match(p.name).group(1)
@@ -654,7 +702,7 @@ def prepare_chase(
         val_is_test = False
     else:
         val, val_is_test = list(test), True
-    extra_items = _unlabeled_slices(extra, writer, "as-stored", progress)
+    extra_items = _unlabeled_slices(extra, writer, "as-stored", progress, check=_check_chase_rgb)
     pool = {
         "meta": {
             "task": "chase",
@@ -969,7 +1017,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chase", parents=[common], help="CHASE_DB1 retinal vessel folder")
     c.add_argument("src_dir", help="folder with Image_01L.jpg ... and Image_01L_1stHO.png ...")
     c.add_argument("--protocol", choices=["20/8", "8/20"], default="20/8",
-                   help="train/test by sorted name: 20/8 (default, first 20 train) or the older 8/20")
+                   help="train/test by sorted name: 20/8 (default, first 20 train, last 8 test) or the older 8/20 "
+                        "(those last 8 train, the first 20 test)")
     c.add_argument("--observer", choices=["1stHO", "2ndHO"], default="1stHO", help="annotator (default 1stHO)")
     c.add_argument("--val-fraction", type=_count, default=0.0,
                    help="share/count of training images held out for validation; 0 (default) = validate on test")

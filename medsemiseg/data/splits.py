@@ -166,11 +166,12 @@ def carve_heldout(
 
 
 def chase_protocol_split(names: Sequence[str], protocol: str = "20/8") -> tuple[list[str], list[str]]:
-    """CHASE_DB1 train / test by sorted name: ``"20/8"`` (first 20 train, mmsegmentation and most DL work) or
-    ``"8/20"`` (older protocol: first 8 train, last 20 test).
+    """CHASE_DB1 train / test by sorted name: ``"20/8"`` (first 20 train (01L-10R), last 8 test (11L-14R);
+    mmsegmentation and most DL work) or ``"8/20"`` (older protocol, the same 8 images in the opposite role: the
+    last 8 (11L-14R) train, the first 20 (01L-10R) test).
 
     With a number of images other than 28 (a subset, the synthetic phantom) the same proportion is used:
-    ``round(20/28 * n)`` or ``round(8/28 * n)`` training images, at least one on each side.
+    ``round(20/28 * n)`` first images train for 20/8 (at least one on each side), and 8/20 swaps the two sides.
     """
     names = sorted(names)
     n = len(names)
@@ -178,7 +179,8 @@ def chase_protocol_split(names: Sequence[str], protocol: str = "20/8") -> tuple[
         raise ValueError(f"CHASE protocol {protocol!r}: choose '20/8' (default) or '8/20'.")
     if n < 2:
         raise ValueError(f"CHASE split needs at least 2 images, found {n}.")
-    n_train = 20 if protocol == "20/8" else 8
+    n_first = 20
     if n != 28:
-        n_train = min(n - 1, max(1, int(math.floor(n_train * n / 28 + 0.5))))
-    return names[:n_train], names[n_train:]
+        n_first = min(n - 1, max(1, int(math.floor(n_first * n / 28 + 0.5))))
+    first, last = names[:n_first], names[n_first:]
+    return (first, last) if protocol == "20/8" else (last, first)
