@@ -125,6 +125,8 @@ def test_bundle_served_by_monailabel_returns_the_bundle_label_map(ml_python, tmp
 
     slice_hu = np.asarray(nib.load(image).dataobj)
     Image.fromarray(np.clip((slice_hu.T + 1000) / 8, 0, 255).astype(np.uint8)).save(studies / "picture.png")
+    rgb = np.clip((slice_hu.T + 1000) / 8, 0, 255).astype(np.uint8)
+    Image.fromarray(np.stack([rgb] * 3, -1)).save(studies / "colour.png")  # 3 channels: the CT network takes 1
 
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -154,6 +156,10 @@ def test_bundle_served_by_monailabel_returns_the_bundle_label_map(ml_python, tmp
 
         body = _post(f"{base}/infer/covid?image={image_id}&output=image", timeout=REQUEST_TIMEOUT_S)
         picture_body = _post(f"{base}/infer/covid?image=picture&output=image", timeout=REQUEST_TIMEOUT_S)
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a failure reaches the client with its message
+            _post(f"{base}/infer/covid?image=colour&output=image", timeout=REQUEST_TIMEOUT_S)
+        assert refused.value.code == 422
+        assert "channels" in json.loads(refused.value.read())["detail"]
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)

@@ -87,6 +87,18 @@ class BundleInferTask(BasicInferTask):
         )
         self.version = metadata.get("version")
 
+    def __call__(self, request, callbacks=None):
+        """Run the inference; a failure reaches the client as HTTP 422 with its message (MONAI Label's default is a
+        bare "500 Internal Server Error", the message only in the server log): an unreadable study, a 3D volume,
+        a study with other channels than the bundle's network takes."""
+        try:
+            return super().__call__(request, callbacks)
+        except Exception as e:  # noqa: BLE001 - every failure of one request is reported to that request
+            from fastapi import HTTPException
+
+            logger.exception("inference failed")
+            raise HTTPException(status_code=422, detail=f"medsemiseg bundle inference failed: {type(e).__name__}: {e}") from e
+
     def info(self) -> Dict[str, Any]:
         i = super().info()
         i["version"] = self.version
