@@ -775,3 +775,38 @@ def test_covid_inference_on_a_picture_warns_it_is_not_hounsfield_units(tmp_path,
         bundle_utils.inference_items(str(tmp_path / "ct.nii.gz"), "covid", tmp_path)
         bundle_utils.inference_items(str(tmp_path / "slice.png"), "chase", tmp_path)
     assert "Hounsfield" not in caplog.text
+
+
+def test_fundus_evaluation_inside_the_field_of_view(tmp_path, cache_dir):
+    """``eval_fov true``: IoU counts only pixels inside each photograph's field of view (derived from the image),
+    checked against a by-hand count on the label maps ``inferring`` writes."""
+    from medsemiseg.data.io import read_image, read_mask
+    from medsemiseg.transforms.fov import fundus_fov
+
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised"}
+    workflow("chase", "training", **ov).run()
+    reports = {}
+    for fov in (False, True):
+        wf = workflow("chase", "evaluating", **ov, eval_fov=fov, eval_dir=str(tmp_path / f"eval_{fov}"))
+        wf.run()
+        reports[fov] = json.loads((tmp_path / f"eval_{fov}" / "metrics.json").read_text())
+        wf.finalize()
+    workflow("chase", "inferring", **ov).run()
+    datalist = Path(resolve_datalist(None, "chase", cache_dir, "1/8", 0))
+    per_class: dict[int, list[float]] = {0: [], 1: []}
+    whole: dict[int, list[float]] = {0: [], 1: []}
+    for d in json.loads(datalist.read_text())["test"]:
+        image = read_image(datalist.parent / d["image"])
+        fov = fundus_fov(image)
+        assert 0.3 < fov.mean() < 0.95  # a disc inside black corners
+        label = read_mask(datalist.parent / d["label"], num_classes=2)[0].numpy()
+        name = Path(d["image"]).name.rsplit(".", 1)[0]
+        pred = np.asarray(nib.load(tmp_path / "outputs" / f"{name}_seg.nii.gz").dataobj)
+        for c in (0, 1):
+            for where, out in ((fov, per_class), (np.ones_like(fov), whole)):
+                union = (((pred == c) | (label == c)) & where).sum()
+                if union:
+                    out[c].append((((pred == c) & (label == c)) & where).sum() / union)
+    for c, name in ((0, "background"), (1, "vessel")):
+        assert reports[True]["per_class"][name]["iou"] == pytest.approx(np.mean(per_class[c]), abs=1e-5)
+        assert reports[False]["per_class"][name]["iou"] == pytest.approx(np.mean(whole[c]), abs=1e-5)
