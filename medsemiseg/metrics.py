@@ -78,8 +78,9 @@ def _to_onehot(x: torch.Tensor, num_classes: int, name: str) -> torch.Tensor:
     if x.ndim < 3:
         raise ValueError(f"{name} must be batch-first with a channel dimension (B, C, X, Y), got {tuple(x.shape)}.")
     if x.shape[1] == num_classes and num_classes > 1:
-        binary = ((x == 0) | (x == 1)).all() and bool((x.sum(dim=1) <= 1).all())
-        if binary:  # already one-hot; an all-zero pixel is ignored (outside a field of view), not background
+        # an integer one-hot map (never logits or scores, which are float) may hold all-zero pixels: those are
+        # ignored (outside a field of view, medsemiseg.transforms.fov), not counted as background by an argmax
+        if not torch.is_floating_point(x) and ((x == 0) | (x == 1)).all() and bool((x.sum(dim=1) <= 1).all()):
             return x.float()
         idx = x.argmax(dim=1, keepdim=True)
     elif x.shape[1] == 1:

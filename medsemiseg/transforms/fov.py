@@ -77,7 +77,7 @@ class IgnoreOutsideFOVd(MapTransform):
             if x.shape[0] != 1:
                 raise ValueError(f"IgnoreOutsideFOVd: {key!r} must be a (1, X, Y) label map, got {tuple(x.shape)}.")
             idx = x.round().long().clamp(0, self.num_classes - 1)
-            oh = one_hot(idx[None], self.num_classes, dim=1)[0]
+            oh = one_hot(idx[None], self.num_classes, dim=1)[0].to(torch.uint8)  # integer: metrics keep zeros ignored
             oh[:, outside] = 0
             d[key] = oh
         return d
