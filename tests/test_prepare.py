@@ -480,3 +480,127 @@ def test_covid_0_255_mask_is_an_error_not_ground_glass(tmp_path, capsys):
     ones = (lab > 0).astype(np.uint8)  # a genuine 0/1 MedSeg mask (no 255) still works
     nib.save(nib.Nifti1Image(ones, np.diag([0.8, 0.9, 5.0, 1.0])), str(tmp_path / "m01.nii.gz"))
     prepare_covid(image, tmp_path / "m01.nii.gz", tmp_path / "o01", progress=False)
+
+
+# ------------------------------------------------------------------ MedSeg set 2 (Radiopaedia): rp_im.zip / rp_msk.zip
+
+
+def _rp_zips(tmp_path, keys=("1", "2", "3"), mask_keys=None, x=16, y=12, n=4, mask_fn=None):
+    """rp_im.zip / rp_msk.zip as MedSeg ships them (``rp_im/1.nii.gz`` ...); label = f(image) so that image / label
+    correspondence survives any orientation: 0 below -600 HU, then 1, 2, 3 by intensity band."""
+    import zipfile
+
+    rng = np.random.default_rng(1)
+    raw = tmp_path / "rp_raw"
+    (raw / "rp_im").mkdir(parents=True)
+    (raw / "rp_msk").mkdir(parents=True)
+    aff = np.diag([0.7, 0.7, 2.0, 1.0])
+    for i, key in enumerate(keys):
+        vol = rng.uniform(-1000, 200, size=(x, y, n)).astype(np.float32) + 1000 * (i + 1)  # volume-specific range
+        lab = np.digitize(vol - 1000 * (i + 1), [-600, -300, 0]).astype(np.uint8)
+        if mask_fn is not None:
+            lab = mask_fn(key, lab)
+        nib.save(nib.Nifti1Image(vol, aff), str(raw / "rp_im" / f"{key}.nii.gz"))
+        if key in (keys if mask_keys is None else mask_keys):
+            nib.save(nib.Nifti1Image(lab, aff), str(raw / "rp_msk" / f"{key}.nii.gz"))
+    for name in ("rp_im", "rp_msk"):
+        with zipfile.ZipFile(tmp_path / f"{name}.zip", "w") as zf:
+            for f in sorted((raw / name).iterdir()):
+                zf.write(f, f"{name}/{f.name}")
+    return tmp_path / "rp_im.zip", tmp_path / "rp_msk.zip", raw
+
+
+def _unzip_dirs():
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("medsemiseg-unzip-*"))
+
+
+def test_covid_radiopaedia_zips_labelled_grouped_per_volume(tmp_path, capsys):
+    image, mask, _, _ = _stack(tmp_path, n=10)
+    rp_im, rp_msk, raw = _rp_zips(tmp_path)
+    before = _unzip_dirs()
+    out = tmp_path / "out"
+    rc = main(["covid", "--image", str(image), "--mask", str(mask), "--rp-image", str(rp_im), "--rp-mask",
+               str(rp_msk), "--rp-orientation", "rot90", "--out", str(out), "--no-progress",
+               "--test-fraction", "0.3", "--val-fraction", "0.2"])
+    assert rc == 0, capsys.readouterr().err
+    assert _unzip_dirs() == before  # the temporary extraction is gone
+    d = json.loads((out / "datalist.json").read_text())
+    assert d["meta"]["counts"]["train"] + d["meta"]["counts"]["validation"] + d["meta"]["counts"]["test"] == 10 + 12
+    assert d["meta"]["rp_orientation"] == "rot90" and d["meta"]["orientation"] == "as-stored"
+    assert d["meta"]["inputs"]["rp_volumes"][0] == [f"{rp_im.resolve()}:rp_im/1.nii.gz",
+                                                    f"{rp_msk.resolve()}:rp_msk/1.nii.gz"]
+    role = {}
+    for split in ("labeled", "unlabeled", "validation", "test"):
+        for e in d[split]:
+            role[Path(e["image"]).name] = "train" if split in ("labeled", "unlabeled") else split
+            if "label" in e:
+                assert Path(e["label"]).name == Path(e["image"]).name
+    for key in ("1", "2", "3"):
+        names = [f"rp_im_{key}_{k:03d}.nii.gz" for k in range(4)]
+        assert all(n in role for n in names), sorted(role)
+        assert len({role[n] for n in names}) == 1  # a volume never straddles train / validation / test
+        vol = np.asarray(nib.load(str(raw / "rp_im" / f"{key}.nii.gz")).dataobj)
+        for k, n in enumerate(names):
+            s_img = np.asarray(nib.load(str(out / "images" / n)).dataobj)
+            s_lab = np.asarray(nib.load(str(out / "labels" / n)).dataobj)
+            assert s_img.shape == s_lab.shape == (12, 16)  # rot90 of a 16 x 12 slice, image and mask alike
+            np.testing.assert_array_equal(np.sort(s_img.ravel()), np.sort(vol[:, :, k].ravel()))
+            np.testing.assert_array_equal(s_lab, np.digitize(s_img - 1000 * int(key), [-600, -300, 0]))
+    # set 1 keeps its names and per-slice groups
+    assert sum(n.startswith("tr_im_") for n in role) == 10
+
+
+def test_covid_radiopaedia_absent_options_keep_set1_split(tmp_path):
+    image, mask, _, _ = _stack(tmp_path, n=10)
+    a = prepare_covid(image, mask, tmp_path / "a", progress=False)
+    b = prepare_covid(image, mask, tmp_path / "b", progress=False, rp_image=None, rp_mask=None, rp_orientation=None)
+    da, db = json.loads(a.read_text()), json.loads(b.read_text())
+    assert _all_entries(da) == _all_entries(db)
+    assert "rp_orientation" not in da["meta"] and "rp_image" not in da["meta"]["inputs"]
+
+
+def test_covid_radiopaedia_errors_name_the_file(tmp_path):
+    image, mask, _, _ = _stack(tmp_path, n=10)
+    out = tmp_path / "out"
+    before = _unzip_dirs()
+    rp_im, rp_msk, _ = _rp_zips(tmp_path / "unpaired", mask_keys=("1", "2"))
+    with pytest.raises(DataReadError, match=r"without a mask .*rp_im\.zip:rp_im/3\.nii\.gz"):
+        prepare_covid(image, mask, out, rp_image=rp_im, rp_mask=rp_msk, progress=False)
+    rp_im, rp_msk, _ = _rp_zips(tmp_path / "b255", mask_fn=lambda k, lab: (lab > 0).astype(np.uint8) * 255
+                                if k == "2" else lab)
+    with pytest.raises(DataReadError, match=r"rp_msk\.zip:rp_msk/2\.nii\.gz: label values \[255\]"):
+        prepare_covid(image, mask, out, rp_image=rp_im, rp_mask=rp_msk, progress=False)
+    rp_im, rp_msk, _ = _rp_zips(tmp_path / "b5", mask_fn=lambda k, lab: lab + 2 if k == "3" else lab)
+    with pytest.raises(DataReadError, match=r"rp_msk\.zip:rp_msk/3\.nii\.gz: label values \[4, 5\]"):
+        prepare_covid(image, mask, out, rp_image=rp_im, rp_mask=rp_msk, progress=False)
+    rp_im, rp_msk, _ = _rp_zips(tmp_path / "shape", mask_fn=lambda k, lab: lab[:8] if k == "1" else lab)
+    with pytest.raises(DataReadError, match=r"rp_msk\.zip:rp_msk/1\.nii\.gz: .*size"):
+        prepare_covid(image, mask, out, rp_image=rp_im, rp_mask=rp_msk, progress=False)
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(DataReadError, match=r"junk\.zip: cannot be extracted"):
+        prepare_covid(image, mask, out, unlabeled=[tmp_path / "junk.zip"], progress=False)
+    assert not out.exists() and _unzip_dirs() == before
+    rc = main(["covid", "--image", str(image), "--mask", str(mask), "--rp-mask", str(rp_msk), "--out", str(out)])
+    assert rc == 2 and not out.exists()
+
+
+def test_covid_radiopaedia_unlabelled_zip_and_folder(tmp_path):
+    image, mask, _, _ = _stack(tmp_path, n=10)
+    rp_im, rp_msk, raw = _rp_zips(tmp_path)
+    d = json.loads(prepare_covid(image, mask, tmp_path / "zip", unlabeled=[rp_im], progress=False).read_text())
+    extra = [e["image"] for e in d["unlabeled"] if "rp_im_" in e["image"]]
+    assert len(extra) == 12 and "images/rp_im_1_000.nii.gz" in extra  # docs/data.md's name
+    assert d["meta"]["inputs"]["unlabeled"][0] == f"{rp_im.resolve()}:rp_im/1.nii.gz"
+    d2 = json.loads(prepare_covid(image, mask, tmp_path / "dir", unlabeled=[raw / "rp_im"],
+                                  progress=False).read_text())
+    assert _all_entries(d2) == _all_entries(d)
+    # --rp-image alone: unlabelled, turned by --rp-orientation
+    d3 = json.loads(prepare_covid(image, mask, tmp_path / "alone", rp_image=rp_im, rp_orientation="rot90",
+                                  progress=False).read_text())
+    assert _all_entries(d3) == _all_entries(d)
+    assert nib.load(str(tmp_path / "alone/images/rp_im_2_003.nii.gz")).shape == (12, 16)
+    with pytest.raises(ValueError, match=r"--unlabeled .*rp_im\.zip is also --rp-image"):
+        prepare_covid(image, mask, tmp_path / "twice", unlabeled=[rp_im], rp_image=rp_im, rp_mask=rp_msk,
+                      progress=False)

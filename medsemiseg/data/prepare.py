@@ -458,6 +458,136 @@ def _expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
+class _Unzip:
+    """Zips given to ``prepare covid`` (MedSeg's ``rp_im.zip``, ``rp_msk.zip``), extracted with :mod:`zipfile`
+    into one temporary folder that is removed when the run ends, failed or not.  Error messages name the zip
+    and its member (``rp_msk.zip:rp_msk/3.nii.gz``), never the temporary copy."""
+
+    def __init__(self) -> None:
+        self.tmp: Path | None = None
+        self.shown: dict[str, str] = {}  # extraction folder -> "zip path:"
+
+    def __enter__(self) -> _Unzip:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def extract(self, zpath: Path) -> Path:
+        import tempfile
+        import zipfile
+
+        if self.tmp is None:
+            self.tmp = Path(tempfile.mkdtemp(prefix="medsemiseg-unzip-")).resolve()
+        dest = self.tmp / str(len(self.shown))
+        try:
+            with zipfile.ZipFile(zpath) as zf:
+                for info in zf.infolist():
+                    target = (dest / info.filename).resolve()
+                    if target != dest and dest not in target.parents:
+                        raise DataReadError(zpath, f"member {info.filename!r} would be written outside the "
+                                                   "extraction folder; refusing this zip.")
+                zf.extractall(dest)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as e:
+            raise DataReadError(zpath, f"cannot be extracted as a zip file ({e}); download it again.") from None
+        self.shown[str(dest)] = f"{zpath}:"
+        return dest
+
+    def show(self, path: Path | str) -> str:
+        """The name of ``path`` for messages and ``meta``: ``zip:member`` for an extracted file."""
+        text = str(path)
+        for d, z in self.shown.items():
+            if text == d or text.startswith(d + os.sep):
+                return z + text[len(d) + 1:]
+        return text
+
+    def fix(self, message: str) -> str:
+        for d, z in self.shown.items():
+            message = message.replace(d + os.sep, z)
+        return message
+
+
+def _is_zip(p: Path) -> bool:
+    return p.name.lower().endswith(".zip")
+
+
+def _volume_name(volume: Path, container: Path | None) -> str:
+    """Output stem of a volume: its file stem; a bare number (MedSeg's zips hold ``1.nii.gz`` ... ``9.nii.gz``) gets
+    the name of its zip or folder in front, so ``rp_im.zip`` member ``1.nii.gz`` gives ``rp_im_1_000.nii.gz``."""
+    stem = file_stem(volume)
+    return f"{file_stem(container)}_{stem}" if container is not None and stem.isdigit() else stem
+
+
+def _covid_volumes(paths: Sequence[str | os.PathLike], unzip: _Unzip) -> tuple[list[Path], dict[Path, str]]:
+    """:func:`_expand_inputs`, with ``.zip`` files extracted (:class:`_Unzip`) and replaced by the volumes they hold;
+    returns the volumes and their output stems (:func:`_volume_name`)."""
+    vols: list[Path] = []
+    names: dict[Path, str] = {}
+    for arg in paths:
+        arg = Path(arg)
+        if _is_zip(arg) and arg.is_file():
+            root = unzip.extract(arg)
+            found = sorted(
+                q for q in root.rglob("*")
+                if q.is_file() and is_supported_file(q)
+                and not any(part.startswith(".") or part == "__MACOSX" for part in q.relative_to(root).parts)
+            )
+            if not found:
+                raise DataReadError(arg, "zip holds no NIfTI, DICOM or picture files.")
+        elif arg.is_dir() and not list_dicom_files(arg):
+            found = _expand_inputs([arg])
+        else:
+            found, arg = _expand_inputs([arg]), None
+        for v in found:
+            vols.append(v)
+            names[v] = _volume_name(v, arg)
+    return vols, names
+
+
+def _rp_pairs(rp_image: Path, rp_mask: Path, unzip: _Unzip) -> tuple[list[tuple[Path, Path | None]], dict]:
+    """Radiopaedia (MedSeg set 2) image volumes paired with their masks by file name (``1.nii.gz`` in both)."""
+    images, names = _covid_volumes([rp_image], unzip)
+    if rp_mask is None:
+        return [(v, None) for v in images], names
+    masks, _ = _covid_volumes([rp_mask], unzip)
+    by_key: list[dict[str, Path]] = []
+    for vols, option in ((images, "--rp-image"), (masks, "--rp-mask")):
+        keyed: dict[str, Path] = {}
+        for v in vols:
+            key = file_stem(v)
+            if key in keyed:
+                raise DataReadError(None, f"{option}: two volumes named {key!r}: {unzip.show(keyed[key])} and "
+                                          f"{unzip.show(v)}; image and mask volumes are paired by file name.")
+            keyed[key] = v
+        by_key.append(keyed)
+    imgs, msks = by_key
+    lonely_img = [unzip.show(imgs[k]) for k in imgs if k not in msks]
+    lonely_msk = [unzip.show(msks[k]) for k in msks if k not in imgs]
+    if lonely_img or lonely_msk:
+        parts = []
+        if lonely_img:
+            parts.append(f"image volume(s) without a mask of the same file name in {rp_mask}: {', '.join(lonely_img)}")
+        if lonely_msk:
+            parts.append(f"mask volume(s) without an image of the same file name in {rp_image}: "
+                         f"{', '.join(lonely_msk)}")
+        raise DataReadError(None, "--rp-image / --rp-mask: " + "; ".join(parts) + ". Image and mask volumes are "
+                                  "paired by file name (1.nii.gz with 1.nii.gz); give matching sets (images without "
+                                  "masks can go to --unlabeled).")
+    return [(imgs[k], msks[k]) for k in imgs], names
+
+
+def _read_covid_pair(image: Path, mask: Path, segment_map: Mapping | None = None):
+    """Image volume + its MedSeg mask (0..3, no 0/255), on the image's grid; ``(img, lab, geometry)``."""
+    img = read_image(image)
+    lab = read_mask(mask, None, dtype=torch.uint8, reference=img, class_names=COVID_CLASSES, segment_map=segment_map)
+    _check_covid_labels(lab, mask)
+    _refuse_covid_255(lab, mask)
+    lab, geometry = align_mask(img, lab, image, mask)
+    _check_same_size(img, lab, image, mask)
+    return img, lab, geometry
+
+
 @_one_run
 def prepare_covid(
     image: str | os.PathLike,
@@ -472,6 +602,9 @@ def prepare_covid(
     val_seed: int = 0,
     orientation: str = "as-stored",
     segment_map: Mapping | None = None,
+    rp_image: str | os.PathLike | None = None,
+    rp_mask: str | os.PathLike | None = None,
+    rp_orientation: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -486,12 +619,53 @@ def prepare_covid(
     ``test_fraction`` of the slices is held out as test, then ``val_fraction`` of the rest as validation; the
     remaining training slices are split labelled / unlabelled by ``labeled_fraction`` and ``seed``.  Every slice
     of the ``unlabeled`` volumes joins the unlabelled pool.  Returns the path of ``datalist.json``.
+
+    MedSeg set 2 (Radiopaedia): ``rp_image`` (``rp_im.zip`` or its folder) with ``rp_mask`` (``rp_msk.zip``),
+    paired by file name, adds labelled volumes whose slices stay together (one group per volume) in the hold-out;
+    ``rp_image`` alone adds them as unlabelled.  ``rp_orientation`` (default ``orientation``) is applied to
+    their images and masks alike.  ``.zip`` files are accepted in ``unlabeled`` too.
     """
-    if orientation not in ORIENTATIONS:
-        raise ValueError(f"--orientation {orientation!r}: choose one of {', '.join(ORIENTATIONS)}.")
-    image, mask = Path(image), Path(mask)
+    for opt, value in (("--orientation", orientation), ("--rp-orientation", rp_orientation)):
+        if value is not None and value not in ORIENTATIONS:
+            raise ValueError(f"{opt} {value!r}: choose one of {', '.join(ORIENTATIONS)}.")
+    if rp_mask is not None and rp_image is None:
+        raise ValueError("--rp-mask needs --rp-image (the Radiopaedia image volumes: rp_im.zip or its folder).")
+    with _Unzip() as unzip:
+        try:
+            return _prepare_covid(
+                Path(image), Path(mask), out, unzip, unlabeled=unlabeled, labeled_fraction=labeled_fraction,
+                seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, val_seed=val_seed,
+                orientation=orientation, segment_map=segment_map,
+                rp_image=None if rp_image is None else Path(rp_image),
+                rp_mask=None if rp_mask is None else Path(rp_mask),
+                rp_orientation=orientation if rp_orientation is None else rp_orientation,
+                overwrite=overwrite, progress=progress,
+            )
+        except DataReadError as e:
+            if unzip.tmp is None or str(unzip.tmp) not in str(e):
+                raise
+            raise DataReadError(None, unzip.fix(str(e))) from None
+        except ValueError as e:
+            if unzip.tmp is None or str(unzip.tmp) not in str(e):
+                raise
+            raise ValueError(unzip.fix(str(e))) from None
+
+
+def _prepare_covid(
+    image: Path, mask: Path, out, unzip: _Unzip, *, unlabeled, labeled_fraction, seed, val_fraction, test_fraction,
+    val_seed, orientation, segment_map, rp_image: Path | None, rp_mask: Path | None, rp_orientation: str, overwrite,
+    progress,
+) -> Path:
     parse_fraction(labeled_fraction)
-    extra = _expand_inputs(unlabeled)
+    extra, extra_names = _covid_volumes(unlabeled, unzip)
+    rp_pairs, rp_names = _rp_pairs(rp_image, rp_mask, unzip) if rp_image is not None else ([], {})
+    if rp_pairs:
+        rp_args = {rp_image.resolve()} | {v.resolve() for v, _ in rp_pairs}
+        for arg in unlabeled:
+            if Path(arg).resolve() in rp_args:
+                raise ValueError(f"--unlabeled {arg} is also --rp-image: its volumes would be used twice (and, when "
+                                 "labelled, validation/test slices would leak into training); leave it out of "
+                                 "--unlabeled.")
     source = str(image.resolve())
     img = read_npy_images(image) if is_npy(image) else read_image(image)
     if is_npy(mask):
@@ -503,12 +677,26 @@ def prepare_covid(
         _refuse_covid_255(lab, mask)
     lab, geometry = align_mask(img, lab, image, mask)
     _check_same_size(img, lab, image, mask)
-    if geometry == "unchecked" and not is_npy(image) and not is_npy(mask):
-        _note_unchecked([mask])
-    _note_reoriented([mask] if geometry == "reoriented" else [])
-    _check_plan([(f"{file_stem(image)}:{k}", 1) for k in range(_nz(img))], val_fraction, test_fraction, val_seed,
-                labeled_fraction, f"{image}: ")
-    dest = _Output(out, "covid", source, overwrite, [image, mask, *extra])
+    unchecked = [mask] if geometry == "unchecked" and not is_npy(image) and not is_npy(mask) else []
+    reoriented = [mask] if geometry == "reoriented" else []
+    rp_sizes: list[int] = []
+    for v, m in rp_pairs:  # read and check every Radiopaedia pair before anything is written
+        if m is None:
+            rp_sizes.append(0)
+            continue
+        r_img, _r_lab, r_geo = _read_covid_pair(v, m)
+        rp_sizes.append(_nz(r_img))
+        unchecked += [unzip.show(m)] if r_geo == "unchecked" else []
+        reoriented += [unzip.show(m)] if r_geo == "reoriented" else []
+        del r_img, _r_lab
+    if unchecked:
+        _note_unchecked(unchecked)
+    _note_reoriented(reoriented)
+    plan = [(f"{file_stem(image)}:{k}", 1) for k in range(_nz(img))]
+    plan += [(rp_names[v], n) for (v, m), n in zip(rp_pairs, rp_sizes) if m is not None]
+    _check_plan(plan, val_fraction, test_fraction, val_seed, labeled_fraction, f"{image}: ")
+    inputs = [image, mask, *[Path(u) for u in unlabeled], *[p for p in (rp_image, rp_mask) if p is not None]]
+    dest = _Output(out, "covid", source, overwrite, inputs)
     writer = _Writer(dest.stage)
     stem = file_stem(image)
     train: list[dict] = []
@@ -517,16 +705,37 @@ def prepare_covid(
         name = writer.name(f"{stem}_{k:03d}", ".nii.gz")
         item = writer.ct_pair(orient_slice(s_img, orientation), orient_slice(s_lab, orientation), name)
         train.append({**item, "group": f"{stem}:{k}"})
-    extra_items = _unlabeled_slices(extra, writer, orientation, progress)
+    del img, lab
+    rp_unlabeled = [v for v, m in rp_pairs if m is None]
+    for v, m in rp_pairs:
+        if m is None:
+            continue
+        r_img, r_lab, _ = _read_covid_pair(v, m)
+        name_stem = rp_names[v]
+        pairs = zip(iter_slices(r_img), iter_slices(r_lab))
+        for k, (s_img, s_lab) in enumerate(_progress(pairs, _nz(r_img), f"covid {name_stem}", progress)):
+            name = writer.name(f"{name_stem}_{k:03d}", ".nii.gz")
+            item = writer.ct_pair(orient_slice(s_img, rp_orientation), orient_slice(s_lab, rp_orientation), name)
+            train.append({**item, "group": name_stem})  # a whole volume (one patient) is one group
+    extra_items = _unlabeled_slices(extra, writer, orientation, progress, names=extra_names)
+    extra_items += _unlabeled_slices(rp_unlabeled, writer, rp_orientation, progress, names=rp_names)
     train, val, test = _holdout(train, val_fraction, test_fraction, val_seed, f"{image}: ")
     _warn_splits(str(image), val, test)
+    inputs_meta = {"image": source, "mask": str(mask.resolve()),
+                   "unlabeled": [unzip.show(p.resolve()) for p in extra]}
+    if rp_image is not None:
+        inputs_meta.update(rp_image=str(rp_image.resolve()),
+                           rp_mask=None if rp_mask is None else str(rp_mask.resolve()),
+                           rp_volumes=[[unzip.show(v.resolve()), None if m is None else unzip.show(m.resolve())]
+                                       for v, m in rp_pairs])
     pool = {
         "meta": {
             "task": "covid",
             "classes": COVID_CLASSES,
             "source": source,
-            "inputs": {"image": source, "mask": str(mask.resolve()), "unlabeled": [str(p.resolve()) for p in extra]},
+            "inputs": inputs_meta,
             "orientation": orientation,
+            **({"rp_orientation": rp_orientation} if rp_image is not None else {}),
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "val_seed": int(val_seed),
@@ -601,13 +810,15 @@ def _nz(img: torch.Tensor) -> int:
 
 
 def _unlabeled_slices(
-    paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool, check=None
+    paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool, check=None,
+    names: Mapping[Path, str] | None = None,
 ) -> list[dict]:
-    """``check(img, path)``, if given, vets each input as read (e.g. CHASE: RGB only) before it is written."""
+    """``check(img, path)``, if given, vets each input as read (e.g. CHASE: RGB only) before it is written;
+    ``names`` overrides the output stem of some inputs (default: the file's stem)."""
     items: list[dict] = []
     for p in paths:
         fmt = "npy" if is_npy(p) else detect_format(p)
-        stem = file_stem(p)
+        stem = (names or {}).get(p) or file_stem(p)
         if fmt == "picture":
             img = read_image(p)  # copied as is, but it must decode: a broken file fails here, named, not in training
             if check is not None:
@@ -1031,13 +1242,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="tr_mask.nii.gz (0 bg, 1 ground-glass, 2 consolidation, 3 effusion), a DICOM SEG, "
                         "or Kaggle's one-hot masks_medseg.npy")
     v.add_argument("--unlabeled", nargs="*", default=[],
-                   help="more volumes / series / folders of them, or Kaggle .npy stacks; no masks")
+                   help="more volumes / series / folders or .zip files of them, or Kaggle .npy stacks; no masks")
     v.add_argument("--val-fraction", type=_count, default=0.1, help="validation share of the non-test slices (0.1)")
     v.add_argument("--test-fraction", type=_count, default=0.2, help="test share of the labelled slices (0.2)")
     v.add_argument("--orientation", choices=ORIENTATIONS, default="as-stored",
                    help="operation on the upright picture if your copy is stored differently (default as-stored)")
     v.add_argument("--segment-map", type=_segment_map, default=None,
                    help="DICOM SEG mask: segment label or number -> class, e.g. 'GGO=1,Consolidation=2'")
+    v.add_argument("--rp-image", default=None,
+                   help="MedSeg set 2 (Radiopaedia) image volumes: rp_im.zip or its folder; with --rp-mask they are "
+                        "labelled (paired by file name, one hold-out group per volume), alone unlabelled")
+    v.add_argument("--rp-mask", default=None, help="MedSeg set 2 masks: rp_msk.zip or its folder (labels 0..3)")
+    v.add_argument("--rp-orientation", choices=ORIENTATIONS, default=None,
+                   help="operation on the upright Radiopaedia pictures, images and masks alike "
+                        "(default: --orientation)")
 
     f = sub.add_parser("folder", parents=[common], help="any folder of DICOM / NIfTI / pictures with optional masks")
     f.add_argument("src_dir", help="folder of images; masks in labels/ or as <name>_mask.*; unlabeled/ for extras")
@@ -1089,7 +1307,9 @@ def _run_cli(args: argparse.Namespace) -> tuple[int, Path | None]:
         elif args.command == "covid":
             path = prepare_covid(args.image, args.mask, args.out, unlabeled=args.unlabeled,
                                  val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                                 orientation=args.orientation, segment_map=args.segment_map, **common)
+                                 orientation=args.orientation, segment_map=args.segment_map,
+                                 rp_image=args.rp_image, rp_mask=args.rp_mask, rp_orientation=args.rp_orientation,
+                                 **common)
         else:
             names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
             path = prepare_folder(args.src_dir, args.out, task=args.task, num_classes=args.num_classes,
