@@ -36,7 +36,9 @@ def fundus_fov(image: np.ndarray | torch.Tensor, threshold: float = 20.0) -> np.
 
 
 class FundusFOVd(MapTransform):
-    """Mark the label outside the image's field of view with the value ``num_classes`` (before any resizing)."""
+    """Mark the label outside the image's field of view with the value ``num_classes`` (before any resizing).
+
+    Both bundles carry it (their configs differ only in task keys); enabled on a non-RGB image (CT) it refuses."""
 
     def __init__(self, keys="label", image_key: str = "image", num_classes: int = 2, threshold: float = 20.0,
                  enabled: bool = True, allow_missing_keys: bool = False) -> None:
@@ -48,6 +50,11 @@ class FundusFOVd(MapTransform):
         d = dict(data)
         if not self.enabled:
             return d
+        if d[self.image_key].shape[0] != 3:
+            raise ValueError(
+                f"eval_fov needs RGB fundus photographs (the chase bundle); this image has {d[self.image_key].shape[0]} "
+                "channel(s). Leave eval_fov false for CT."
+            )
         fov = torch.as_tensor(fundus_fov(d[self.image_key], self.threshold))
         for key in self.key_iterator(d):
             label = d[key]
