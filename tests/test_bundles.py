@@ -655,6 +655,15 @@ def test_inference_warns_on_non_ct_dicom_and_refuses_rtdose(tmp_path, caplog):
 # ------------------------------------------------------------------------------------------ settings robustness
 
 
+def _messages(exc: BaseException) -> list[str]:
+    """Every message of an exception chain (MONAI's config parser wraps ours in its own errors)."""
+    out: list[str] = []
+    while exc is not None:
+        out.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
 @pytest.mark.parametrize("text, value", [("false", False), ("False", False), ("0", False), ("no", False),
                                          ("true", True), ("True", True), ("1", True), (True, True), (0, False)])
 def test_switches_accept_command_line_spellings(text, value):
@@ -706,10 +715,7 @@ def test_resume_with_another_method_or_network_is_refused_naming_the_difference(
         wf = workflow("covid", "training", **{**ov, **change, "max_epochs": 2, "resume": True})
         with pytest.raises(Exception) as info:
             wf.parser.get_parsed_content("train#trainer")
-        chain, e = [], info.value
-        while e is not None:
-            chain.append(str(e))
-            e = e.__cause__ or e.__context__
+        chain = _messages(info.value)
         assert any(text in m and "another --output_dir" in m for m in chain), chain
 
 
@@ -723,10 +729,7 @@ def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache
     assert (tmp_path / "models" / "model.pt").is_file()
     with pytest.raises(Exception) as info:
         workflow("covid", "training", **{**ov, "val_interval": 0}).parser.get_parsed_content("train#trainer")
-    e, chain = info.value, []
-    while e is not None:
-        chain.append(str(e))
-        e = e.__cause__ or e.__context__
+    chain = _messages(info.value)
     assert any("val_interval must be a whole number" in m for m in chain), chain
 
 
@@ -741,10 +744,7 @@ def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
         wf = workflow("covid", "training", **TINY, output_dir=str(tmp_path), cache_dir=cache_dir, method="supervised")
         with pytest.raises(Exception) as info:
             wf.parser.get_parsed_content("train#trainer")
-        e, chain = info.value, []
-        while e is not None:
-            chain.append(str(e))
-            e = e.__cause__ or e.__context__
+        chain = _messages(info.value)
         assert any(f"another training (pid {other.pid} on host" in m and "--output_dir" in m for m in chain), chain
     finally:
         other.kill()
