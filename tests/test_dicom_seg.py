@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medsemiseg.data import synthetic
-from medsemiseg.data.dicom_seg import read_seg, seg_to_label_map
+from medsemiseg.data.dicom_seg import read_seg
 from medsemiseg.data.io import DataReadError, read_image, read_mask
 from medsemiseg.data.prepare import main as prepare_main
 from medsemiseg.data.prepare import prepare_covid

@@ -346,3 +346,24 @@ def test_schedule_without_iterations_is_refused_naming_the_bundle_key(key, value
             device="cpu", train_data_loader=lab, network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
             method=Supervised(K), **kwargs,
         )
+
+
+def test_split_smaller_than_its_batch_size_is_logged_naming_the_bundle_key(caplog):
+    # 2 labelled images with batch_size 4 used to train on batches of 2 without a word
+    net = _net()
+    caplog.set_level(logging.INFO, logger="medsemiseg.engines.trainer")
+
+    def build(lab, unl):
+        caplog.clear()
+        SemiSupervisedTrainer(
+            device="cpu", max_epochs=1, train_data_loader=lab, network=net,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.01), method=Supervised(K), unlabeled_data_loader=unl,
+        )
+        return caplog.text
+
+    text = build(*_loaders(n_l=2, n_u=4, bl=4, bu=2))
+    assert "labelled split has 2 image(s), fewer than its batch size 4" in text and "--batch_size" in text
+    assert "unlabelled split" not in text
+    text = build(*_loaders(n_l=3, n_u=4, bl=1, bu=8))
+    assert "unlabelled split has 4 image(s), fewer than its batch size 8" in text and "--unlabeled_batch_size" in text
+    assert "split has" not in build(*_loaders(n_l=4, n_u=4, bl=4, bu=4))  # exactly one full batch each

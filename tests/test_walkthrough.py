@@ -6,12 +6,10 @@ nbclient dependency); matplotlib draws to the Agg backend.
 from __future__ import annotations
 
 import json
-import os
 import runpy
 from pathlib import Path
 
 import matplotlib
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"

@@ -32,8 +32,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
 
 __all__ = ["epoch_checkpoints", "hidden_labels", "analyse_cell", "analyse_grid", "plot_analysis", "main"]

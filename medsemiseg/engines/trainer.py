@@ -32,6 +32,7 @@ ignite restarts the data iterator inside the epoch (``DATALOADER_STOP_ITERATION`
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import warnings
@@ -45,6 +46,8 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader, DistributedSampler
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SemiSupervisedTrainer", "NonFiniteLossError"]
 
@@ -140,6 +143,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                     "'unlabeled' list, and drop_last with a batch size larger than the number of unlabelled images "
                     "(bundles: lower --unlabeled_batch_size, or --labeled_fraction to leave more images unlabelled)."
                 )
+        _log_small_split(train_data_loader, "labelled", "batch_size")
+        if unlabeled_data_loader is not None:
+            _log_small_split(unlabeled_data_loader, "unlabelled", "unlabeled_batch_size")
         if metric_cmp_fn is not None:
             kwargs["metric_cmp_fn"] = metric_cmp_fn
         super().__init__(
@@ -365,3 +371,26 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self._check_finite_weights(engine, loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _log_small_split(loader: Any, which: str, key: str) -> None:
+    """Log when a split holds fewer images than the loader's batch size.
+
+    Without ``drop_last`` the loader then yields every batch smaller than asked for (all the images, once per batch),
+    which changes the effective batch size (and, for the mixing methods, how many images are mixed). That is normal
+    with a few labelled photographs (chase at 1/8: 3 images, batch size 4), so it is logged at INFO, not warned.
+    """
+    batch_size = getattr(loader, "batch_size", None)
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(batch_size, int) or dataset is None or getattr(loader, "drop_last", False):
+        return
+    try:
+        n_images = len(dataset)
+    except TypeError:
+        return
+    if 0 < n_images < batch_size:
+        logger.info(
+            "SemiSupervisedTrainer: the %s split has %d image(s), fewer than its batch size %d: every %s batch "
+            "holds those %d (bundles: --%s).",
+            which, n_images, batch_size, which, n_images, key,
+        )
