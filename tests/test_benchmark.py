@@ -923,6 +923,30 @@ def test_training_time_accumulates_over_attempts_and_feeds_the_projection(tmp_pa
     assert f.train_s == done["train_s"]
 
 
+def test_a_killed_attempt_counts_its_seconds_up_to_its_last_output(tmp_path, monkeypatch):
+    # a runner killed with SIGKILL never records its attempt's seconds; they used to count 0 in train_s
+    import datetime as dt
+    import os
+
+    cfg = _one_cell(tmp_path)
+    cell = grid.enumerate_cells(cfg)[0]
+    cell.directory.mkdir(parents=True)
+    t0 = dt.datetime.now().replace(microsecond=0) - dt.timedelta(seconds=600)
+    started = {"train_command": grid._portable(cfg.train_command(cell)),
+               "attempts": [{"started_at": t0.isoformat(), "train_s": None, "outcome": "running"}]}
+    (cell.directory / grid.STARTED).write_text(json.dumps(started))
+    log = cell.directory / "train.log"
+    log.write_text("epoch 3 ...\n")
+    os.utime(log, (t0.timestamp() + 250, t0.timestamp() + 250))  # its last output, 250 s in
+    (res,), _ = _run(cfg)
+    attempts = json.loads((cell.directory / grid.STARTED).read_text())["attempts"]
+    assert attempts[0]["train_s"] == pytest.approx(250.0) and attempts[0]["outcome"].startswith("killed")
+    done = json.loads((cell.directory / grid.DONE).read_text())
+    assert res.status == "done" and 250.0 <= done["train_s"] < 310.0 and done["train_attempts"] == 2
+    # unknown start (a record written by hand, or corrupted): still 0, not an error
+    assert grid._seconds_until_last_output(log, None) is None and grid._attempts_s([{"train_s": None}]) == 0.0
+
+
 def test_ctrl_c_stops_with_a_resume_hint_and_exit_130(tmp_path, monkeypatch, capsys):
     import medsemiseg.benchmark.__main__ as bench_main
 

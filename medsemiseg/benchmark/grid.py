@@ -13,7 +13,8 @@ Resumability rests on two marker files written *only after* the step they certif
   so the results table is built from ``done.json`` files alone.
 
 ``started.json`` is written *before* each training attempt: the training command and, per attempt, its start
-and (once it ends, or is interrupted) its seconds; the cell's ``train_s`` is the sum over its attempts.
+and (once it ends, or is interrupted) its seconds; the cell's ``train_s`` is the sum over its attempts (one
+killed before it could record them counts up to its last line in ``train.log``).
 
 A cell with ``done.json`` is never re-run. A cell without it is run again with the same command into the same folder,
 so a bundle that resumes from the checkpoint in its output folder picks up where it stopped. A cell whose recorded
@@ -783,6 +784,10 @@ def _start_attempt(d: Path, train_cmd: list[str]) -> list[dict]:
     same command (an interrupted or failed run) are kept so their seconds count in the cell's ``train_s``."""
     started = _read_json(d / STARTED) or {}
     attempts = list(started.get("attempts") or []) if started.get("train_command") == train_cmd else []
+    for a in attempts:
+        if a.get("train_s") is None:  # its runner was killed (SIGKILL, power loss) before recording its seconds
+            a["train_s"] = _seconds_until_last_output(d / "train.log", a.get("started_at"))
+            a["outcome"] = "killed (seconds up to its last line in train.log)"
     attempts.append({"started_at": _dt.datetime.now().isoformat(timespec="seconds"), "train_s": None,
                      "outcome": "running", "_t0": time.time()})
     _write_json(d / STARTED, {"train_command": train_cmd, "attempts": [_public(a) for a in attempts]})
@@ -801,8 +806,20 @@ def _end_attempt(d: Path, train_cmd: list[str], attempts: list[dict], outcome: s
     return attempts
 
 
+def _seconds_until_last_output(log: Path, started_at: str | None) -> float | None:
+    """Seconds from an attempt's start to the last write to its ``train.log`` (the training's own output goes
+    there, so this is when the killed run was last seen alive); None when either is unknown."""
+    try:
+        t0 = _dt.datetime.fromisoformat(started_at).timestamp() if started_at else None
+        t1 = log.stat().st_mtime
+    except (OSError, ValueError, TypeError):
+        return None
+    return None if t0 is None else max(0.0, t1 - t0)
+
+
 def _attempts_s(attempts: list[dict]) -> float:
-    """Training seconds over all attempts (one killed with SIGKILL never recorded its seconds: it counts 0)."""
+    """Training seconds over all attempts (one killed without recording its seconds is counted up to its last
+    output, see :func:`_start_attempt`; 0 only if even that is unknown)."""
     return float(sum(a.get("train_s") or 0.0 for a in attempts))
 
 
