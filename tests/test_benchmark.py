@@ -567,6 +567,22 @@ def test_analysis_finds_epoch_checkpoints_and_hidden_labels(tmp_path):
     assert all(Path(h["label"]).parent.name == "labels" for h in hl)
 
 
+def test_discriminator_scores_have_chance_at_one_half_whatever_the_set_sizes():
+    # 4 labelled vs 25 unlabelled images: calling everything "unlabelled" used to score 25/29 = 0.86 "accuracy"
+    import torch
+
+    from medsemiseg.benchmark.analysis import ranking_auc
+    from medsemiseg.handlers.discriminator import discriminator_loss
+
+    everything_unlabelled = lambda f: -torch.ones(f.shape[0], 1, 2, 2)  # noqa: E731
+    _, acc = discriminator_loss(everything_unlabelled, torch.zeros(4, 3), torch.zeros(25, 3))
+    assert float(acc) == 0.5
+    assert ranking_auc(torch.zeros(4), torch.zeros(25)) == 0.5  # all tied: cannot rank
+    assert ranking_auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0, 2.5])) == pytest.approx(5 / 6)
+    assert ranking_auc(torch.tensor([1.0]), torch.tensor([1.0, 0.0])) == 0.75  # one tie (1/2) + one win
+    assert ranking_auc(torch.tensor([]), torch.tensor([1.0])) != ranking_auc(torch.tensor([]), torch.tensor([1.0]))
+
+
 def test_extends_merges_a_variant_over_its_base(tmp_path):
     base = _write_config(tmp_path)
     variant = tmp_path / "variant.yaml"

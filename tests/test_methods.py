@@ -319,6 +319,46 @@ def test_labeled_logits_ignore_the_unlabeled_batch_unless_joint_forward(cls):
         assert torch.equal(preds[0], preds[1]) != joint
 
 
+def test_fixmatch_weak_pass_builds_no_graph_unless_sufd_needs_its_features(monkeypatch):
+    """The separate weak forward only makes (detached) pseudo-labels: it used to keep an autograd graph (memory) for
+    nothing. Loss and gradients are unchanged; SUFD on FixMatch still runs it with autograd (its adversarial term)."""
+    import contextlib
+
+    labeled, unlabeled = _batch(2, 3)
+    init = _net().state_dict()
+
+    def step(name):
+        net = _net().train()
+        net.load_state_dict(init)
+        first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        seen = []
+        first_conv.register_forward_pre_hook(lambda mod, args: seen.append(torch.is_grad_enabled()))
+        torch.manual_seed(0)
+        out = _make(name, net)(_engine(net), labeled, unlabeled)
+        out["loss"].backward()
+        return seen, out, [p.grad.clone() for p in net.parameters()]
+
+    seen, out, grads = step("fixmatch")
+    assert seen == [True, False, True]  # labelled, weak (no graph), strong
+    seen_sufd, out_sufd, _ = step("fixmatch_sufd")
+    assert seen_sufd[:2] == [True, True] and torch.isfinite(out_sufd["loss_adv"])
+    import medsemiseg.methods.fixmatch as fixmatch_module
+
+    class _WeakPassWithGraph:  # the old code path: torch as fixmatch.py sees it, minus the grad switch
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def set_grad_enabled(mode):
+            return contextlib.nullcontext()
+
+    monkeypatch.setattr(fixmatch_module, "torch", _WeakPassWithGraph())
+    seen_old, out_old, grads_old = step("fixmatch")
+    assert seen_old == [True, True, True]
+    assert torch.equal(out["loss"], out_old["loss"])
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_old))
+
+
 def test_requires_unlabeled_follows_the_method_class_without_building_it():
     from medsemiseg.methods import requires_unlabeled
 

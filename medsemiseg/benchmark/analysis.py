@@ -13,12 +13,18 @@ the cell's **unlabelled** training images whose ground truth the split hid from 
 - ``conf_ratio`` / ``conf_acc``: the share of pixels whose confidence reaches the method's threshold (the pixels the
   unsupervised loss uses) and the accuracy on them;
 - ``pl_iou/<class>``: pseudo-label IoU per class (the minority classes are where SupMix is meant to help);
-- ``d_acc`` (SUFD variants): the discriminator's accuracy at telling the student's labelled-image features (logit
-  > 0) from its unlabelled-image features; 0.5 means the feature gap SUFD closes is closed (or D learned nothing).
+- ``d_acc`` (SUFD variants): the discriminator's *balanced* accuracy at telling the student's labelled-image
+  features (logit > 0) from its unlabelled-image features — the mean of its accuracy on the labelled and on the
+  unlabelled patches, so chance is 0.5 although the cell has far fewer labelled images (4 vs 25 on the CT phantoms;
+  a plain accuracy would score 25/29 = 0.86 by calling everything "unlabelled"); ``d_auc``: the probability that a
+  labelled patch gets a higher logit than an unlabelled one (0.5: D cannot rank them, whatever its threshold);
+  ``d_p_labelled_on_l`` / ``_on_u``: its mean probability of "labelled" on each set. ``d_auc`` near 0.5 means the
+  feature gap SUFD closes is closed (or D learned nothing).
 
 The unlabelled images' labels exist for the built-in synthetic data sets (their split hides the labels of the
 training pool) and for a prepared real data set when its ``pool.json`` lists labels for the unlabelled items; images
-without labels are skipped. Writes ``analysis_<fraction>.csv`` and ``analysis_<fraction>.png`` next to the results.
+without labels are skipped. Writes ``analysis_<fraction>_seed<k>.csv`` and ``.png`` next to the results (a cell
+that kept only its last checkpoints gives rows for those epochs only).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any, Sequence
 
 from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
 
-__all__ = ["epoch_checkpoints", "hidden_labels", "analyse_cell", "analyse_grid", "plot_analysis", "main"]
+__all__ = ["epoch_checkpoints", "hidden_labels", "ranking_auc", "analyse_cell", "analyse_grid", "plot_analysis", "main"]
 
 
 def epoch_checkpoints(cell_dir: Path) -> list[tuple[int, Path]]:
@@ -155,12 +161,26 @@ def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[
                 f_l = net.encode(x_l)[idx]
                 f_u = net.encode(x_u)[idx]
                 lo_l, lo_u = d(f_l), d(f_u)
-            n = lo_l.numel() + lo_u.numel()
-            row["d_acc"] = float(((lo_l > 0).sum() + (lo_u <= 0).sum()).item() / n)
+            row["d_acc"] = 0.5 * float((lo_l > 0).float().mean() + (lo_u <= 0).float().mean())
+            row["d_auc"] = ranking_auc(lo_l, lo_u)
             row["d_p_labelled_on_l"] = float(torch.sigmoid(lo_l).mean())
             row["d_p_labelled_on_u"] = float(torch.sigmoid(lo_u).mean())
         rows.append(row)
     return rows
+
+
+def ranking_auc(pos, neg) -> float:
+    """P(a positive scores above a negative), ties counting one half (the Mann-Whitney AUC)."""
+    import torch
+
+    pos = torch.as_tensor(pos).flatten().double()
+    neg = torch.as_tensor(neg).flatten().double()
+    if not len(pos) or not len(neg):
+        return float("nan")
+    neg_sorted, _ = torch.sort(neg)
+    below = torch.searchsorted(neg_sorted, pos, right=False)  # negatives strictly below each positive
+    not_above = torch.searchsorted(neg_sorted, pos, right=True)  # ... below or tied
+    return float((below + 0.5 * (not_above - below)).sum() / (len(pos) * len(neg)))
 
 
 def analyse_grid(cfg: BenchmarkConfig, fraction: str, seed: int, methods: Sequence[str] | None = None,
@@ -182,11 +202,11 @@ def plot_analysis(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -
     for r in rows:
         c = curves.setdefault(r["method"], {})
         for key, v in r.items():
-            if key in ("pl_acc", "pl_miou", "conf_ratio", "conf_acc", "d_acc") or key.startswith("pl_iou/"):
+            if key in ("pl_acc", "pl_miou", "conf_ratio", "conf_acc", "d_acc", "d_auc") or key.startswith("pl_iou/"):
                 if isinstance(v, float) and v == v:
                     c.setdefault(key, []).append((r["epoch"], v))
     tags = ["pl_miou", "conf_ratio", "conf_acc"] + sorted({k for c in curves.values() for k in c if k.startswith("pl_iou/")})
-    tags = [t for t in tags if t != "pl_iou/background"] + ["d_acc"]
+    tags = [t for t in tags if t != "pl_iou/background"] + ["d_acc", "d_auc"]
     return plots.plot_learning_curves(curves, tags, path, title=title)
 
 
@@ -215,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("[analysis] nothing to analyse: no epoch checkpoints with hidden labels in these cells", file=sys.stderr)
         return 1
-    slug = fraction_slug(a.fraction)
+    slug = f"{fraction_slug(a.fraction)}_seed{a.seed}"
     out_csv = cfg.task_dir / f"analysis_{slug}.csv"
     fields: list[str] = []
     for r in rows:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .grid import BenchmarkConfig, enumerate_cells, fraction_slug, iter_done, stale_error
+from .grid import BenchmarkConfig, fraction_slug, iter_done, stale_error
 from .results import class_names, collect_rows, summarize, write_tables
 
 __all__ = ["make_report", "learning_curves", "prediction_sets"]
@@ -32,9 +32,10 @@ def _smallest_fraction(cfg: BenchmarkConfig) -> str:
 
 
 def learning_curves(cfg: BenchmarkConfig, fraction: str, seed: int | None = None) -> dict[str, dict[str, list]]:
-    """``{method: {tag: [(step, value)]}}`` read from the TensorBoard event files of each method's cell."""
+    """``{method: {tag: [(step, value)]}}`` read from the TensorBoard event files of each method's *finished* cell
+    (an unfinished or failed cell's curves would be drawn next to finished ones without a word)."""
     out: dict[str, dict[str, list]] = {}
-    for cell in enumerate_cells(cfg):
+    for cell, _ in iter_done(cfg):
         if cell.fraction.label != fraction or cell.method in out:
             continue
         if seed is not None and cell.seed != seed:
@@ -43,6 +44,13 @@ def learning_curves(cfg: BenchmarkConfig, fraction: str, seed: int | None = None
         if curves:
             out[cell.method] = curves
     return out
+
+
+def _spread(cfg: BenchmarkConfig) -> str:
+    """What the figures' error bars are: a single-seed grid has none to show."""
+    if len(cfg.seeds) == 1:
+        return f"seed {cfg.seeds[0]}, one seed: no error bars"
+    return f"mean ± sample std over {len(cfg.seeds)} seeds"
 
 
 def _pick_tags(curves: dict[str, dict[str, list]], patterns: list[str], limit: int = 6) -> list[str]:
@@ -55,9 +63,11 @@ def _pick_tags(curves: dict[str, dict[str, list]], patterns: list[str], limit: i
     return picked[:limit]
 
 
-def prediction_sets(cfg: BenchmarkConfig, fraction: str, count: int) -> tuple[list[str], dict[str, Any]]:
-    """The names of up to ``count`` test slices that every method's cell (first finished seed) saved a prediction
-    for, and ``{method: cell directory}``. Predictions are looked for with ``plots.predictions.glob`` (relative to
+def prediction_sets(
+    cfg: BenchmarkConfig, fraction: str, count: int, seed: int | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """The names of up to ``count`` test slices that every method's cell (``seed``'s, or the first finished seed's
+    when None) saved a prediction for, and ``{method: cell directory}``. Predictions are looked for with ``plots.predictions.glob`` (relative to
     the cell folder); the images and ground truths with ``image_glob`` / ``label_glob`` under ``source_dir`` (the
     prepared data set folder), matched by name: ``tr_im_002_seg.nii.gz`` <-> ``images/tr_im_002.nii.gz``."""
     spec = cfg.plots.get("predictions") or {}
@@ -66,7 +76,7 @@ def prediction_sets(cfg: BenchmarkConfig, fraction: str, count: int) -> tuple[li
         return [], {}
     dirs: dict[str, Path] = {}
     for cell, _ in iter_done(cfg):
-        if cell.fraction.label == fraction and cell.method not in dirs:
+        if cell.fraction.label == fraction and cell.method not in dirs and (seed is None or cell.seed == seed):
             dirs[cell.method] = cell.directory
     common: set[str] | None = None
     for d in dirs.values():
@@ -122,14 +132,15 @@ def make_report(cfg: BenchmarkConfig, log=print) -> dict[str, Path]:
     summary = summarize(rows, classes, [f.label for f in cfg.fractions], cfg.methods, metric=cfg.table_metric)
     out = cfg.task_dir
     written["miou_vs_fraction"] = plots.plot_miou_vs_fraction(
-        summary, cfg.methods, out / "miou_vs_fraction.png", title=f"{cfg.task}: mIoU vs labelled fraction"
+        summary, cfg.methods, out / "miou_vs_fraction.png",
+        title=f"{cfg.task}: mIoU vs labelled fraction ({_spread(cfg)})",
     )
     frac = str(cfg.plots.get("fraction", _smallest_fraction(cfg)))
     slug = fraction_slug(frac)
     if any(e["fraction"] == frac for e in summary):
         written["per_class_iou"] = plots.plot_per_class_iou(
             summary, classes, cfg.methods, frac, out / f"per_class_iou_{slug}.png",
-            title=f"{cfg.task}: per-class IoU at {frac} labelled (mean ± std over seeds)",
+            title=f"{cfg.task}: per-class IoU at {frac} labelled ({_spread(cfg)})",
         )
     curves = learning_curves(cfg, frac, seed=cfg.seeds[0])
     tags = _pick_tags(curves, list(cfg.plots.get("curve_tags") or DEFAULT_CURVE_TAGS))
@@ -141,7 +152,7 @@ def make_report(cfg: BenchmarkConfig, log=print) -> dict[str, Path]:
     else:
         log(f"[benchmark] {cfg.task}: no TensorBoard scalars in the {frac} cells; learning curves skipped")
     spec = cfg.plots.get("predictions") or {}
-    names, dirs = prediction_sets(cfg, frac, int(spec.get("count", 3)))
+    names, dirs = prediction_sets(cfg, frac, int(spec.get("count", 3)), seed=cfg.seeds[0])
     if names:
         src = Path(spec.get("source_dir", "")) if spec.get("source_dir") else None
         first = next(iter(dirs.values()))

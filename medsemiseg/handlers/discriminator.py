@@ -44,15 +44,19 @@ def add_to_output(engine: Engine, key: str, value) -> None:
 def discriminator_loss(
     discriminator: torch.nn.Module, feat_l: torch.Tensor, feat_u: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``BCE(D(f_l), 1) + BCE(D(f_u), 0)`` and D's accuracy (logit > 0 means "labelled"), both 0-dim tensors."""
+    """``BCE(D(f_l), 1) + BCE(D(f_u), 0)`` and D's balanced accuracy, both 0-dim tensors.
+
+    The accuracy (logit > 0 means "labelled") is the mean of the accuracies on the labelled and on the unlabelled
+    patches, as the loss weighs the two sets equally: with unequal batches (3 labelled fundus photographs, 4
+    unlabelled) a plain patch accuracy would reward calling everything "unlabelled", and 0.5 would not be chance.
+    """
     logit_l = discriminator(feat_l)
     logit_u = discriminator(feat_u)
     loss = F.binary_cross_entropy_with_logits(logit_l, torch.ones_like(logit_l)) + F.binary_cross_entropy_with_logits(
         logit_u, torch.zeros_like(logit_u)
     )
     with torch.no_grad():
-        correct = (logit_l > 0).float().sum() + (logit_u <= 0).float().sum()
-        acc = correct / float(logit_l.numel() + logit_u.numel())
+        acc = 0.5 * ((logit_l > 0).float().mean() + (logit_u <= 0).float().mean())
     return loss, acc
 
 

@@ -100,7 +100,8 @@ class FixMatch(Method):
     def _student_forwards(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
         """Student on the labelled and weak batches: ``(labelled logits, weak logits)``; features go to ``out``.
 
-        One forward of ``cat(x_l, x_u)`` when ``joint_forward``, else one per batch.
+        One forward of ``cat(x_l, x_u)`` when ``joint_forward``, else one per batch (the weak one without autograd
+        unless SUFD captures its features).
         """
         x_l = labeled["image"]
         label_map(labeled["label"])
@@ -113,7 +114,10 @@ class FixMatch(Method):
             f_u = [f[n_l:] for f in feats] if feats is not None else None
         else:
             pred_l, f_l = student_forward(engine.network, x_l, need_feats)
-            pred_u_w, f_u = student_forward(engine.network, x_u, need_feats)
+            # the weak pass only yields pseudo-labels (detached): no autograd graph unless SUFD needs its features
+            # (BatchNorm statistics and dropout draws are the same either way; it saves the graph's memory)
+            with torch.set_grad_enabled(need_feats and torch.is_grad_enabled()):
+                pred_u_w, f_u = student_forward(engine.network, x_u, need_feats)
         self._store_features(out, "l", f_l, pred_l)
         self._store_features(out, "u", f_u, pred_u_w)
         out["pred"] = pred_l
