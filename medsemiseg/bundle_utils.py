@@ -47,6 +47,10 @@ __all__ = [
     "RunRecord",
     "PredictionWriter",
     "unlabeled_loader_for",
+    "check_cli_overrides",
+    "check_image_size",
+    "effective_fraction",
+    "check_trained_on",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +133,106 @@ def find_bundle_root(name: str | None = None, argv: Sequence[str] | None = None)
     )
 
 
+#: ``python -m monai.bundle run`` arguments that are not config overrides (``monai.bundle.scripts.run``).
+_RUN_ARGS = {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file"}
+
+
+def _override_keys(argv: Sequence[str]) -> list[str]:
+    """The ``--key`` names of a ``python -m monai.bundle run ...`` command line (``--key value``/``--key=value``)."""
+    keys = []
+    for a in argv[1:]:
+        if a.startswith("--") and len(a) > 2:
+            keys.append(a[2:].split("=", 1)[0])
+    return keys
+
+
+def _has_path(config: Any, path: Sequence[str]) -> bool:
+    node = config
+    for part in path:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
+    """Stop a ``python -m monai.bundle run`` whose command line sets a key the bundle config does not have.
+
+    MONAI's runner applies every ``--key value`` as a config override, so ``--labelled_fraction 1/4`` or
+    ``--max_epoch 1`` silently *adds* an unused key and the run goes on with the defaults (an hour of training on
+    the wrong settings). The bundles call this from their ``initialize`` step: each override's path
+    (``a#b#c``) must exist in the config files named on the command line; otherwise the error names the key and the
+    closest real ones. Outside MONAI's bundle CLI (MONAI Label, the benchmark's own parsing) it does nothing.
+    """
+    import difflib
+
+    from monai.bundle import ConfigParser
+
+    argv = list(sys.argv if argv is None else argv)
+    if not _cli_errors.running_monai_bundle_cli(argv):
+        return
+    files = _config_files_from_argv(argv)
+    if not files:
+        return
+    try:
+        config = ConfigParser.load_config_files(files)
+    except Exception:  # noqa: BLE001 - MONAI reports unreadable config files itself
+        return
+    known = sorted(str(k) for k in config)
+    for key in _override_keys(argv):
+        if key in _RUN_ARGS or key.startswith("_meta_"):
+            continue
+        path = key.replace("::", "#").split("#")
+        if _has_path(config, path):
+            continue
+        if len(path) > 1 and _has_path(config, path[:-1]):
+            parent = config
+            for part in path[:-1]:
+                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+            if isinstance(parent, Mapping) and "_target_" in parent:
+                continue  # another argument of a component (train#checkpointer#n_saved): its constructor checks it
+        if path[0] in config:  # a nested key: suggest among its siblings
+            parent = config
+            for part in path[:-1]:
+                parent = parent.get(part, {}) if isinstance(parent, Mapping) else {}
+            siblings = [str(k) for k in parent] if isinstance(parent, Mapping) else []
+            close = difflib.get_close_matches(path[-1], siblings, n=3)
+            hint = "; did you mean " + " or ".join("--" + "#".join(path[:-1] + [c]) for c in close) if close else ""
+        else:
+            close = difflib.get_close_matches(path[0], known, n=3)
+            hint = "; did you mean " + " or ".join(f"--{c}" for c in close) if close else ""
+        raise BundleConfigError(
+            f"--{key}: the bundle config ({', '.join(files)}) has no key {key!r}, so MONAI would add it unused and "
+            f"run with the default{hint}? The keys users set are listed in the README, 'Overridable keys'."
+        )
+
+
+def check_image_size(image_size: Any) -> list[int]:
+    """``image_size`` as ``[height, width]`` of positive whole numbers, or an error that shows the form to use."""
+    ok = (
+        isinstance(image_size, (list, tuple))
+        and len(image_size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in image_size)
+    )
+    if not ok:
+        raise BundleConfigError(
+            f"image_size={image_size!r}: must be two whole numbers >= 8, height and width, as a list in quotes "
+            f"on the command line, e.g. --image_size \"[{_first_int(image_size)}, {_first_int(image_size)}]\"."
+        )
+    return [int(v) for v in image_size]
+
+
+def _first_int(value: Any) -> int:
+    try:
+        v = int(value[0] if isinstance(value, (list, tuple)) and value else value)
+        return v if v >= 8 else 128
+    except (TypeError, ValueError):
+        return 128
+
+
 # --------------------------------------------------------------------------------------------------- settings
 
 _TRUE = ("1", "true", "yes", "on")
@@ -199,13 +303,35 @@ def _datalist_in(folder: Path) -> Path | None:
     return None
 
 
+#: the labelled share of the built-in synthetic data sets when ``labeled_fraction`` is left empty (the paper's 1/8).
+DEFAULT_FRACTION = "1/8"
+
+
+def effective_fraction(dataset_dir: Any, labeled_fraction: Any) -> Any:
+    """``labeled_fraction``, or, when it is empty (the bundles' default), the one a prepared folder was prepared
+    with (``python -m medsemiseg.prepare ... --labeled-fraction``; a user who prepared with ``full`` trains on every
+    mask without repeating it), else :data:`DEFAULT_FRACTION`."""
+    if not _is_empty(labeled_fraction):
+        return labeled_fraction
+    if not _is_empty(dataset_dir):
+        from medsemiseg.data.prepare import DATALIST_FILE, POOL_FILE
+
+        folder = Path(str(dataset_dir)).expanduser()
+        if (folder / POOL_FILE).is_file() and (folder / DATALIST_FILE).is_file():
+            chosen = _read_meta_and_sizes(folder / DATALIST_FILE)[0].get("labeled_fraction")
+            if not _is_empty(chosen):
+                return "full" if str(chosen) == "1" else chosen  # "1": how folders prepared before 2026-11-26 wrote full
+    return DEFAULT_FRACTION
+
+
 def resolve_datalist(
     dataset_dir: str | os.PathLike | None,
     task: str,
     cache_dir: str | os.PathLike,
-    labeled_fraction: Any = "1/8",
+    labeled_fraction: Any = None,
     seed: int = 0,
     classes: Sequence[str] | None = None,
+    in_channels: int | None = None,
 ) -> str:
     """The datalist JSON a bundle trains / validates / evaluates on (``docs/architecture.md`` format).
 
@@ -218,23 +344,28 @@ def resolve_datalist(
         cache_dir: where the synthetic data set is generated.
         labeled_fraction: ``"1/8"``, ``"1/4"``, ``"1/2"``, a count, or ``"full"``: which share of the training
             pool is labelled (synthetic data set, or a prepared folder with ``pool.json``: the datalist for this
-            fraction / seed is written next to it once; a datalist JSON given directly is used as is).
+            fraction / seed is written next to it once; a datalist JSON given directly is used as is). Empty
+            (``None``, the bundles' default): the prepared folder's own fraction, 1/8 for the synthetic data set
+            (:func:`effective_fraction`).
         seed: labelled-subset seed.
         classes: the bundle's class names; when given and the datalist declares its own (``meta.classes``), a
             different number of classes is an error (the network would have the wrong number of outputs and the
             report the wrong names) and different names a warning.
+        in_channels: the network's input channels; a datalist whose ``meta.in_channels`` differs (RGB photographs
+            given to the CT bundle) is an error naming the bundle to use, instead of a crash in the first iteration.
 
     The chosen datalist and its split sizes are logged; a prepared folder whose ``prepare`` run chose another
     labelled fraction than this run's gets a warning saying how to train on the prepared split.
     """
+    labeled_fraction = effective_fraction(dataset_dir, labeled_fraction)
     if _is_empty(dataset_dir):
         from medsemiseg.data.builtin import ensure_synthetic_datalist
 
         path = Path(ensure_synthetic_datalist(task, str(cache_dir), labeled_fraction, int(seed)))
-        return _checked(path, labeled_fraction, seed, classes)
+        return _checked(path, labeled_fraction, seed, classes, in_channels=in_channels)
     p = Path(str(dataset_dir)).expanduser()
     if p.is_file() and p.suffix.lower() == ".json":
-        return _checked(p.absolute(), labeled_fraction, seed, classes, fixed=True)
+        return _checked(p.absolute(), labeled_fraction, seed, classes, fixed=True, in_channels=in_channels)
     if p.is_dir():
         from medsemiseg.data.prepare import POOL_FILE, resplit_prepared
 
@@ -244,10 +375,10 @@ def resolve_datalist(
             _warn_if_prepared_otherwise(p, labeled_fraction)
             existing = p / datalist_filename(labeled_fraction, seed)
             path = existing if existing.is_file() else resplit_prepared(p, labeled_fraction, int(seed))
-            return _checked(Path(path).absolute(), labeled_fraction, seed, classes)
+            return _checked(Path(path).absolute(), labeled_fraction, seed, classes, in_channels=in_channels)
         found = _datalist_in(p)
         if found is not None:
-            return _checked(found.absolute(), labeled_fraction, seed, classes, fixed=True)
+            return _checked(found.absolute(), labeled_fraction, seed, classes, fixed=True, in_channels=in_channels)
         raise BundleConfigError(
             f"dataset_dir={str(dataset_dir)!r} holds no {' or '.join(DATALIST_NAMES)}: it is not a prepared data "
             f"set. Prepare it first into another folder, e.g. `python -m medsemiseg.prepare folder {dataset_dir} "
@@ -282,6 +413,7 @@ def _warn_if_prepared_otherwise(folder: Path, labeled_fraction: Any) -> None:
         return
     meta, sizes = _read_meta_and_sizes(prepared)
     chosen = meta.get("labeled_fraction")
+    chosen = "full" if str(chosen) == "1" else chosen  # how folders prepared before 2026-11-26 wrote full
     try:
         requested = fraction_text(labeled_fraction)
     except (ValueError, TypeError):
@@ -294,9 +426,25 @@ def _warn_if_prepared_otherwise(folder: Path, labeled_fraction: Any) -> None:
         )
 
 
-def _checked(path: Path, labeled_fraction: Any, seed: int, classes: Sequence[str] | None, fixed: bool = False) -> str:
-    """Log what the run will train on and check the datalist's classes against the bundle's."""
+def _checked(
+    path: Path,
+    labeled_fraction: Any,
+    seed: int,
+    classes: Sequence[str] | None,
+    fixed: bool = False,
+    in_channels: int | None = None,
+) -> str:
+    """Log what the run will train on and check the datalist's classes and channels against the bundle's."""
     meta, sizes = _read_meta_and_sizes(path)
+    theirs_ch = meta.get("in_channels")
+    if in_channels is not None and isinstance(theirs_ch, int) and theirs_ch != int(in_channels):
+        kind = {1: "grey (CT) images", 3: "RGB pictures"}
+        other = {1: "bundles/covid (grey CT)", 3: "bundles/chase (RGB fundus photographs)"}.get(theirs_ch)
+        raise BundleConfigError(
+            f"datalist {path} holds {kind.get(theirs_ch, f'{theirs_ch}-channel images')} (meta.in_channels "
+            f"{theirs_ch}), but this bundle's network takes {in_channels} channel(s): "
+            + (f"train it with {other}." if other else f"pass --in_channels {theirs_ch}.")
+        )
     split = ", ".join(f"{sizes.get(k, 0)} {k}" for k in ("labeled", "unlabeled", "validation", "test"))
     how = "as written" if fixed else f"labeled_fraction {labeled_fraction}, seed {seed}"
     logger.info(f"datalist {path}: {split} ({how})")
@@ -395,12 +543,21 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
     dicoms = list_dicom_files(folder)
     dicom_set = set(dicoms)
     others: list[Path] = []
+    masks: list[str] = []
     for p in sorted(folder.iterdir()):
         if p.is_dir():
             if list_dicom_files(p):
                 others.append(p)
         elif p not in dicom_set and is_supported_file(p):
-            others.append(p)
+            if _looks_like_mask(p):
+                masks.append(p.name)
+            else:
+                others.append(p)
+    if masks:
+        logger.warning(
+            f"{folder}: skipped {len(masks)} file(s) named like label masks or earlier outputs "
+            f"({', '.join(masks[:3])}{', ...' if len(masks) > 3 else ''}); give a file directly to segment it."
+        )
     if not dicoms:
         return others
     groups = group_dicom_series(dicoms)
@@ -415,6 +572,20 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
             name = folder.name if len(series) == 1 else f"{folder.name}_series{_series_label(g, series.index(g) + 1)}"
             entries.append((g[0].name, _DicomGroup(folder, tuple(g), name)))
     return [e for _, e in sorted(entries, key=lambda e: e[0])]
+
+
+#: name endings of label masks (CHASE_DB1's ``_1stHO`` / ``_2ndHO``, ``prepare folder``'s conventions) and of this
+#: package's own outputs: a folder of raw data or of earlier results holds them next to the images.
+MASK_NAME_SUFFIXES = ("_1stho", "_2ndho", "_mask", "_label", "_labels", "_seg", "_gt", "_manual1")
+
+
+def _looks_like_mask(path: Path) -> bool:
+    name = path.name.lower()
+    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".dcm"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return name.endswith(MASK_NAME_SUFFIXES)
 
 
 def _unique_names(stems: Sequence[str]) -> list[str]:
@@ -539,7 +710,7 @@ def inference_items(
     dataset_dir: str | os.PathLike | None,
     task: str,
     cache_dir: str | os.PathLike,
-    labeled_fraction: Any = "1/8",
+    labeled_fraction: Any = None,
     seed: int = 0,
     split: str = "test",
     in_channels: int | None = None,
@@ -636,6 +807,39 @@ def trained_checkpoint(
     raise FileNotFoundError(
         f"no trained model at {path}: train one first (python -m monai.bundle run training --config_file {config}"
         f"{extra}, which writes {writes}), or pass existing weights with --ckpt_path path/to/model.pt."
+    )
+
+
+def _same_data(a: Any, b: Any) -> bool:
+    if _is_empty(a) or _is_empty(b):
+        return _is_empty(a) and _is_empty(b)
+    return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+
+
+def check_trained_on(ckpt_path: str | os.PathLike, dataset_dir: Any, workflow: str = "evaluating") -> None:
+    """Warn when ``evaluating`` / ``inferring`` run on other data than the model in ``ckpt_path`` was trained on.
+
+    Forgetting ``--dataset_dir`` after training on a prepared data set silently scored (or segmented) the built-in
+    synthetic phantoms. The training writes ``run.json`` next to its models (:class:`TrainCheckpointer`); when it is
+    there and names another ``dataset_dir`` than this run's, the warning names both and the flag to pass. For
+    ``inferring`` only an empty ``dataset_dir`` (the synthetic test split) is questioned: inferring on new files is
+    what it is for.
+    """
+    run_file = Path(str(ckpt_path)).expanduser().parent / TrainCheckpointer.RUN_FILE
+    try:
+        trained = json.loads(run_file.read_text()).get("dataset_dir")
+    except (OSError, ValueError, AttributeError):
+        return
+    if workflow == "inferring" and not _is_empty(dataset_dir):
+        return
+    if _same_data(trained, dataset_dir):
+        return
+    where = lambda d: "the built-in synthetic data set" if _is_empty(d) else str(d)  # noqa: E731
+    logger.warning(
+        f"{workflow}: the model {ckpt_path} was trained on {where(trained)} ({run_file}), but this run uses "
+        f"{where(dataset_dir)}"
+        + (f"; pass --dataset_dir {trained} to {'score' if workflow == 'evaluating' else 'segment'} that data set."
+           if not _is_empty(trained) else ".")
     )
 
 
@@ -975,6 +1179,19 @@ class TrainCheckpointer:
         self._earlier: dict[Path, float] = {}
 
     LOCK = ".training.lock"
+    RUN_FILE = "run.json"
+
+    def _write_run_file(self) -> None:
+        """``<save_dir>/run.json``: this run's settings (method, network, classes, data set...) next to the models it
+        writes, so ``evaluating`` / ``inferring`` can say when they are pointed at other data than the model was
+        trained on (:func:`check_trained_on`)."""
+        if self.run_info is None:
+            return
+        Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(self.save_dir) / self.RUN_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.run_info.state_dict(), indent=2, default=str))
+        os.replace(tmp, path)
 
     def _take_lock(self, engine: Any) -> None:
         """One training per ``models/`` folder: a second run into it would overwrite and delete the first one's
@@ -1048,6 +1265,7 @@ class TrainCheckpointer:
         objs = dict(self.save_dict)
         objs.setdefault("trainer", engine)
         self._take_lock(engine)
+        self._write_run_file()
         if self.resume:
             path = latest_checkpoint(self.save_dir)
             if path is None:

@@ -466,6 +466,7 @@ class MetricsReportHandler:
         filename: report file name without extension; ``None`` for a timestamped name.
         write_csv: also write the CSV table.
         checkpoint: the weights that were evaluated (recorded as ``"checkpoint"``, with its modification time).
+        datalist: the datalist whose split was scored (recorded as ``"datalist"``: which data set the numbers are on).
         engine_state: also record the engine's ``epoch`` / ``iteration`` / ``best_metric``. Meaningful for a
             validation run inside training; for a one-off evaluation they are the evaluator's own single pass (epoch
             1, its own score as "best"), which reads like training provenance, so the bundles' ``evaluate`` turns
@@ -484,8 +485,10 @@ class MetricsReportHandler:
         write_csv: bool = True,
         checkpoint: str | os.PathLike | None = None,
         engine_state: bool = True,
+        datalist: str | os.PathLike | None = None,
     ) -> None:
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.datalist = None if datalist is None else str(datalist)
         self.engine_state = bool(engine_state)
         self.class_names = [str(c) for c in class_names]
         self.output_dir = Path(output_dir)
@@ -531,6 +534,8 @@ class MetricsReportHandler:
             if Path(self.checkpoint).is_file():
                 mtime = Path(self.checkpoint).stat().st_mtime
                 extra["checkpoint_modified"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(mtime))
+        if self.datalist is not None:
+            extra["datalist"] = self.datalist
         if self.engine_state:
             extra.update(epoch=int(engine.state.epoch), iteration=int(engine.state.iteration))
             best = getattr(engine.state, "best_metric", None)

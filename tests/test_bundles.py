@@ -269,6 +269,10 @@ def test_evaluation_writes_the_per_class_report(covid_run, cache_dir):
     # the pooled (whole-test-set) IoU / Dice that the report's "aggregation" text and the benchmark tables describe
     assert all({"iou_pooled", "dice_pooled"} <= set(v) for v in report["per_class"].values())
     assert 0.0 <= report["mIoU_pooled"] <= 1.0 and 0.0 <= report["mDice_pooled"] <= 1.0
+    # which data set the numbers are on, and what the model was trained on
+    assert report["datalist"] == wf.parser.get_parsed_content("datalist")
+    run = json.loads((covid_run / "models" / "run.json").read_text())
+    assert run["method"] == "supmix_sufd" and run["datalist"] == report["datalist"]
     wf.finalize()
 
 
@@ -810,3 +814,93 @@ def test_fundus_evaluation_inside_the_field_of_view(tmp_path, cache_dir):
     for c, name in ((0, "background"), (1, "vessel")):
         assert reports[True]["per_class"][name]["iou"] == pytest.approx(np.mean(per_class[c]), abs=1e-5)
         assert reports[False]["per_class"][name]["iou"] == pytest.approx(np.mean(whole[c]), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------- settings checked up front
+
+
+def _bundle_argv(*overrides: str) -> list[str]:
+    import monai.bundle
+
+    main = str(Path(monai.bundle.__file__).parent / "__main__.py")
+    return [main, "run", "training", "--config_file", "bundles/covid/train.json", *overrides]
+
+
+def test_a_misspelt_override_stops_the_run_naming_the_closest_key(monkeypatch):
+    # MONAI adds an unknown --key to the config and runs on: --labelled_fraction 1/4 trained at the default 1/8
+    monkeypatch.chdir(REPO)
+    check = bundle_utils.check_cli_overrides
+    check(_bundle_argv("--max_epochs", "1", "--intensity#window_center", "-600", "--train#checkpointer#n_saved", "3",
+                       "--labeled_fraction=1/4", "--meta_file", "bundles/covid/configs/metadata.json"))
+    with pytest.raises(BundleConfigError, match=r"--labelled_fraction: .*did you mean --labeled_fraction"):
+        check(_bundle_argv("--max_epochs", "1", "--labelled_fraction", "1/4"))
+    with pytest.raises(BundleConfigError, match=r"--max_epoch: .*did you mean --max_epochs"):
+        check(_bundle_argv("--max_epoch=1"))
+    with pytest.raises(BundleConfigError, match=r"--intensty#window_center: .*did you mean --intensity\?"):
+        check(_bundle_argv("--intensty#window_center", "-600"))
+    # a new argument of a component is its constructor's to check (CTWindowd(window_centre=...) is a TypeError)
+    check(_bundle_argv("--intensity#window_centre", "-600"))
+    check(["pytest", "--labelled_fraction", "1/4"])  # not MONAI's bundle CLI (MONAI Label, tests): nothing to check
+    # and through the real command line: it stops before anything is built
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                           "bundles/covid/train.json", "--max_epoch", "1"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and "did you mean --max_epochs" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("value", [100, [100], [64, 0], [64.5, 64], "64", [True, 64]])
+def test_image_size_must_be_two_whole_numbers(value):
+    with pytest.raises(BundleConfigError, match=r"image_size=.*--image_size \"\["):
+        bundle_utils.check_image_size(value)
+    assert bundle_utils.check_image_size((64, 96)) == [64, 96]
+
+
+def test_default_fraction_is_the_prepared_one_and_channels_must_fit(tmp_path, caplog):
+    # a user who prepared with --labeled-fraction full used to train at the bundle's 1/8 unless they repeated it
+    prep = _prepared_pictures(tmp_path, labeled_fraction="full")
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        path = resolve_datalist(prep, "chase", tmp_path / "cache", None, 0)
+    dl = json.loads(Path(path).read_text())
+    assert len(dl["labeled"]) == 4 and not dl["unlabeled"] and "prepared with" not in caplog.text
+    assert dl["meta"]["labeled_fraction"] == "full"  # was "1", which reads back as a count of one image
+    assert bundle_utils.effective_fraction(None, None) == "1/8" and bundle_utils.effective_fraction(prep, "1/4") == "1/4"
+    # grey pictures given to the RGB bundle: refused up front, naming the bundle to use (was a crash mid-training)
+    with pytest.raises(BundleConfigError, match=r"grey \(CT\) images \(meta.in_channels 1\).*bundles/covid"):
+        resolve_datalist(prep, "chase", tmp_path / "cache", None, 0, in_channels=3)
+
+
+def test_supervised_training_builds_no_unlabelled_dataset(cache_dir):
+    wf = workflow("covid", "training", **TINY, method="supervised", cache_dir=cache_dir)
+    assert len(wf.parser.get_parsed_content("train#unlabeled_dataset")) == 0
+    wf = workflow("covid", "training", **TINY, method="fixmatch", cache_dir=cache_dir)
+    assert len(wf.parser.get_parsed_content("train#unlabeled_dataset")) > 0
+
+
+def test_evaluating_or_inferring_other_data_than_the_model_was_trained_on_is_warned(tmp_path, caplog):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "run.json").write_text(json.dumps({"method": "supmix_sufd", "dataset_dir": str(tmp_path / "my_ct")}))
+    ckpt = models / "model.pt"
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        bundle_utils.check_trained_on(ckpt, None, "evaluating")  # forgot --dataset_dir: the synthetic phantoms
+    assert "trained on " + str(tmp_path / "my_ct") in caplog.text and "built-in synthetic" in caplog.text
+    assert f"--dataset_dir {tmp_path / 'my_ct'}" in caplog.text
+    for args in ((str(tmp_path / "my_ct"), "evaluating"), (str(tmp_path / "new_scan.nii.gz"), "inferring")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+            bundle_utils.check_trained_on(ckpt, *args)
+        assert caplog.text == ""
+    bundle_utils.check_trained_on(tmp_path / "elsewhere" / "model.pt", None)  # no run.json: nothing to compare
+
+
+def test_inference_folder_skips_files_named_like_masks(tmp_path, caplog):
+    # a raw CHASE_DB1 folder: the annotation PNGs next to the photographs used to be segmented too
+    for name in ("Image_01L.jpg", "Image_01R.jpg"):
+        _tiny_png(tmp_path / name.replace(".jpg", ".png"), rgb=True)
+    for name in ("Image_01L_1stHO.png", "Image_01L_2ndHO.png", "Image_01R_1stHO.png", "case_mask.nii.gz"):
+        _tiny_png(tmp_path / name) if name.endswith(".png") else _tiny_nifti(tmp_path / name)
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        inputs = bundle_utils._inputs_in_folder(tmp_path)
+    assert [p.name for p in inputs] == ["Image_01L.png", "Image_01R.png"]
+    assert "skipped 4 file(s) named like label masks" in caplog.text

@@ -34,7 +34,7 @@ def test_parse_fraction_rejects(bad):
 
 def test_tags_and_text():
     assert [fraction_tag(v) for v in ("1/8", "0.25", "all", 12)] == ["1-8", "1-4", "all", "n12"]
-    assert [fraction_text(v) for v in ("0.125", 5, "1.0")] == ["1/8", "5", "1"]
+    assert [fraction_text(v) for v in ("0.125", 5, "1.0")] == ["1/8", "5", "full"]
 
 
 def test_num_labeled_rounds_half_up_and_keeps_one():

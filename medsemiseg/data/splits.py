@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from fractions import Fraction
 from typing import Any, TypeVar, Union
@@ -79,9 +80,11 @@ def fraction_tag(value: Any) -> str:
 
 
 def fraction_text(value: Any) -> str:
-    """Canonical text for a datalist's meta: ``"1/8"``, ``"12"`` or ``"1"``."""
+    """Canonical text for a datalist's meta: ``"1/8"``, ``"12"`` (a count) or ``"full"``.
+
+    The whole pool is ``"full"``, not ``"1"``: read back, ``"1"`` is a count of one labelled image."""
     v = parse_fraction(value)
-    return str(v) if isinstance(v, int) else f"{v.numerator}/{v.denominator}" if v != 1 else "1"
+    return str(v) if isinstance(v, int) else f"{v.numerator}/{v.denominator}" if v != 1 else "full"
 
 
 def num_labeled(n_train: int, fraction: Any) -> int:
@@ -148,7 +151,7 @@ def carve_heldout(
         raise ValueError(f"cannot hold out {count} of {n} items and keep any for training.")
     groups = list(range(n)) if groups is None else list(groups)
     order: list[Hashable] = list(dict.fromkeys(groups))  # first-seen order, deterministic
-    sizes = {g: groups.count(g) for g in order}
+    sizes = Counter(groups)  # (was groups.count per group: quadratic, 6 s a call at 20 000 slices)
     taken: set = set()
     total = 0
     for gi in _permutation(len(order), seed):
