@@ -126,6 +126,13 @@ def find_bundle_root(name: str | None = None, argv: Sequence[str] | None = None)
     if name:
         checkout = Path(__file__).resolve().parents[1] / "bundles" / str(name)
         if _is_bundle_dir(checkout):
+            # a config read from Python (ConfigParser / create_workflow) of a *copied* bundle gets here too, and would
+            # then load and write the checkout's models/: say so, with the key that points it at the copy
+            logger.warning(
+                f"bundle_root is not set and no --config_file names the bundle folder: using {checkout}. A copied "
+                "bundle read from Python should set it, e.g. parser['bundle_root'] = 'path/to/bundle' or "
+                "create_workflow(..., bundle_root='path/to/bundle')."
+            )
             return str(checkout)
     raise BundleConfigError(
         f"cannot locate the {name or ''} bundle folder (the one with configs/metadata.json): pass it explicitly, "

@@ -139,7 +139,7 @@ def test_config_exposes_the_monai_and_user_keys(task):
     assert parser["method"] == "supmix_sufd"  # the paper's method is the default
 
 
-def test_find_bundle_root_from_every_way_of_naming_the_config(tmp_path, monkeypatch):
+def test_find_bundle_root_from_every_way_of_naming_the_config(tmp_path, monkeypatch, caplog):
     covid = str(BUNDLES / "covid")
     monkeypatch.chdir(REPO)
     assert find_bundle_root("covid", argv=["x", "run", "--config_file", "bundles/covid/train.json"]) == covid
@@ -149,8 +149,10 @@ def test_find_bundle_root_from_every_way_of_naming_the_config(tmp_path, monkeypa
     )
     monkeypatch.chdir(BUNDLES / "chase")  # model-zoo style: from inside the bundle
     assert find_bundle_root("chase", argv=["x", "--config_file", "configs/train.json"]) == str(BUNDLES / "chase")
-    monkeypatch.chdir(tmp_path)  # no config on the command line: the checkout's bundle
-    assert find_bundle_root("covid", argv=["python"]) == covid
+    monkeypatch.chdir(tmp_path)  # no config on the command line: the checkout's bundle, said out loud
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+        assert find_bundle_root("covid", argv=["python"]) == covid
+    assert f"using {covid}" in caplog.text and "bundle_root" in caplog.text
     with pytest.raises(BundleConfigError, match="--bundle_root"):
         find_bundle_root("nosuchbundle", argv=["python"])
 

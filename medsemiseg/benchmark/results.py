@@ -177,7 +177,7 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
         summ = summary if metric == cfg.table_metric else summarize(rows, classes, fractions, cfg.methods, metric)
         if metric != cfg.table_metric and not any(r.get(f"{metric}/{c}") is not None for r in rows for c in classes):
             continue
-        title = f"### {cfg.task}: IoU per class and mIoU (%), {METRIC_TEXT[metric]}; mean ± std over seeds"
+        title = f"### {cfg.task}: IoU per class and mIoU (%), {METRIC_TEXT[metric]}; mean ± sample std (n − 1) over seeds"
         parts.append(markdown_table(summ, classes, title) if summ else f"{title}\n\n(no finished cells yet)\n")
         if metric == cfg.table_metric:
             missing = not_in_table(cfg)
