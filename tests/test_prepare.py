@@ -4,6 +4,7 @@ output safety and one clear error per bad input."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,10 @@ def test_folder_matching_rules_and_volume_groups(tmp_path):
     nib.save(nib.Nifti1Image((vol > 0).astype(np.uint8), np.eye(4)), str(src / "vol_label.nii.gz"))
     (src / "README.txt").write_text("ignored")
     out = tmp_path / "out"
+    # 255 is not silently class 1 in one mask of a folder whose other masks use 1 and 2
+    with pytest.raises(DataReadError, match=r"255 \(1\); e.g. \S+q_mask.png holds 0, 255"):
+        prepare_folder(src, out, val_fraction=4, test_fraction=0, labeled_fraction="all", progress=False)
+    Image.fromarray((np.asarray(Image.open(src / "q_mask.png")) // 255).astype(np.uint8)).save(src / "q_mask.png")
     d = json.loads(prepare_folder(src, out, val_fraction=4, test_fraction=0, labeled_fraction="all",
                                   progress=False).read_text())
     meta = d["meta"]
@@ -238,7 +243,7 @@ def test_folder_matching_rules_and_volume_groups(tmp_path):
     vol_items = {f"images/vol_{k:03d}.nii.gz" for k in range(4)}
     assert vol_items <= val or not vol_items & val  # a volume's slices never straddle train / validation
     q = next(e for e in d["labeled"] + d["validation"] if e["image"] == "images/q.png")
-    assert set(np.unique(np.asarray(Image.open(out / q["label"])))) <= {0, 1}  # 0/255 mask written as 0/1
+    assert set(np.unique(np.asarray(Image.open(out / q["label"])))) == {0, 1}
     with pytest.raises(DataReadError, match="label values \\[2\\]"):
         prepare_folder(src, tmp_path / "out2", num_classes=2, progress=False)
 
@@ -604,3 +609,124 @@ def test_covid_radiopaedia_unlabelled_zip_and_folder(tmp_path):
     with pytest.raises(ValueError, match=r"--unlabeled .*rp_im\.zip is also --rp-image"):
         prepare_covid(image, mask, tmp_path / "twice", unlabeled=[rp_im], rp_image=rp_im, rp_mask=rp_msk,
                       progress=False)
+
+
+# ------------------------------------------------------------- folder: masks that are no clean label map, 0/255
+
+
+def _blob(i, value=255, shape=(32, 30)):
+    m = np.zeros(shape, np.uint8)
+    m[4 + i : 20 + i, 6:24] = value
+    return m
+
+
+def _mask_folder(src, masks, ext=".png"):
+    """``src/c<i>.png`` pictures with ``labels/c<i><ext>`` masks (a JPEG mask saved lossy, as a user might)."""
+    (src / "labels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, m in enumerate(masks):
+        Image.fromarray(rng.integers(0, 255, m.shape, dtype=np.uint8)).save(src / f"c{i}.png")
+        Image.fromarray(m).save(src / "labels" / f"c{i}{ext}", **({"quality": 75} if ext == ".jpg" else {}))
+    return src
+
+
+def _stray_nifti_folder(src):
+    """Three CT volumes with 0/1 masks, one of them with a single stray voxel of 7."""
+    (src / "labels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        vol = rng.normal(size=(10, 8, 3)).astype(np.float32)
+        lab = (vol > 0).astype(np.uint8)
+        if i == 1:
+            lab[2, 3, 1] = 7
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src / f"ct{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), str(src / "labels" / f"ct{i}.nii.gz"))
+    return src
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "anti-aliased", "stray-voxel", "too-many"])
+def test_folder_masks_that_are_no_label_map_are_one_clear_error(tmp_path, capsys, kind):
+    """JPEG / anti-aliased masks or a stray voxel once became 256 (or 8) classes with exit 0: now exit 2 before
+    anything is written, naming the values, the files holding them, an example file and the fix."""
+    src = tmp_path / "src"
+    if kind == "jpeg":
+        _mask_folder(src, [_blob(i) for i in range(6)], ".jpg")
+        example, values, fix = ".jpg", r"0 \(6\), .*, 254 \(\d\), 255 \(6\)", ["--mask-threshold", "128"]
+    elif kind == "anti-aliased":
+        aa = _blob(5)
+        aa[4:20, 5] = aa[4:20, 24] = 128  # grey edge pixels
+        _mask_folder(src, [_blob(i) for i in range(5)] + [aa])
+        example, values, fix = "c5.png", r"0 \(6\), 128 \(1\), 255 \(6\)", ["--mask-threshold", "128"]
+    elif kind == "stray-voxel":
+        _stray_nifti_folder(src)
+        example, values, fix = "ct1.nii.gz", r"0 \(3\), 1 \(3\), 7 \(1\)", ["--num-classes", "8"]
+    else:  # 0..19, contiguous but more classes than a label map found by chance has
+        _mask_folder(src, [np.arange(32 * 30).reshape(32, 30).astype(np.uint8) % 20 for _ in range(4)])
+        example, values, fix = "c0.png", r"20 distinct values .*0 \(4\), 1 \(4\)", ["--num-classes", "20"]
+    out = tmp_path / "out"
+    args = ["folder", str(src), "--out", str(out), "--val-fraction", "1", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    error = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1, err
+    assert re.search(rf"not label maps 0\.\.K-1: .*{values}.*e\.g\. \S*{example}", error[0]), error[0]
+    assert "--mask-threshold 128" in error[0] and "--num-classes K" in error[0] and "PNG or NIfTI" in error[0]
+    assert ("JPEG is lossy" in err) == (kind == "jpeg")  # a JPEG mask is also a warning of its own
+    assert not out.exists()
+    assert main(args + fix) == 0, capsys.readouterr().err  # the suggested option works
+    d = json.loads((out / "datalist.json").read_text())
+    n_classes = int(fix[1]) if fix[0] == "--num-classes" else 2
+    assert d["meta"]["classes"] == ["background"] + [f"class{i}" for i in range(1, n_classes)]
+    labels = d["labeled"] + d["validation"]
+    got = set()
+    for it in labels:  # what was written: labels 0..K-1 (JPEG thresholded to 0/1)
+        arr = np.asarray(nib.load(str(out / it["label"])).dataobj) if it["label"].endswith(".nii.gz") else \
+            np.asarray(Image.open(out / it["label"]))
+        got |= set(np.unique(arr).tolist())
+    assert got <= set(range(n_classes)) and 1 in got
+
+
+def test_folder_0_255_is_decided_for_all_masks_together(tmp_path, capsys):
+    # every mask 0/255 (or empty): 255 is class 1 in every one of them
+    src = _mask_folder(tmp_path / "a", [_blob(i) for i in range(4)] + [np.zeros((32, 30), np.uint8)])
+    d = json.loads(prepare_folder(src, tmp_path / "oa", val_fraction=1, labeled_fraction="all",
+                                  progress=False).read_text())
+    assert d["meta"]["classes"] == ["background", "class1"]
+    for it in d["labeled"] + d["validation"]:
+        assert set(np.unique(np.asarray(Image.open(tmp_path / "oa" / it["label"])))) <= {0, 1}
+    # 0/1 masks next to 0/255 masks: refused, naming one of each, not converted file by file
+    src = _mask_folder(tmp_path / "b", [_blob(i, 1) for i in range(3)] + [_blob(i) for i in range(3, 5)])
+    args = ["folder", str(src), "--out", str(tmp_path / "ob"), "--val-fraction", "1", "--no-progress"]
+    for extra in ([], ["--num-classes", "2"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"error: .*mix two binary encodings: 3 hold 0/1 \(e\.g\. \S+c0\.png\) and 2 hold 0/255 "
+                         r"\(e\.g\. \S+c3\.png\).*--mask-threshold 1", err), err
+        assert not (tmp_path / "ob").exists()
+    assert main(args + ["--mask-threshold", "1"]) == 0
+    d = json.loads((tmp_path / "ob" / "datalist.json").read_text())
+    assert d["meta"]["classes"] == ["background", "class1"]
+
+
+def test_folder_classes_declared_by_name_allow_a_class_no_mask_holds(tmp_path):
+    src = _mask_folder(tmp_path / "src", [_blob(i, 2) for i in range(4)])  # 0/2: class 1 in no mask
+    with pytest.raises(DataReadError, match=r"0 \(4\), 2 \(4\).*--num-classes K"):
+        prepare_folder(src, tmp_path / "o", val_fraction=1, progress=False)
+    d = json.loads(prepare_folder(src, tmp_path / "o", val_fraction=1, class_names=["bg", "a", "b"],
+                                  progress=False).read_text())
+    assert d["meta"]["classes"] == ["bg", "a", "b"]
+    with pytest.raises(DataReadError, match=r"c0.png: label values \[2\] are outside the declared classes 0..1"):
+        prepare_folder(src, tmp_path / "o2", val_fraction=1, class_names=["bg", "a"], progress=False)
+
+
+def test_folder_16_bit_mask_values_are_not_wrapped_to_uint8(tmp_path):
+    """A 16-bit PNG mask holding 256 once passed --num-classes 2 as a uint8 0 (and without it as class 0)."""
+    masks = [_blob(i, 1) for i in range(4)]
+    src = _mask_folder(tmp_path / "src", masks)
+    Image.fromarray(masks[0].astype(np.uint16) * 256).save(src / "labels" / "c0.png")  # values 0 / 256
+    assert np.asarray(Image.open(src / "labels" / "c0.png")).max() == 256
+    with pytest.raises(DataReadError, match=r"c0.png: label values \[256\] are outside"):
+        prepare_folder(src, tmp_path / "o", num_classes=2, val_fraction=1, progress=False)
+    with pytest.raises(DataReadError, match=r"256 \(1\); e.g. \S+c0.png holds 0, 256"):
+        prepare_folder(src, tmp_path / "o", val_fraction=1, progress=False)
+

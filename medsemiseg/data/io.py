@@ -549,6 +549,7 @@ def read_mask(
     reference: MetaTensor | None = None,
     class_names: Sequence[str] | None = None,
     segment_map: Mapping | None = None,
+    binary_255: bool = True,
 ) -> MetaTensor:
     """Read an integer label map ``(1, X, Y[, Z])``.
 
@@ -560,8 +561,10 @@ def read_mask(
     - ``threshold``: label = value >= threshold (CHASE_DB1: 128), for anti-aliased or JPEG-damaged binary masks;
       a palette (indexed) picture is then read by its palette colours (channel ``channel`` of its RGB), not by
       its indices (without a threshold, palette indices are the labels);
-    - otherwise the values must be whole numbers; a mask holding only 0 and 255 becomes 0/1;
-    - with ``num_classes`` every value must lie in ``0..num_classes-1``, else one error names the file and values.
+    - otherwise the values must be whole numbers; a mask holding only 0 and 255 becomes 0/1 (not with
+      ``binary_255=False``: ``prepare folder`` decides that for all masks of a folder together);
+    - with ``num_classes`` every value must lie in ``0..num_classes-1``, else one error names the file and values
+      (checked before the cast to ``dtype``, so a 16-bit 256 is not read as a uint8 0).
     """
     p = Path(path)
     if p.is_file() and detect_format(p) == "dicom" and is_seg_header(_read_dicom_header(p)):
@@ -585,6 +588,8 @@ def read_mask(
     arr = raw.as_tensor()
     if threshold is not None:
         out = (arr.to(torch.float64) >= threshold).to(dtype)
+        if num_classes is not None:
+            check_label_values(out.numpy(), num_classes, p)
     else:
         a64 = arr.to(torch.float64)
         if not torch.all(torch.isfinite(a64)) or not torch.equal(a64, torch.round(a64)):
@@ -595,11 +600,12 @@ def read_mask(
                 "(was it resampled with linear interpolation?). Re-export it, or give a threshold.",
             )
         values = torch.unique(a64)
-        if values.numel() and bool(torch.all((values == 0) | (values == 255))) and bool(torch.any(values == 255)):
+        if binary_255 and values.numel() and bool(torch.all((values == 0) | (values == 255))) \
+                and bool(torch.any(values == 255)):
             a64 = a64 / 255.0
+        if num_classes is not None:
+            check_label_values(a64.numpy(), num_classes, p)
         out = a64.to(dtype)
-    if num_classes is not None:
-        check_label_values(out.numpy(), num_classes, p)
     return MetaTensor(out, meta=dict(raw.meta))
 
 

@@ -1050,6 +1050,82 @@ def _warn_orphan_masks(
     return orphans
 
 
+_MAX_AUTO_CLASSES = 16  # more labels than this without --num-classes: not a label map (JPEG / anti-aliased)
+
+
+def _is_dicom_seg(p: Path) -> bool:
+    from .io import _read_dicom_header, is_seg_header
+
+    return p.is_file() and detect_format(p) == "dicom" and is_seg_header(_read_dicom_header(p))
+
+
+def _values_text(values: Sequence[int], files: Mapping[int, int] | None = None, limit: int = 10) -> str:
+    """``0 (12), 1 (12), ..., 255 (3)`` (value (files holding it)); the first and last ones beyond ``limit``."""
+    shown = [f"{v} ({files[v]})" if files else str(v) for v in values]
+    if len(shown) > limit:
+        shown = shown[: limit - 3] + ["..."] + shown[-2:]
+    return ", ".join(shown)
+
+
+def _survey_mask_values(
+    masks: Sequence[Path], num_classes: int | None, mask_threshold: float | None, where: str
+) -> bool:
+    """Check the label values of all masks of a folder together, before anything is written; returns whether
+    255 means 1 (every mask holds only 0 and 255, or only 0).
+
+    Without ``num_classes`` (declared by ``--num-classes`` or ``--class-names``) the values found must be a label map ``0..K-1`` without gaps and with at most
+    :data:`_MAX_AUTO_CLASSES` classes: a JPEG or anti-aliased binary mask (values 0..255 smeared along edges) or a
+    stray voxel would otherwise become hundreds of classes.  Masks holding 0/1 next to masks holding 0/255 are an
+    error too (255 would be 1 in some and a class in others).  DICOM SEG masks are label maps by construction
+    (classes from their segments) and are not surveyed; with ``mask_threshold`` nothing is (masks become 0/1).
+    """
+    if mask_threshold is not None:
+        return False
+    jpeg = [m for m in masks if m.suffix.lower() in (".jpg", ".jpeg")]
+    if jpeg:
+        _warn(f"{where}{len(jpeg)} mask(s) are JPEG (e.g. {jpeg[0]}): JPEG is lossy and changes label values "
+              "along edges; save masks as PNG or NIfTI, or for a binary task pass --mask-threshold 128.")
+    found: dict[Path, set[int]] = {}
+    for m in masks:
+        if not _is_dicom_seg(m):
+            found[m] = {int(v) for v in torch.unique(read_mask(m, None, binary_255=False).as_tensor()).tolist()}
+    if not found:
+        return False
+    ones = [m for m, v in found.items() if 1 in v and v <= {0, 1}]
+    two55 = [m for m, v in found.items() if 255 in v and v <= {0, 255}]
+    union = set().union(*found.values())
+    if ones and two55 and union <= {0, 1, 255}:
+        raise DataReadError(
+            None,
+            f"{where}the masks mix two binary encodings: {len(ones)} hold 0/1 (e.g. {ones[0]}) and {len(two55)} hold "
+            f"0/255 (e.g. {two55[0]}), so 255 cannot be read as 1 in some and kept as a class in others. Re-save "
+            "them one way, or for a binary task pass --mask-threshold 1 (value >= 1 -> 1 for both).",
+        )
+    if union <= {0, 255}:
+        return 255 in union
+    if num_classes is not None:
+        return False  # read_mask checks 0..num_classes-1 per file, naming it
+    first_gap = next(k for k in range(1, len(union) + 2) if k not in union)
+    limit = min(first_gap, _MAX_AUTO_CLASSES)
+    if min(union) >= 0 and max(union) < limit:
+        return False
+    bad = {v for v in union if v < 0 or v >= limit}
+    files = {v: sum(v in vals for vals in found.values()) for v in union}
+    rarest = min(sorted(bad), key=files.get)  # a stray voxel's value, an anti-aliasing grey: the file to look at
+    example = next(m for m, vals in found.items() if rarest in vals)
+    lossy = " (JPEG is lossy)" if jpeg else ""
+    raise DataReadError(
+        None,
+        f"{where}the masks are not label maps 0..K-1: {len(union)} distinct values in {len(found)} mask(s) "
+        f"(value (masks holding it)): {_values_text(sorted(union), files)}; e.g. {example} holds "
+        f"{_values_text(sorted(found[example]))}. "
+        f"Labels must be 0..K-1 without gaps, at most {_MAX_AUTO_CLASSES} classes unless --num-classes is given. "
+        f"Binary masks saved lossy or anti-aliased{lossy}: pass --mask-threshold 128 (value >= 128 -> 1); if these "
+        "values are all real classes: --num-classes K; else re-save the masks as PNG or NIfTI without "
+        "interpolation (nearest neighbour), labels 0..K-1.",
+    )
+
+
 def _count_items(p: Path) -> int:
     """Slices a labelled input will give, from its header only (for :func:`_check_plan`); 1 when unsure."""
     try:
@@ -1090,7 +1166,9 @@ def prepare_folder(
 
     Images with a mask (matched by :func:`find_mask`) form the labelled pool; images without one, and everything in
     ``SRC/unlabeled/``, are unlabelled.  3D inputs become slices that share a group, so validation / test never
-    split a volume.  ``num_classes`` defaults to (largest label found) + 1.  A mask may be a DICOM SEG object
+    split a volume.  ``num_classes`` defaults to (largest label found) + 1 when the masks' values are a label map
+    0..K-1 (:func:`_survey_mask_values`: checked over all masks, which also decides 0/255 -> 0/1 for the whole
+    folder; ``mask_threshold``: value >= T -> 1).  A mask may be a DICOM SEG object
     of a DICOM image or series: segments get their class from ``segment_map``, else by label from
     ``class_names`` when every label matches, else by segment number (:mod:`medsemiseg.data.dicom_seg`).
     Returns the path of ``datalist.json``.
@@ -1120,6 +1198,8 @@ def prepare_folder(
     parse_fraction(labeled_fraction)
     _check_plan([(file_stem(p), _count_items(p)) for p, m in pairs if m is not None], val_fraction, test_fraction,
                 val_seed, labeled_fraction, f"{src}: ")
+    declared = num_classes if num_classes is not None else len(class_names) if class_names else None
+    binary_255 = _survey_mask_values([m for _, m in pairs if m is not None], declared, mask_threshold, f"{src}: ")
     source = str(src.resolve())
     dest = _Output(out, task, source, overwrite, [src])
     writer = _Writer(dest.stage)
@@ -1134,8 +1214,8 @@ def prepare_folder(
             unl_images.append(p)
             continue
         img = read_image(p)
-        lab = read_mask(m, num_classes, threshold=mask_threshold, dtype=torch.uint8, reference=img,
-                        class_names=class_names, segment_map=segment_map)
+        lab = read_mask(m, declared, threshold=mask_threshold, dtype=torch.uint8, reference=img,
+                        class_names=class_names, segment_map=segment_map, binary_255=binary_255)
         if "segment_classes" in lab.meta:
             segment_classes[str(m)] = lab.meta["segment_classes"]
         lab, geometry = align_mask(img, lab, p, m)
@@ -1260,9 +1340,11 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("folder", parents=[common], help="any folder of DICOM / NIfTI / pictures with optional masks")
     f.add_argument("src_dir", help="folder of images; masks in labels/ or as <name>_mask.*; unlabeled/ for extras")
     f.add_argument("--task", default="folder", help="task name stored in the datalist meta")
-    f.add_argument("--num-classes", type=int, default=None, help="declared classes (default: largest label + 1)")
+    f.add_argument("--num-classes", type=int, default=None,
+                   help="declared classes (default: largest label + 1, if the masks hold 0..K-1, K <= 16)")
     f.add_argument("--class-names", default=None, help="comma-separated class names, background first")
-    f.add_argument("--mask-threshold", type=float, default=None, help="binarise masks: value >= T -> 1")
+    f.add_argument("--mask-threshold", type=float, default=None,
+                   help="binarise masks: value >= T -> 1 (128 for JPEG / anti-aliased 0/255 masks)")
     f.add_argument("--segment-map", type=_segment_map, default=None,
                    help="DICOM SEG masks: segment label or number -> class, e.g. 'Tumour=1,Oedema=2' "
                         "(unlisted segments are left out)")
