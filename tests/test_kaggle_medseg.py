@@ -85,7 +85,8 @@ def test_prepare_covid_from_kaggle_npy_equals_nifti(tmp_path, capsys):
                        "--unlabeled", str(k / "test_images_medseg.npy"), "--out", str(tmp_path / "a"),
                        "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    assert "covid: 1 labeled + 9 unlabeled (fraction 1/8 of 7 training" in capsys.readouterr().out  # 6 + 3 extra
+    out = capsys.readouterr().out
+    assert "covid: 1 labeled slice + 9 unlabeled slices (fraction 1/8 of the 7 training slices" in out  # 6 + 3 extra
     b = prepare_covid(nii / "images_medseg.nii.gz", nii / "masks_medseg.nii.gz", tmp_path / "b",
                       unlabeled=[nii / "test_images_medseg.nii.gz"], progress=False)
     da = json.loads((tmp_path / "a" / "datalist.json").read_text())

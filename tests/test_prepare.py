@@ -730,3 +730,37 @@ def test_folder_16_bit_mask_values_are_not_wrapped_to_uint8(tmp_path):
     with pytest.raises(DataReadError, match=r"256 \(1\); e.g. \S+c0.png holds 0, 256"):
         prepare_folder(src, tmp_path / "o", val_fraction=1, progress=False)
 
+
+# ----------------------------------------------------- folder: the default 1/8 must not hide the user's labels silently
+
+
+def test_folder_default_fraction_says_how_many_of_your_labels_become_unlabelled(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "labels").mkdir(parents=True)
+    (src / "unlabeled").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):  # 5 labelled CT volumes of 10 slices, 3 unlabelled ones
+        vol = rng.normal(size=(8, 6, 10)).astype(np.float32)
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(src / f"ct{i}.nii.gz"))
+        nib.save(nib.Nifti1Image((vol > 0).astype(np.uint8), np.eye(4)), str(src / "labels" / f"ct{i}.nii.gz"))
+    for i in range(3):
+        nib.save(nib.Nifti1Image(rng.normal(size=(8, 6, 10)).astype(np.float32), np.eye(4)),
+                 str(src / "unlabeled" / f"u{i}.nii.gz"))
+    args = ["folder", str(src), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert (f"warning: {src}: 35 of your 40 labelled training slices are used as unlabelled (--labeled-fraction 1/8 "
+            "simulates scarcity, the paper's protocol); pass --labeled-fraction full to train on every mask") in err
+    assert out.startswith("folder: 5 labeled slices + 65 unlabeled slices (fraction 1/8 of the 40 training slices "
+                          "with masks, seed 0), 10 validation, 0 test slices -> ")
+    assert main(args + ["--labeled-fraction", "full"]) == 0
+    out, err = capsys.readouterr()
+    assert "used as unlabelled" not in err and out.startswith("folder: 40 labeled slices + 30 unlabeled slices")
+    d = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    assert "used as unlabelled" not in " ".join(d["meta"]["warnings"])  # not carried into other fractions' lists
+    # pictures are counted as images
+    pics = _pictures(tmp_path / "pics", n=8)
+    assert main(["folder", str(pics), "--out", str(tmp_path / "o2"), "--no-progress", "--val-fraction", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "7 of your 8 labelled training images are used as unlabelled" in err
+    assert out.startswith("folder: 1 labeled image + 7 unlabeled images (fraction 1/8 of the 8 training images")

@@ -425,6 +425,28 @@ def _check_plan(
     num_labeled(len(train), labeled_fraction)
 
 
+def _unit(items: Sequence[dict]) -> str:
+    """What the items are, for messages: ``slices`` (2D NIfTI written from volumes / DICOM), ``images`` (pictures)."""
+    kinds = sorted({"slices" if it["image"].endswith(".nii.gz") else "images" for it in items}, reverse=True)
+    return " and ".join(kinds) or "items"
+
+
+def _warn_hidden_labels(where: str, train: Sequence[dict], labeled_fraction: Any) -> None:
+    """``folder``: the user's own masks are data to train on; say so loudly when the labelled fraction (default 1/8,
+    the paper's protocol for simulating scarcity) turns most of them into unlabelled items.  Not kept in
+    ``meta.warnings``: ``pool.json``'s meta is shared by the datalists of every other fraction."""
+    n_labeled = num_labeled(len(train), labeled_fraction)
+    if n_labeled < len(train):
+        unit = _unit(train)
+        warnings.warn(
+            f"{where}{len(train) - n_labeled} of your {len(train)} labelled training {unit} are used as unlabelled "
+            f"(--labeled-fraction {fraction_text(labeled_fraction)} simulates scarcity, the paper's protocol); pass "
+            "--labeled-fraction full to train on every mask (and --labeled_fraction full to the bundle's training, "
+            "whose own default is 1/8).",
+            PrepareWarning, stacklevel=3,
+        )
+
+
 def _warn_splits(where: str, val: Sequence, test: Sequence, test_option: bool = True) -> None:
     """The bundles need a validation list to train and a test list to evaluate: say so now, not at training."""
     if not val:
@@ -1244,6 +1266,7 @@ def prepare_folder(
     _note_reoriented(reoriented)
     train, val, test = _holdout(train, val_fraction, test_fraction, val_seed, f"{src}: ")
     _warn_splits(str(src), val, test)
+    _warn_hidden_labels(f"{src}: ", train, labeled_fraction)
     pool = {
         "meta": {
             "task": task,
@@ -1293,7 +1316,9 @@ def _segment_map(text: str) -> dict[str, int]:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="output folder (slices + datalist.json)")
-    common.add_argument("--labeled-fraction", default="1/8", help="1/8, 1/4, 1/2, a decimal, or a count N (default 1/8)")
+    common.add_argument("--labeled-fraction", default="1/8",
+                        help="1/8, 1/4, 1/2, a decimal, a count N, or full (default 1/8: the paper's simulated "
+                             "scarcity; the other masks of the training pool are used as unlabelled)")
     common.add_argument("--seed", type=int, default=0, help="seed of the labelled subset (default 0)")
     common.add_argument("--val-seed", type=int, default=0, help="seed of the validation/test hold-out (default 0)")
     common.add_argument("--overwrite", action="store_true", help="replace an existing different preparation in --out")
@@ -1367,12 +1392,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if code:
         return code
-    meta = json.loads(Path(path).read_text())["meta"]
-    c = meta["counts"]
-    print(
-        f"{meta['task']}: {c['labeled']} labeled + {c['unlabeled']} unlabeled "
-        f"(fraction {meta['labeled_fraction']} of {c['train']} training, seed {meta['seed']}), "
-        f"{c['validation']} validation, {c['test']} test -> {path}"
+    datalist = json.loads(Path(path).read_text())
+    meta, c = datalist["meta"], datalist["meta"]["counts"]
+    unit = _unit([it for k in ("labeled", "unlabeled", "validation", "test") for it in datalist[k]])
+    one = unit[:-1] if " " not in unit else unit  # "1 labeled image"
+    print(  # the unit spelt out: "5 labeled" of a CT folder is 5 slices, not 5 volumes
+        f"{meta['task']}: {c['labeled']} labeled {one if c['labeled'] == 1 else unit} + {c['unlabeled']} unlabeled "
+        f"{one if c['unlabeled'] == 1 else unit} (fraction {meta['labeled_fraction']} of the {c['train']} training "
+        f"{unit} with masks, seed {meta['seed']}), {c['validation']} validation, {c['test']} test {unit} -> {path}"
     )
     return 0
 
