@@ -441,8 +441,8 @@ def _warn_hidden_labels(where: str, train: Sequence[dict], labeled_fraction: Any
         warnings.warn(
             f"{where}{len(train) - n_labeled} of your {len(train)} labelled training {unit} are used as unlabelled "
             f"(--labeled-fraction {fraction_text(labeled_fraction)} simulates scarcity, the paper's protocol); pass "
-            "--labeled-fraction full to train on every mask (and --labeled_fraction full to the bundle's training, "
-            "whose own default is 1/8).",
+            "--labeled-fraction full to train on every mask (the bundles train on the fraction a folder was "
+            "prepared with unless given --labeled_fraction).",
             PrepareWarning, stacklevel=3,
         )
 
