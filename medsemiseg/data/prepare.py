@@ -983,12 +983,27 @@ def _image_sources(folder: Path, skip_dirs: set[str]) -> tuple[list[Path], list[
     return images, skipped
 
 
-def find_mask(image: Path, src: Path) -> Path | None:
+def _files_by_stem(folder: Path, cache: dict | None) -> dict[str, list[Path]]:
+    """``{stem: [files]}`` of the supported files in ``folder``, listed once per ``cache`` (a folder of N images was
+    listed and sorted once per image: quadratic, 98 s of silence at 2000 images)."""
+    if cache is not None and folder in cache:
+        return cache[folder]
+    index: dict[str, list[Path]] = {}
+    for q in sorted(folder.iterdir()):
+        if q.is_file() and is_supported_file(q):
+            index.setdefault(file_stem(q), []).append(q)
+    if cache is not None:
+        cache[folder] = index
+    return index
+
+
+def find_mask(image: Path, src: Path, listing_cache: dict | None = None) -> Path | None:
     """The mask of ``image`` by the documented rule (see ``docs/data.md``), or ``None``.
 
     Looked for, in order: ``SRC/labels/<stem>.*``, ``SRC/masks/<stem>.*`` (also with a ``_mask``/``_label``/``_seg``
     suffix there), then next to the image ``<stem>_mask.*``, ``<stem>_label.*``, ``<stem>_seg.*``, ``<stem>_gt.*``.
-    More than one match in the first place that has any is an error.
+    More than one match in the first place that has any is an error. ``listing_cache`` (a dict the caller keeps
+    for one data set) lists each folder once.
     """
     stem = file_stem(image)
     places: list[tuple[Path, list[str]]] = []
@@ -997,10 +1012,8 @@ def find_mask(image: Path, src: Path) -> Path | None:
             places.append((src / d, [stem] + [stem + s for s in _MASK_SUFFIXES]))
     places.append((image.parent, [stem + s for s in _MASK_SUFFIXES]))
     for folder, stems in places:
-        hits = [
-            q for q in sorted(folder.iterdir())
-            if q.is_file() and is_supported_file(q) and file_stem(q) in stems and q != image
-        ]
+        index = _files_by_stem(folder, listing_cache)
+        hits = sorted({q for st in stems for q in index.get(st, ()) if q != image})
         if len(hits) > 1:
             raise DataReadError(image, f"has several candidate masks {[str(h) for h in hits]}; keep only one.")
         if hits:
@@ -1208,7 +1221,8 @@ def prepare_folder(
             src,
             "holds no images (DICOM files or series folders, NIfTI, PNG/JPG/TIF/GIF); see docs/data.md for the layout.",
         )
-    pairs = [(p, find_mask(p, src)) for p in images]
+    listing: dict = {}
+    pairs = [(p, find_mask(p, src, listing)) for p in images]
     _check_one_image_per_mask(pairs)
     if not any(m for _, m in pairs):
         raise DataReadError(
