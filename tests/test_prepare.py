@@ -786,3 +786,14 @@ def test_mask_lookup_lists_each_folder_once(tmp_path, monkeypatch):
     found = [find_mask(tmp_path / f"c{i}.png", tmp_path, cache) for i in range(6)]
     assert [f.name if f else None for f in found] == ["c0.png", None, "c2.png", None, "c4.png", None]
     assert sorted(listed) == sorted(["labels", tmp_path.name])  # labels/ once, the image folder once
+
+
+def test_progress_prints_plain_lines_when_stderr_is_not_a_terminal(capsys):
+    # tqdm disables itself off a terminal: a preparation logged to a file showed nothing until its summary
+    from medsemiseg.data.prepare import _progress
+
+    assert list(_progress(range(20), 20, "covid tr_im", True)) == list(range(20))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[prepare] covid tr_im: 1/20" and lines[-1] == "[prepare] covid tr_im: 20/20"
+    assert len(lines) == 11  # the first, every second (a tenth of 20), the last
+    assert list(_progress(range(3), 3, "x", False)) == [0, 1, 2] and capsys.readouterr().err == ""

@@ -147,9 +147,24 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def _progress(iterable, total: int | None, desc: str, enabled: bool):
+    """A tqdm bar on a terminal; plain ``desc: k/N`` lines (start, every tenth, end) when stderr is a file or a
+    pipe (a cluster job, nohup), where tqdm would stay silent for the whole preparation."""
+    if enabled and not sys.stderr.isatty():
+        return _progress_lines(iterable, total, desc)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit="item", disable=None if enabled else True, leave=False)
+
+
+def _progress_lines(iterable, total: int | None, desc: str):
+    step = max(1, (total or 0) // 10)
+    k = 0
+    for k, item in enumerate(iterable, 1):
+        if k == 1 or k % step == 0 or k == total:
+            print(f"[prepare] {desc}: {k}/{total if total else '?'}", file=sys.stderr, flush=True)
+        yield item
+    if total is None or k != total:
+        print(f"[prepare] {desc}: {k} done", file=sys.stderr, flush=True)
 
 
 def orient_slice(img: MetaTensor, orientation: str) -> MetaTensor:
