@@ -260,11 +260,16 @@ def test_training_writes_checkpoints_logs_and_a_validation_miou(covid_run):
     assert any(p.name.startswith("events.out.tfevents") for p in (covid_run / "logs").iterdir())
 
 
-def test_evaluation_writes_the_per_class_report(covid_run, cache_dir):
+def test_evaluation_writes_the_per_class_report(covid_run, cache_dir, caplog):
     wf = workflow("covid", "evaluating", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
-    wf.run()
+    with caplog.at_level("INFO", logger="medsemiseg.progress"):
+        wf.run()
     report = json.loads((covid_run / "eval" / "metrics.json").read_text())
     classes = ["background", "ground-glass", "consolidation", "pleural effusion"]
+    # progress of the test split (medsemiseg.handlers.ProgressLogger), ending at its size
+    n_test = len(wf.parser.get_parsed_content("evaluate#dataset"))
+    progress = [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
+    assert progress and progress[-1] == f"evaluating: {n_test}/{n_test} images", progress
     assert list(report["per_class"]) == classes
     assert {"iou", "dice"} <= set(report["per_class"]["background"])
     assert 0.0 <= report["mIoU"] <= 1.0
@@ -311,11 +316,14 @@ def test_evaluation_scores_the_written_predictions_against_the_stored_labels(tmp
         bundle_utils.eval_at_network_size("full")
 
 
-def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_run, cache_dir):
+def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_run, cache_dir, caplog):
     wf = workflow("covid", "inferring", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
-    wf.run()
+    with caplog.at_level("INFO", logger="medsemiseg.progress"):
+        wf.run()
     datalist = resolve_datalist(None, "covid", cache_dir, "1/8", 0)
     test_images = [Path(d["image"]) for d in json.loads(Path(datalist).read_text())["test"]]
+    progress = [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
+    assert progress[-1] == f"inferring: {len(test_images)}/{len(test_images)} images", progress
     for img in test_images:
         name = img.name[: -len(".nii.gz")]
         out = covid_run / "outputs" / f"{name}_seg.nii.gz"

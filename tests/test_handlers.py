@@ -1,13 +1,25 @@
-"""Handlers that live across iterations: EMA teacher, SUFD discriminator step, ramp-up (CPU, tiny, seconds)."""
+"""Handlers that live across iterations: EMA teacher, SUFD discriminator step, ramp-up; and the logging of the
+evaluators (progress lines, per-class metric lines) on a tiny evaluator (CPU, tiny, seconds)."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from medsemiseg.handlers import DiscriminatorStep, EMATeacher, RampUp, add_to_output, discriminator_loss, ramp_value
+from medsemiseg.handlers import (
+    DiscriminatorStep,
+    EMATeacher,
+    MetricsStatsHandler,
+    ProgressLogger,
+    RampUp,
+    add_to_output,
+    discriminator_loss,
+    ramp_value,
+)
+from medsemiseg.metrics import MIoU, PerClassIoU
 from medsemiseg.networks import FeatureDiscriminator, UNet
 
 
@@ -167,3 +179,88 @@ def test_discriminator_step_keeps_a_layer_the_user_froze():
         step.step(f_l, f_u)
     assert not frozen.requires_grad and torch.equal(frozen, before)
     assert any(p.requires_grad for p in disc.parameters())
+
+
+# ------------------------------------------------------------------------------------ the evaluators' logging
+
+
+def _tiny_evaluator(n_images: int, handlers=(), batch_size: int = 1, epoch_length: int | None = None):
+    """A MONAI ``SupervisedEvaluator`` over ``n_images`` 8x8 images with 3 classes, mIoU and per-class IoU."""
+    from monai.data import DataLoader
+    from monai.engines import SupervisedEvaluator
+
+    data = [{"image": torch.rand(1, 8, 8), "label": torch.randint(0, 3, (1, 8, 8))} for _ in range(n_images)]
+    return SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=DataLoader(data, batch_size=batch_size, num_workers=0),
+        epoch_length=epoch_length,
+        network=torch.nn.Conv2d(1, 3, 1),
+        key_val_metric={"test_mIoU": MIoU(3)},
+        additional_metrics={"test_per_class_iou": PerClassIoU(3)},
+        val_handlers=list(handlers),
+    )
+
+
+def _progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
+
+
+def test_progress_logs_a_tenth_of_the_way_and_the_last_image(caplog):
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        _tiny_evaluator(25, [ProgressLogger("evaluating")]).run()
+    # N = 25 iterations of one image: every max(1, 25 // 10) = 2, and the last one
+    assert _progress_lines(caplog) == [f"evaluating: {k}/25 images" for k in (*range(2, 25, 2), 25)]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        _tiny_evaluator(3, [ProgressLogger("inferring")]).run()
+    assert _progress_lines(caplog) == ["inferring: 1/3 images", "inferring: 2/3 images", "inferring: 3/3 images"]
+
+
+def test_progress_counts_images_of_batches_and_iterations_of_a_shorter_epoch(caplog):
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        _tiny_evaluator(10, [ProgressLogger()], batch_size=4).run()  # batches of 4, 4, 2
+    assert _progress_lines(caplog) == [f"evaluating: {k}/10 images" for k in (4, 8, 10)]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        _tiny_evaluator(10, [ProgressLogger(every=3)], epoch_length=4).run()  # 4 of the loader's 10 iterations
+    assert _progress_lines(caplog) == ["evaluating: 3/4 iterations", "evaluating: 4/4 iterations"]
+    with pytest.raises(ValueError, match="parts"):
+        ProgressLogger(parts=0)
+
+
+def _run_logged(caplog, handler: MetricsStatsHandler, evaluator) -> list[str]:
+    """Messages of a run, the handler's own logger included (MONAI's get_logger does not propagate to the root)."""
+    own = logging.getLogger(handler.logger.name)
+    own.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO):
+            evaluator.run()
+    finally:
+        own.removeHandler(caplog.handler)
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_metrics_stats_handler_prints_per_class_metrics_by_class_and_no_best_for_one_pass(caplog):
+    names = ["bg", "a", "b"]
+    stats = MetricsStatsHandler(name="test_evaluate", iteration_log=False, class_names=names, best_metric_log=False)
+    ev = _tiny_evaluator(4, [stats])
+    lines = _run_logged(caplog, stats, ev)
+    iou = ev.state.metrics["test_per_class_iou"]
+    assert [ln for ln in lines if ln.startswith("Epoch[1] ") and " -- " in ln] == [
+        f"Epoch[1] Metrics -- test_mIoU: {ev.state.metrics['test_mIoU']:.4f}",
+        "Epoch[1] test_per_class_iou -- " + " ".join(f"{n}: {float(v):.4f}" for n, v in zip(names, iou)),
+    ]
+    assert not any("tensor(" in ln or "best" in ln.lower() for ln in lines), lines
+    # the "Got new best metric" filter is scoped to that pass: a validation evaluator (same logger) still logs it
+    caplog.clear()
+    val_stats = MetricsStatsHandler(name="test_validate", iteration_log=False, class_names=names)
+    lines = _run_logged(caplog, val_stats, _tiny_evaluator(2, [val_stats]))
+    assert any(ln.startswith("Got new best metric of test_mIoU") for ln in lines), lines
+    assert any(ln.startswith("Key metric: test_mIoU best value") for ln in lines), lines
+
+
+def test_metrics_stats_handler_without_class_names_prints_a_list():
+    assert MetricsStatsHandler(name="test_list")._format_values(torch.tensor([0.5, float("nan")])) == "[0.5000, nan]"
+    named = MetricsStatsHandler(name="test_named", class_names=["bg", "vessel"])
+    assert named._format_values(torch.tensor([0.5, 0.25])) == "bg: 0.5000 vessel: 0.2500"
+    assert named._format_values(torch.tensor([0.5, 0.25, 1.0])) == "[0.5000, 0.2500, 1.0000]"  # not one per class

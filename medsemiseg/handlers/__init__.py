@@ -1,9 +1,11 @@
-"""MONAI/ignite event handlers for the pieces of the methods that live across iterations.
+"""MONAI/ignite event handlers: the pieces of the methods that live across iterations, and the bundles' logging.
 
 - :class:`EMATeacher`: mean teacher, EMA of the student after every optimiser step (ClassMix, SupMix);
 - :class:`DiscriminatorStep`: the SUFD discriminator's own optimiser step on detached features;
 - :class:`RampUp`: ramp-up of the unsupervised loss weight;
-- :class:`ValidationEveryAndLastHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch.
+- :class:`ValidationEveryAndLastHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch;
+- :class:`ProgressLogger`: "evaluating: k/N images" while an evaluator runs (the bundles' ``evaluate`` / ``infer``);
+- :class:`MetricsStatsHandler`: MONAI's ``StatsHandler`` printing per-class (tensor) metrics one per line, by class.
 
 All have ``attach(engine)``; the stateful ones have ``state_dict``/``load_state_dict`` for ``CheckpointSaver``.
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 from .discriminator import DiscriminatorStep, add_to_output, discriminator_loss
 from .ema import EMATeacher
+from .progress import ProgressLogger
 from .ramp import RampUp, ramp_value
+from .stats import MetricsStatsHandler
 from .validation import ValidationEveryAndLastHandler
 
 __all__ = ["EMATeacher", "DiscriminatorStep", "discriminator_loss", "add_to_output", "RampUp", "ramp_value",
-           "ValidationEveryAndLastHandler"]
+           "ValidationEveryAndLastHandler", "ProgressLogger", "MetricsStatsHandler"]
