@@ -245,11 +245,13 @@ def test_grid_runs_then_rerun_skips_finished_cells(tmp_path):
     cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "supmix_sufd"]))
     res, lines = _run(cfg)
     assert [r.status for r in res] == ["done"] * 5
-    assert any("mIoU" in ln for ln in lines)
     expected = {}
     for c in grid.enumerate_cells(cfg):
         done = json.loads((c.directory / grid.DONE).read_text())
         assert done["method"] == c.method and 0 < done["metrics"]["miou"] < 1
+        # the progress line gives the mIoU in percent, with its unit (as results.md), not a bare "0.74"
+        assert any(ln.startswith("[") and f"] {c.key}: mIoU {100 * done['metrics']['miou']:.2f} %  (" in ln
+                   for ln in lines), lines
         # predictions only where the panel needs them (predict: fractions [1/8], seeds [0])
         expected[c.key] = ["training", "evaluating"] + (["inferring"] if c.fraction.label == "1/8" else [])
         assert (c.directory / "calls.txt").read_text().split() == expected[c.key]

@@ -1002,7 +1002,7 @@ def run_grid(
         res = runner(cfg, c)
         results.append(res)
         if res.status == "done":
-            line = f"[{i}/{len(todo)}] {c.key}: mIoU {100 * res.miou:.2f}  ({_fmt_s(res.elapsed_s)})"
+            line = f"[{i}/{len(todo)}] {c.key}: mIoU {100 * res.miou:.2f} %  ({_fmt_s(res.elapsed_s)})"
         else:
             line = f"[{i}/{len(todo)}] {c.key}: FAILED ({_fmt_s(res.elapsed_s)}) {res.message}"
         if bar is not None:
