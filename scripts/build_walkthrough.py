@@ -13,7 +13,8 @@ CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = [
     ("markdown", """# medsemiseg walk-through: a few labelled CT slices, many unlabelled ones
 
 This notebook runs the whole path a user takes, on the built-in **synthetic** CT data set (phantoms, not patients),
-in a few minutes on a laptop CPU:
+in one to two minutes on a 2-core CPU (measured on a 2-core machine shared with other jobs: 60-80 s with one torch
+thread, `TORCH_THREADS = 1` below; 1.7-3.5 minutes with two threads, which spin-wait when the cores are busy):
 
 1. the data: a MedSeg-layout NIfTI stack prepared into 2D slices and a datalist with 1/8 of the training slices labelled;
 2. what **SupMix** does to a batch (labelled regions with their ground truth pasted onto an unlabelled image and its pseudo-label);
@@ -88,13 +89,17 @@ for ax, item in zip(axes, datalist["labeled"][:3]):
 plt.show()"""),
     ("markdown", """## 2. SupMix on one batch
 
-SupMix takes the pixels of the chosen classes (here the paper's choice for COVID-19: ground-glass) from a *labelled*
-slice, cut out by its *ground truth*, and pastes them, with their ground-truth labels, onto an unlabelled slice and
-onto that slice's pseudo-label; the pasted pixels get confidence 1. `medsemiseg.transforms.mixing` does it batched,
+SupMix takes the pixels of the chosen classes (here the paper's choice, class 1: ground-glass on COVID-19, vessel on
+CHASE_DB1; the bundles' default `supmix_mode="fixed"`, `supmix_classes=[1]`) from a *labelled* slice, cut out by its
+*ground truth*, and pastes them, with their ground-truth labels, onto an unlabelled slice and onto that slice's
+pseudo-label; the pasted pixels get confidence 1. `medsemiseg.transforms.mixing` does it batched,
 on the device. Here the "pseudo-label" is a stand-in (all background, confidence 0.5) so that the paste is easy to see."""),
     ("code", """from medsemiseg.transforms.mixing import select_supmix_classes, supmix_paste
 
-lab_item, unl_item = datalist["labeled"][0], datalist["unlabeled"][0]
+# a labelled slice that shows class 1 (a slice without it would paste nothing), and an unlabelled one
+lab_item = next((item for item in datalist["labeled"]
+                 if (read_mask(item["label"], num_classes=len(classes)) == 1).any()), datalist["labeled"][0])
+unl_item = datalist["unlabeled"][0]
 x_l = read_image(lab_item["image"]).as_tensor()[None]
 y_l = read_mask(lab_item["label"], num_classes=len(classes)).as_tensor()[None, 0].long()
 x_u = read_image(unl_item["image"]).as_tensor()[None]
@@ -103,7 +108,8 @@ if x_u.shape != x_l.shape:  # slices of different sizes: bring the unlabelled on
 pseudo = torch.zeros_like(y_l)
 conf = torch.full(y_l.shape, 0.5)
 
-chosen = select_supmix_classes(y_l, len(classes), mode="all")   # the bundle's default for covid is ground-glass only
+# the bundles' default (supmix_mode="fixed", supmix_classes=[1]); mode="all" would paste every foreground class present
+chosen = select_supmix_classes(y_l, len(classes), mode="fixed", classes=[1])
 mixed_x, mixed_y, mixed_c, mask = supmix_paste(x_u, pseudo, conf, x_l, y_l, chosen)
 print("pasted classes:", [classes[i] for i in torch.nonzero(chosen[0]).flatten().tolist()],
       f"| pasted pixels: {mask.float().mean():.1%}")
