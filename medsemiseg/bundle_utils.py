@@ -1143,8 +1143,9 @@ class TrainCheckpointer:
     """Save the full training state every ``save_interval`` epochs and, with ``resume``, restore the latest one.
 
     The saved state is ``save_dict`` (network, optimiser, the method's :meth:`checkpoint_objects` -- EMA teacher,
-    discriminator and its optimiser --, lr scheduler...) plus the trainer itself (epoch / iteration counters),
-    which is added at :meth:`attach` so that a bundle config needs no reference from the trainer's handler list
+    discriminator and its optimiser --, lr scheduler...) plus the trainer itself (epoch / iteration counters) and
+    its random state (:class:`medsemiseg.random_state.RandomState`: torch / numpy / python RNGs, the random
+    transforms' states, the data streams' positions), which are added at :meth:`attach` so that a bundle config needs no reference from the trainer's handler list
     back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved`` kept -- those of an
     earlier run into the same folder are removed once this run has saved its own. MONAI's ``CheckpointSaver`` /
     ``CheckpointLoader`` do the work.
@@ -1269,8 +1270,13 @@ class TrainCheckpointer:
         from ignite.engine import Events
         from monai.handlers import CheckpointLoader, CheckpointSaver
 
+        from medsemiseg.random_state import RandomState
+
         objs = dict(self.save_dict)
         objs.setdefault("trainer", engine)
+        # torch / numpy / python RNGs, the random transforms' and generators' states and the data streams' positions:
+        # without them a resumed run replays epoch 1's random stream (set_determinism and the DataLoaders re-seed)
+        objs.setdefault("rng", RandomState(engine))
         self._take_lock(engine)
         self._write_run_file()
         if self.resume:
@@ -1286,6 +1292,12 @@ class TrainCheckpointer:
                 if "best_metric" in load and "best_metric" not in stored:
                     logger.warning(f"resume: {path} holds no best-metric record; the best model restarts.")
                     load.pop("best_metric")
+                if "rng" in load and "rng" not in stored:
+                    logger.warning(
+                        f"resume: {path} holds no random-state record (written by an older version); training "
+                        "continues, but its random draws (augmentations, shuffling) differ from an uninterrupted run."
+                    )
+                    load.pop("rng")
                 if "run" in load:
                     if "run" in stored:
                         self.run_info.check_against(stored["run"], path)

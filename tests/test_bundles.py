@@ -914,3 +914,53 @@ def test_inference_folder_skips_files_named_like_masks(tmp_path, caplog):
         inputs = bundle_utils._inputs_in_folder(tmp_path)
     assert [p.name for p in inputs] == ["Image_01L.png", "Image_01R.png"]
     assert "skipped 4 file(s) named like label masks" in caplog.text
+
+
+@pytest.mark.parametrize("method", ["supervised", "supmix_sufd"])
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(method, tmp_path, cache_dir):
+    """A run stopped after its epoch-1 checkpoint and resumed ends bit-identical to the uninterrupted run: the
+    checkpoint holds the RNGs, the random transforms' states and where the labelled / unlabelled passes stand.
+    epoch_length 3 with batches of 2 ends epochs mid-pass for both streams (the unlabelled pass is longer than an
+    epoch). Each workflow is built afresh and its ``training`` list calls ``set_determinism`` again, as a new process
+    does; a fresh process state is forced in between too."""
+    import random
+
+    ov = {**TINY, "cache_dir": cache_dir, "method": method, "epoch_length": 3, "val_interval": 1}
+    workflow("covid", "training", **{**ov, "output_dir": str(tmp_path / "U"), "max_epochs": 3}).run()
+    killed = workflow("covid", "training", **{**ov, "output_dir": str(tmp_path / "I"), "max_epochs": 3})
+    from ignite.engine import Events
+
+    # stopped once epoch 1 is saved (same max_epochs, hence the same learning-rate schedule, as the killed run)
+    killed.parser.get_parsed_content("train#trainer").add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.terminate())
+    killed.run()
+    assert sorted(p.name for p in (tmp_path / "I" / "models").glob("checkpoint*.pt")) == ["checkpoint_epoch=1.pt"]
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)  # whatever the killed process left behind
+    wf = workflow("covid", "training", **{**ov, "output_dir": str(tmp_path / "I"), "max_epochs": 3, "resume": True})
+    if method != "supervised":
+        trainer = wf.parser.get_parsed_content("train#trainer")
+        assert len(trainer.unlabeled_data_loader) > ov["epoch_length"]  # an unlabelled pass spans epochs
+    wf.run()
+    a = torch.load(tmp_path / "U" / "models" / "checkpoint_epoch=3.pt", weights_only=True)
+    b = torch.load(tmp_path / "I" / "models" / "checkpoint_epoch=3.pt", weights_only=True)
+    keys = ["model"] + (["teacher"] if "teacher" in a else [])
+    for key in keys:
+        for name, t in a[key].items():
+            if isinstance(t, torch.Tensor):
+                assert torch.equal(t, b[key][name]), f"{key}.{name} differs after resuming"
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_resume_from_a_checkpoint_without_random_state_warns_and_continues(tmp_path, cache_dir, caplog):
+    """Checkpoints written before the random-state record still resume (its streams restart, with a warning)."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
+    workflow("covid", "training", **ov).run()
+    ckpt = tmp_path / "models" / "checkpoint_epoch=1.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert {"torch", "numpy", "python", "objects", "streams"} <= set(state["rng"])
+    assert state["rng"]["objects"]  # the weak augmentation's random transforms
+    del state["rng"]
+    torch.save(state, ckpt)
+    with caplog.at_level("WARNING"):
+        workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True}).run()
+    assert "holds no random-state record" in caplog.text
+    assert (tmp_path / "models" / "checkpoint_epoch=2.pt").is_file()

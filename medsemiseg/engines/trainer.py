@@ -176,6 +176,13 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.unlabeled_data_loader = unlabeled_data_loader
         self._unlabeled_iter = None
         self._unlabeled_passes = 0
+        # where each data stream stands, for resuming mid-pass (:meth:`stream_state_dict`): batches consumed from
+        # the current pass's iterator and the RNG state its iterator was created under
+        self._unlabeled_consumed = 0
+        self._unlabeled_rng: dict | None = None
+        self._labeled_consumed = 0
+        self._labeled_rng: dict | None = None
+        self._pending_streams: dict = {}
         self.state.method_output = {}
         self._amp_warned = False
 
@@ -192,19 +199,98 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         for handler in getattr(method, "handlers", None) or []:
             handler.attach(self)
 
+    # ------------------------------------------------------------------ stream positions (resume)
+    def stream_state_dict(self) -> dict:
+        """Where the labelled and unlabelled streams stand: passes started, batches consumed from the current pass
+        and the RNG state (torch's, and the loader's own generators) that pass's iterator was created under, so a
+        resumed run continues the same pass in the same order (:meth:`load_stream_state_dict`). Saved in each
+        checkpoint by :class:`medsemiseg.random_state.RandomState`."""
+        out: dict = {"unlabeled": {"passes": int(self._unlabeled_passes),
+                                   "consumed": int(self._unlabeled_consumed) if self._unlabeled_iter is not None else -1}}
+        if self._unlabeled_iter is not None and self._unlabeled_rng is not None:
+            out["unlabeled"]["rng"] = self._unlabeled_rng
+        out["labeled"] = {"consumed": int(self._labeled_consumed) if self._dataloader_iter is not None else -1}
+        if self._dataloader_iter is not None and self._labeled_rng is not None:
+            out["labeled"]["rng"] = self._labeled_rng
+        return out
+
+    def load_stream_state_dict(self, state: dict) -> None:
+        """Continue the streams of :meth:`stream_state_dict` (applied when each stream's iterator is next needed,
+        i.e. after every re-seeding of the run's start: call it at or after ``Events.STARTED``)."""
+        unl = dict(state.get("unlabeled", {}))
+        self._unlabeled_passes = int(unl.get("passes", 0))
+        self._unlabeled_iter = None
+        self._pending_streams = {k: dict(v) for k, v in state.items() if isinstance(v, dict) and "rng" in v
+                                 and int(v.get("consumed", -1)) > 0}
+        for which, loader in (("unlabeled", self.unlabeled_data_loader), ("labeled", self.data_loader)):
+            try:
+                if which in self._pending_streams and self._pending_streams[which]["consumed"] >= len(loader):
+                    del self._pending_streams[which]  # that pass was used up: the next one starts afresh, as it would
+            except TypeError:
+                pass
+        if "unlabeled" in self._pending_streams:
+            self._unlabeled_passes -= 1  # that pass's iterator is re-created (and counted) when next needed
+        self._dataloader_iter = None  # ignite re-creates it (through _setup_dataloader_iter) when the epoch starts
+
+    def _resumed_iter(self, which: str, loader: Any) -> Any:
+        from medsemiseg.random_state import resumed_iter
+
+        pending = self._pending_streams.pop(which, None)
+        if pending is None:
+            return None
+        consumed = int(pending["consumed"])
+        try:
+            n = len(loader)
+        except TypeError:
+            n = None
+        if n is not None and consumed >= n:
+            return None  # that pass was used up: the next one starts now, as it would have
+        it = resumed_iter(loader, pending["rng"], consumed)
+        if it is None:
+            logger.warning(f"resume: the {which} loader cannot be continued mid-pass (no batch sampler); its pass restarts.")
+            return None
+        setattr(self, f"_{which}_rng", pending["rng"])
+        setattr(self, f"_{which}_consumed", consumed)
+        return it
+
+    def _setup_dataloader_iter(self) -> None:
+        """ignite's (re)creation of the labelled iterator, recording the RNG state its pass is drawn under; on
+        resume, the interrupted pass is continued at the batch it had reached."""
+        from medsemiseg.random_state import loader_rng_snapshot
+
+        loader = self.state.dataloader
+        if loader is not None and self._pending_streams.get("labeled") is not None:
+            it = self._resumed_iter("labeled", loader)
+            if it is not None:
+                self._dataloader_iter = it
+                return
+        self._labeled_consumed = 0
+        self._labeled_rng = loader_rng_snapshot(loader) if loader is not None else None
+        super()._setup_dataloader_iter()
+
     # ------------------------------------------------------------------ unlabelled stream
     def _next_unlabeled_batch(self) -> Any:
         """Next unlabelled batch; the iterator is recreated (reshuffled) whenever it is exhausted."""
+        from medsemiseg.random_state import loader_rng_snapshot
+
         loader = self.unlabeled_data_loader
         for attempt in range(2):
             if self._unlabeled_iter is None:
                 sampler = getattr(loader, "sampler", None)
                 if isinstance(sampler, DistributedSampler):
                     sampler.set_epoch(self._unlabeled_passes)
-                self._unlabeled_iter = iter(loader)  # type: ignore[arg-type]
+                resumed = self._resumed_iter("unlabeled", loader) if "unlabeled" in self._pending_streams else None
+                if resumed is not None:
+                    self._unlabeled_iter = resumed
+                else:
+                    self._unlabeled_rng = loader_rng_snapshot(loader)
+                    self._unlabeled_consumed = 0
+                    self._unlabeled_iter = iter(loader)  # type: ignore[arg-type]
                 self._unlabeled_passes += 1
             try:
-                return next(self._unlabeled_iter)
+                batch = next(self._unlabeled_iter)
+                self._unlabeled_consumed += 1
+                return batch
             except StopIteration:
                 self._unlabeled_iter = None
         raise ValueError(
@@ -301,6 +387,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     def _iteration(self, engine: Any, batchdata: dict[str, torch.Tensor]) -> dict:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
+        self._labeled_consumed += 1
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         inputs, targets = batch[0], batch[1]
         if targets is None:
