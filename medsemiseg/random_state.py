@@ -49,12 +49,12 @@ def _np_from_dict(d: Mapping) -> tuple:
 def _py_to_dict(state: tuple) -> dict:
     version, internal, gauss = state
     return {"version": int(version), "internal": torch.as_tensor(list(internal), dtype=torch.int64),
-            "gauss": float("nan") if gauss is None else float(gauss)}
+            "has_gauss": int(gauss is not None), "gauss": 0.0 if gauss is None else float(gauss)}
 
 
 def _py_from_dict(d: Mapping) -> tuple:
-    gauss = float(d["gauss"])
-    return (int(d["version"]), tuple(int(x) for x in d["internal"].tolist()), None if gauss != gauss else gauss)
+    gauss = float(d["gauss"]) if int(d.get("has_gauss", 1)) else None
+    return (int(d["version"]), tuple(int(x) for x in d["internal"].tolist()), gauss)
 
 
 # ---------------------------------------------------------------------------------------- what is random
