@@ -581,9 +581,12 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
     return [e for _, e in sorted(entries, key=lambda e: e[0])]
 
 
-#: name endings of label masks (CHASE_DB1's ``_1stHO`` / ``_2ndHO``, ``prepare folder``'s conventions) and of this
-#: package's own outputs: a folder of raw data or of earlier results holds them next to the images.
-MASK_NAME_SUFFIXES = ("_1stho", "_2ndho", "_mask", "_label", "_labels", "_seg", "_gt", "_manual1")
+def _mask_name_suffixes() -> tuple[str, ...]:
+    """Name endings of label masks: ``prepare folder``'s own list (``_mask``, ``_seg``: also this package's outputs),
+    CHASE_DB1's ``_1stHO`` / ``_2ndHO`` and DRIVE-style ``_manual1``; lower case."""
+    from medsemiseg.data.prepare import _MASK_SUFFIXES
+
+    return tuple(s.lower() for s in _MASK_SUFFIXES) + ("_1stho", "_2ndho", "_manual1")
 
 
 def _looks_like_mask(path: Path) -> bool:
@@ -592,7 +595,7 @@ def _looks_like_mask(path: Path) -> bool:
         if name.endswith(ext):
             name = name[: -len(ext)]
             break
-    return name.endswith(MASK_NAME_SUFFIXES)
+    return name.endswith(_mask_name_suffixes())
 
 
 def _unique_names(stems: Sequence[str]) -> list[str]:
