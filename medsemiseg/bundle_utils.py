@@ -153,7 +153,11 @@ def _override_keys(argv: Sequence[str]) -> list[str]:
     return keys
 
 
-def _has_path(config: Any, path: Sequence[str]) -> bool:
+_MISSING = object()
+
+
+def _node(config: Any, path: Sequence[str]) -> Any:
+    """The config entry at ``path`` (``["train", "handlers", "0"]``), or ``_MISSING``."""
     node = config
     for part in path:
         if isinstance(node, Mapping) and part in node:
@@ -161,8 +165,8 @@ def _has_path(config: Any, path: Sequence[str]) -> bool:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return False
-    return True
+            return _MISSING
+    return node
 
 
 def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
@@ -193,18 +197,12 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> None:
         if key in _RUN_ARGS or key.startswith("_meta_"):
             continue
         path = key.replace("::", "#").split("#")
-        if _has_path(config, path):
+        if _node(config, path) is not _MISSING:
             continue
-        if len(path) > 1 and _has_path(config, path[:-1]):
-            parent = config
-            for part in path[:-1]:
-                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-            if isinstance(parent, Mapping) and "_target_" in parent:
-                continue  # another argument of a component (train#checkpointer#n_saved): its constructor checks it
+        parent = _node(config, path[:-1]) if len(path) > 1 else _MISSING
+        if isinstance(parent, Mapping) and "_target_" in parent:
+            continue  # another argument of a component (train#checkpointer#n_saved): its constructor checks it
         if path[0] in config:  # a nested key: suggest among its siblings
-            parent = config
-            for part in path[:-1]:
-                parent = parent.get(part, {}) if isinstance(parent, Mapping) else {}
             siblings = [str(k) for k in parent] if isinstance(parent, Mapping) else []
             close = difflib.get_close_matches(path[-1], siblings, n=3)
             hint = "; did you mean " + " or ".join("--" + "#".join(path[:-1] + [c]) for c in close) if close else ""

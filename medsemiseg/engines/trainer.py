@@ -238,13 +238,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         pending = self._pending_streams.pop(which, None)
         if pending is None:
             return None
-        consumed = int(pending["consumed"])
-        try:
-            n = len(loader)
-        except TypeError:
-            n = None
-        if n is not None and consumed >= n:
-            return None  # that pass was used up: the next one starts now, as it would have
+        consumed = int(pending["consumed"])  # < len(loader): load_stream_state_dict dropped used-up passes
         it = resumed_iter(loader, pending["rng"], consumed)
         if it is None:
             logger.warning(f"resume: the {which} loader cannot be continued mid-pass (no batch sampler); its pass restarts.")
