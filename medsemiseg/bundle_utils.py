@@ -20,6 +20,7 @@ share lives here, so the two configs stay declarative and hold no copied logic:
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import os
@@ -714,6 +715,19 @@ def _match_channels(img: Any, src: Any, task: str, in_channels: Any) -> tuple[An
     )
 
 
+def _read_input(src: Any, task: str, in_channels: Any) -> tuple[Any, bool]:
+    """An inference input as the network takes it, and whether its channels were changed (:func:`_match_channels`)."""
+    from medsemiseg.data.io import read_dicom_series, read_image
+
+    img = read_dicom_series(src.files, name=src.folder) if isinstance(src, _DicomGroup) else read_image(src)
+    return _match_channels(img, src, task, in_channels)
+
+
+def _read_volume(src: Any, task: str, in_channels: Any) -> Any:
+    """:func:`_read_input`'s image alone: what a :class:`~medsemiseg.data.io.LazySlice` of a 3D input reads."""
+    return _read_input(src, task, in_channels)[0]
+
+
 def inference_items(
     dataset_dir: str | os.PathLike | None,
     task: str,
@@ -737,8 +751,12 @@ def inference_items(
     a 3-channel network, which is repeated to RGB (with a warning). A DICOM input that holds no image (RTDOSE,
     RTSTRUCT, SR, ...) is refused; one of a modality the bundle was not trained on (:data:`EXPECTED_MODALITIES`)
     gets a warning.
+
+    Every input is read here once, so bad inputs fail before the first prediction, but no volume is kept: a slice of
+    a 3D input is a :class:`~medsemiseg.data.io.LazySlice`, which reads its volume again when the data loader gets
+    to it (one volume in memory at a time; the first input's is kept from here, so a single study is read once).
     """
-    from medsemiseg.data.io import DataReadError, file_stem, iter_slices, read_dicom_series, read_image
+    from medsemiseg.data.io import DataReadError, LazySlice, file_stem
 
     if _is_empty(dataset_dir):
         sources: list[Any] = [d["image"] for d in load_split(resolve_datalist(None, task, cache_dir, labeled_fraction, seed), split)]
@@ -761,10 +779,11 @@ def inference_items(
             sources = [p]
     names = _unique_names([src.name if isinstance(src, _DicomGroup) else file_stem(src) for src in sources])
     items: list[dict] = []
+    LazySlice.forget()
+    first_volume = None
     for src, name in zip(sources, names):
         _check_modality(src, task)
-        img = read_dicom_series(src.files, name=src.folder) if isinstance(src, _DicomGroup) else read_image(src)
-        img, changed = _match_channels(img, src, task, in_channels)
+        img, changed = _read_input(src, task, in_channels)
         source = str(src)
         affine = np.asarray(img.affine, dtype=np.float64)
         if img.ndim == 3:
@@ -777,11 +796,18 @@ def inference_items(
             raise DataReadError(src, f"expected a 2D or 3D image, got shape {tuple(img.shape)}.")
         n_slices = int(img.shape[-1])
         deviation = float(img.meta.get("slice_spacing_deviation", 0.0))
-        for k, sl in enumerate(iter_slices(img)):
+        reader = functools.partial(_read_volume, src, task, in_channels)
+        for k in range(n_slices):
             items.append(
-                {"image": sl, "name": name, "source": source, "slice": k, "num_slices": n_slices, "affine": affine,
-                 "spatial_shape": np.asarray(sl.shape[1:]), "slice_spacing_deviation": deviation}
+                {"image": LazySlice(source, reader, k), "name": name, "source": source, "slice": k,
+                 "num_slices": n_slices, "affine": affine, "spatial_shape": np.asarray(img.shape[1:3]),
+                 "slice_spacing_deviation": deviation}
             )
+        if first_volume is None:
+            first_volume = (source, img)  # inference starts with it: kept, not read again
+        del img  # the others are read again slice by slice (LazySlice), one at a time
+    if first_volume is not None:
+        LazySlice.remember(*first_volume)
     return items
 
 
@@ -980,6 +1006,9 @@ class PredictionWriter:
             )
 
     def _check_complete(self, engine: Any) -> None:
+        from medsemiseg.data.io import LazySlice
+
+        LazySlice.forget()  # the last input's volume, kept while its slices were read
         if self._volumes:
             missing = {k: v["n"] - len(v["slices"]) for k, v in self._volumes.items()}
             raise RuntimeError(f"PredictionWriter: volumes left incomplete (missing slices): {missing}.")
@@ -1279,7 +1308,9 @@ class TrainCheckpointer:
         # without them a resumed run replays epoch 1's random stream (set_determinism and the DataLoaders re-seed)
         objs.setdefault("rng", RandomState(engine))
         self._take_lock(engine)
-        self._write_run_file()
+        # when the run starts, not here: building the trainer (a config check, ConfigWorkflow.check_properties) must
+        # not replace the record of the model already in save_dir
+        engine.add_event_handler(Events.STARTED, lambda _engine: self._write_run_file())
         if self.resume:
             path = latest_checkpoint(self.save_dir)
             if path is None:

@@ -100,6 +100,34 @@ def test_bundle_layout_follows_the_monai_specification(task):
     assert (root / "train.json").resolve() == (root / "configs" / "inference.json").resolve()
 
 
+@pytest.mark.parametrize("task", ["covid", "chase"])
+def test_bundles_have_monai_train_and_infer_properties(task, tmp_path, cache_dir):
+    """MONAI's own bundle check (``ConfigWorkflow(workflow_type=...).check_properties()``, what tools that drive a
+    bundle by its properties rely on) finds every required and optional property where MONAI looks for it."""
+    from monai.bundle import ConfigWorkflow
+
+    root = BUNDLES / task
+    save_random_model(task, tmp_path / "models")
+    for workflow_type, run_id in (("train", "training"), ("infer", "inferring")):
+        wf = ConfigWorkflow(
+            config_file=str(root / "configs" / ("train.json" if workflow_type == "train" else "inference.json")),
+            meta_file=str(root / "configs" / "metadata.json"), logging_file=False, workflow_type=workflow_type,
+            run_id=run_id, bundle_root=str(root), output_dir=str(tmp_path), cache_dir=cache_dir, **TINY,
+        )
+        wf.initialize()
+        assert wf.check_properties() == [], workflow_type
+        if workflow_type == "train":
+            attached = wf.parser.get_parsed_content("train#trainer#train_handlers")
+            assert attached[0] is wf.parser.get_parsed_content("train#checkpointer")  # first, as before
+            assert attached[1:] == list(wf.train_handlers)
+            assert not (tmp_path / "models" / "run.json").exists()  # building a trainer records no run
+            assert wf.max_epochs == 1 and wf.trainer.state.max_epochs == 1
+        else:
+            assert wf.evaluator is wf.parser.get_parsed_content("infer#evaluator")
+            assert wf.dataset is wf.parser.get_parsed_content("infer#dataset")
+        wf.finalize()
+
+
 def test_bundles_share_everything_but_the_task_keys():
     covid = json.loads((BUNDLES / "covid/configs/train.json").read_text())
     chase = json.loads((BUNDLES / "chase/configs/train.json").read_text())
@@ -585,6 +613,43 @@ def test_inference_folder_with_loose_dicom_files_groups_them_by_series(tmp_path)
     assert {it["name"] for it in items} == {"pure"} and len(items) == 5
 
 
+def test_inference_holds_one_volume_at_a_time_and_reads_each_input_at_most_twice(tmp_path, monkeypatch):
+    from medsemiseg.data.io import LazySlice, LoadSliced, iter_slices, read_image
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, z in enumerate((3, 5, 4)):
+        affine = np.diag([0.7, 0.7, 2.5, 1.0])
+        affine[:3, 3] = (i, -i, 10 * i)
+        nib.save(nib.Nifti1Image(rng.normal(size=(6, 7, z)).astype(np.float32), affine), str(folder / f"ct{i}.nii.gz"))
+    reads: list[str] = []
+    real_read = bundle_utils._read_input
+
+    def counting_read(src, task, in_channels):
+        reads.append(Path(str(src)).name)
+        return real_read(src, task, in_channels)
+
+    monkeypatch.setattr(bundle_utils, "_read_input", counting_read)
+    items = bundle_utils.inference_items(str(folder), "covid", tmp_path)
+    assert len(items) == 12 and sorted(reads) == ["ct0.nii.gz", "ct1.nii.gz", "ct2.nii.gz"]  # listed: each read once
+    assert all(isinstance(it["image"], LazySlice) for it in items)  # ... and no slice kept in the items
+    first = items[0]["source"]
+    assert LazySlice._last is not None and LazySlice._last[0] == first  # only the first input's volume is kept
+    reads.clear()
+    load = LoadSliced("image")
+    for it in items:  # the data loader's order: input by input
+        got = load(dict(it))["image"]
+        want = list(iter_slices(read_image(it["source"])))[it["slice"]]
+        assert torch.equal(got.as_tensor(), want.as_tensor())
+        np.testing.assert_allclose(np.asarray(got.affine), np.asarray(want.affine))
+        assert LazySlice._last[0] == it["source"]  # one volume in memory: the current input's
+    assert sorted(reads) == sorted({Path(it["source"]).name for it in items} - {Path(first).name})  # not the first
+    writer = bundle_utils.PredictionWriter(tmp_path / "out")
+    writer._check_complete(None)
+    assert LazySlice._last is None  # the end of the run lets the last volume go
+
+
 def test_inference_on_unevenly_spaced_series_warns_and_keeps_the_mean_step(tmp_path, caplog):
     ct2 = _pydicom_file("dicomdirtests/77654033/CT2")  # z = -99.48, 103.02, 104.27, 105.52
     items = bundle_utils.inference_items(str(ct2), "covid", tmp_path)
@@ -597,7 +662,7 @@ def test_inference_on_unevenly_spaced_series_warns_and_keeps_the_mean_step(tmp_p
     assert out.affine[2, 2] == pytest.approx((105.52 + 99.48) / 3, abs=1e-2)  # the mean step
     assert "unevenly spaced" in caplog.text and "mean step" in caplog.text and "CT2_seg.nii.gz" in caplog.text
     # per slice the item carries the slice's true position (what a 2D writer would use)
-    np.testing.assert_allclose([float(np.asarray(it["image"].affine)[2, 3]) for it in items],
+    np.testing.assert_allclose([float(np.asarray(it["image"].load().affine)[2, 3]) for it in items],
                                [-99.48, 103.02, 104.27, 105.52], atol=1e-3)
 
 

@@ -11,7 +11,9 @@ import importlib
 
 _EXPORTS = {
     "DataReadError": "io",
+    "LazySlice": "io",
     "LoadSliced": "io",
+    "ProgressCacheDataset": "caching",
     "check_label_values": "io",
     "detect_format": "io",
     "iter_slices": "io",

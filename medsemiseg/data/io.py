@@ -7,6 +7,8 @@ One entry point per role:
 - :func:`read_mask` -> ``MetaTensor`` integer ``(1, X, Y[, Z])`` validated against the declared classes.
 - :class:`LoadSliced` -> the MONAI dictionary transform bundles use for train / validation / inference.
 - :func:`iter_slices` -> 2D ``(C, X, Y)`` slices of a 3D input (inference on a CT volume or DICOM series).
+- :class:`LazySlice` -> one such slice, read when :class:`LoadSliced` meets it (inference lists every slice of
+  every input without holding the volumes).
 
 Why not plain ``LoadImage``: MONAI's readers disagree on channel placement, ``PydicomReader`` sorts a series by
 ``InstanceNumber`` (which scanners and anonymisers renumber) instead of by position along the slice normal,
@@ -38,6 +40,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "PICTURE_SUFFIXES",
     "DataReadError",
+    "LazySlice",
     "LoadSliced",
     "check_label_values",
     "detect_format",
@@ -638,6 +641,54 @@ def _slice(img: MetaTensor, k: int) -> MetaTensor:
     return out
 
 
+class LazySlice:
+    """Slice ``index`` of a 3D input, read only when a transform asks for it (:class:`LoadSliced` does).
+
+    Inference over a folder of studies lists every slice up front (the data loader needs the count), but must not
+    hold every study in memory while it does: one 300-slice 512 x 512 CT is ~300 MB as float32, fifty of them
+    would not fit. A ``LazySlice`` names its input (``key``) and how to read it (``reader``: a picklable callable
+    returning the ``(C, X, Y, Z)`` volume). The last volume read is kept, per process, so the slices of one input,
+    asked for one after another (the inference order), read it once; :meth:`forget` drops it.
+    """
+
+    _last: tuple[str, MetaTensor] | None = None
+
+    def __init__(self, key: str, reader: Any, index: int) -> None:
+        self.key = str(key)
+        self.reader = reader
+        self.index = int(index)
+
+    @classmethod
+    def remember(cls, key: str, volume: MetaTensor) -> None:
+        """Keep ``volume`` as the last one read (the first input of an inference run is read to list its slices)."""
+        cls._last = (str(key), volume)
+
+    @classmethod
+    def forget(cls) -> None:
+        """Drop the kept volume (end of an inference run)."""
+        cls._last = None
+
+    def volume(self) -> MetaTensor:
+        last = LazySlice._last
+        if last is None or last[0] != self.key:
+            LazySlice._last = None  # let the previous volume go before the next one is read
+            vol = self.reader()
+            if not isinstance(vol, MetaTensor):
+                vol = MetaTensor(vol)
+            if vol.ndim != 4 or not -vol.shape[-1] <= self.index < vol.shape[-1]:
+                raise DataReadError(self.key, f"has shape {tuple(vol.shape)}; slice {self.index} of a 3D input was asked "
+                                    "for (did the file change since the run listed it?).")
+            LazySlice._last = last = (self.key, vol)
+        return last[1]
+
+    def load(self) -> MetaTensor:
+        """The slice as :func:`iter_slices` gives it (``(C, X, Y)``, affine moved to the slice)."""
+        return _slice(self.volume(), self.index)
+
+    def __repr__(self) -> str:
+        return f"LazySlice({self.key!r}, slice {self.index})"
+
+
 def iter_slices(img: str | os.PathLike | torch.Tensor, *, label: bool = False, **mask_kwargs) -> Iterator[MetaTensor]:
     """Yield the 2D ``(C, X, Y)`` slices (``meta["slice_index"]`` = k) of an image, a stack or a path to one.
 
@@ -728,6 +779,8 @@ class LoadSliced(MapTransform):
                 else:
                     img = read_image(value)
                 img = self._to_2d(img, key)
+            elif isinstance(value, LazySlice):
+                img = value.load()
             else:
                 img = value if isinstance(value, MetaTensor) else MetaTensor(torch.as_tensor(np.asarray(value)))
                 if is_label and self.num_classes is not None:

@@ -1,0 +1,41 @@
+"""ProgressCacheDataset: MONAI's CacheDataset, same items, plus "caching <label>: k/N" lines in the log."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from monai.data import CacheDataset
+from monai.transforms import Lambdad
+
+from medsemiseg.data import ProgressCacheDataset
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_caching_logs_about_every_tenth_and_the_total_and_caches_what_monai_caches(caplog, workers):
+    data = [{"x": i} for i in range(25)]
+    double = Lambdad("x", lambda v: 2 * v)
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        ds = ProgressCacheDataset(data, double, label="training slices", num_workers=workers, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
+    assert lines[0] == "caching training slices: 25 to load and preprocess"
+    assert lines[-1].startswith("caching training slices: done, 25 in ")
+    steps = lines[1:-1]  # every max(1, 25 // 10) = 2 items; the 25th is the "done" line
+    assert len(steps) == 12 and "caching training slices: 2/25" in steps and "caching training slices: 24/25" in steps
+    assert [ds[i] for i in range(len(ds))] == [CacheDataset(data, double, progress=False)[i] for i in range(25)]
+
+
+def test_caching_nothing_logs_nothing(caplog):
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        ds = ProgressCacheDataset([], label="unlabelled slices", progress=False)
+    assert len(ds) == 0 and not [r for r in caplog.records if r.name == "medsemiseg.progress"]
+    with pytest.raises(ValueError, match="parts"):
+        ProgressCacheDataset([{"x": 1}], parts=0)
+
+
+def test_a_filled_cache_pickles_for_worker_processes():
+    import pickle
+
+    ds = ProgressCacheDataset([{"x": i} for i in range(4)], progress=False)
+    again = pickle.loads(pickle.dumps(ds))
+    assert [again[i] for i in range(4)] == [ds[i] for i in range(4)]
