@@ -20,9 +20,16 @@ def test_caching_logs_about_every_tenth_and_the_total_and_caches_what_monai_cach
     lines = [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
     assert lines[0] == "caching training slices: 25 to load and preprocess"
     assert lines[-1].startswith("caching training slices: done, 25 in ")
-    steps = lines[1:-1]  # every max(1, 25 // 10) = 2 items; the 25th is the "done" line
-    assert len(steps) == 12 and "caching training slices: 2/25" in steps and "caching training slices: 24/25" in steps
+    steps = lines[1:-1]  # every ceil(25 / 10) = 3 items; the 25th is the "done" line
+    assert steps == [f"caching training slices: {k}/25" for k in range(3, 25, 3)]
     assert [ds[i] for i in range(len(ds))] == [CacheDataset(data, double, progress=False)[i] for i in range(25)]
+
+
+def test_caching_a_handful_logs_only_the_first_and_the_last_line(caplog):
+    with caplog.at_level(logging.INFO, logger="medsemiseg.progress"):
+        ProgressCacheDataset([{"x": i} for i in range(10)], label="validation set", progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
+    assert len(lines) == 2 and lines[0] == "caching validation set: 10 to load and preprocess", lines
 
 
 def test_caching_nothing_logs_nothing(caplog):

@@ -27,7 +27,8 @@ class ProgressCacheDataset(CacheDataset):
 
     Args:
         label: e.g. ``"labelled training slices"``; the lines read ``"caching labelled training slices: 170/1682"``.
-        parts: about how many lines per fill (one every ``max(1, N // parts)`` items, and the last).
+        parts: about how many lines per fill: one every ``ceil(N / parts)`` items when ``N > parts``, none in
+            between otherwise; a first line (``N`` to load) and a last one (done, with the time) always.
         args, kwargs: ``monai.data.CacheDataset``'s.
     """
 
@@ -46,7 +47,9 @@ class ProgressCacheDataset(CacheDataset):
         total = self.cache_num if indices is None else len(indices)
         if total <= 0:
             return super()._fill_cache(indices)
-        self._done, self._total, self._every = 0, int(total), max(1, int(total) // self.parts)
+        # about `parts` lines in between; none for a set of `parts` items or fewer (it is done before they'd help)
+        every = -(-int(total) // self.parts) if total > self.parts else int(total)
+        self._done, self._total, self._every = 0, int(total), every
         start = time.perf_counter()
         logger.info(f"caching {self.label}: {total} to load and preprocess")
         self._lock = threading.Lock()
