@@ -45,6 +45,7 @@ __all__ = [
     "eval_at_network_size",
     "latest_checkpoint",
     "TrainCheckpointer",
+    "GradScalerState",
     "RunRecord",
     "PredictionWriter",
     "unlabeled_loader_for",
@@ -1169,14 +1170,49 @@ def _retarget_schedule(scheduler: Any, configured: dict | None) -> None:
     )
 
 
+class GradScalerState:
+    """The trainer's AMP ``GradScaler`` state (loss scale, growth tracker) as a checkpoint entry.
+
+    A run with ``amp`` on CUDA scales its loss by a factor the ``GradScaler`` adapts as it goes (halved, and the
+    optimiser step skipped, on every overflow; doubled after 2000 clean steps). Without this entry a resumed run
+    restarted at the initial scale 2**16: its first iterations overflowed again and their optimiser steps were skipped
+    where the uninterrupted run stepped, so the resume was not the same training. MONAI's ``Trainer.run()`` creates a
+    new ``engine.scaler`` each time it runs, so the scaler is looked up when saving and when loading
+    (``CheckpointLoader`` loads at ``Events.STARTED``, after ``run()`` created it), never held. A disabled scaler
+    (no CUDA) saves ``{}``; such an entry is not loaded into an enabled one (the scale then starts afresh, logged).
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def _scaler(self) -> Any:
+        scaler = getattr(self.engine, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
+    def state_dict(self) -> dict:
+        scaler = self._scaler()
+        return dict(scaler.state_dict()) if scaler is not None else {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        scaler = self._scaler()
+        if scaler is None:
+            return  # this run does not scale its loss (no CUDA): nothing to restore
+        if not state:
+            logger.warning("resume: the checkpoint's GradScaler state is empty (written without CUDA); the AMP loss "
+                           "scale starts afresh.")
+            return
+        scaler.load_state_dict(dict(state))
+
+
 class TrainCheckpointer:
     """Save the full training state every ``save_interval`` epochs and, with ``resume``, restore the latest one.
 
     The saved state is ``save_dict`` (network, optimiser, the method's :meth:`checkpoint_objects` -- EMA teacher,
     discriminator and its optimiser --, lr scheduler...) plus the trainer itself (epoch / iteration counters) and
     its random state (:class:`medsemiseg.random_state.RandomState`: torch / numpy / python RNGs, the random
-    transforms' states, the data streams' positions), which are added at :meth:`attach` so that a bundle config needs no reference from the trainer's handler list
-    back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved`` kept -- those of an
+    transforms' states, the data streams' positions) and, with ``amp``, its ``GradScaler`` state
+    (:class:`GradScalerState`), which are added at :meth:`attach` so that a bundle config needs no reference from the
+    trainer's handler list back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved`` kept -- those of an
     earlier run into the same folder are removed once this run has saved its own. MONAI's ``CheckpointSaver`` /
     ``CheckpointLoader`` do the work.
 
@@ -1307,6 +1343,9 @@ class TrainCheckpointer:
         # torch / numpy / python RNGs, the random transforms' and generators' states and the data streams' positions:
         # without them a resumed run replays epoch 1's random stream (set_determinism and the DataLoaders re-seed)
         objs.setdefault("rng", RandomState(engine))
+        if getattr(engine, "amp", False):
+            # the AMP loss scale: without it a resumed run restarts at 2**16 and skips steps the uninterrupted one took
+            objs.setdefault("scaler", GradScalerState(engine))
         self._take_lock(engine)
         # when the run starts, not here: building the trainer (a config check, ConfigWorkflow.check_properties) must
         # not replace the record of the model already in save_dir
@@ -1330,6 +1369,13 @@ class TrainCheckpointer:
                         "continues, but its random draws (augmentations, shuffling) differ from an uninterrupted run."
                     )
                     load.pop("rng")
+                if "scaler" in load and "scaler" not in stored:
+                    logger.warning(
+                        f"resume: {path} holds no AMP GradScaler state (written without amp, or by an older version); "
+                        "training continues with the loss scale starting afresh, so its first steps may differ "
+                        "from an uninterrupted run (overflow-skipped steps)."
+                    )
+                    load.pop("scaler")
                 if "run" in load:
                     if "run" in stored:
                         self.run_info.check_against(stored["run"], path)

@@ -1029,3 +1029,77 @@ def test_resume_from_a_checkpoint_without_random_state_warns_and_continues(tmp_p
         workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True}).run()
     assert "holds no random-state record" in caplog.text
     assert (tmp_path / "models" / "checkpoint_epoch=2.pt").is_file()
+
+
+def _enabled_cpu_grad_scaler(monkeypatch) -> None:
+    """MONAI's ``Trainer.run()`` builds ``torch.cuda.amp.GradScaler()``, which a machine without CUDA disables; an
+    enabled CPU ``GradScaler`` in its place lets the AMP checkpoint path run here (the trainer itself still trains in
+    float32 on CPU)."""
+    monkeypatch.setattr(torch.cuda.amp, "GradScaler", lambda *a, **k: torch.amp.GradScaler("cpu"))
+
+
+def test_amp_checkpoint_holds_the_grad_scaler_and_resume_restores_its_loss_scale(tmp_path, cache_dir, monkeypatch,
+                                                                                  caplog):
+    """With amp the GradScaler's loss scale is training state: a resumed run that restarted at 2**16 would overflow
+    and skip optimiser steps the uninterrupted run took. Runs without amp save no such entry."""
+    import warnings
+
+    from ignite.engine import Events
+
+    _enabled_cpu_grad_scaler(monkeypatch)
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5,
+          "amp": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # amp on CPU: the trainer and evaluator say they run in float32
+        wf = workflow("covid", "training", **ov)
+        trainer = wf.parser.get_parsed_content("train#trainer")
+
+        @trainer.on(Events.EPOCH_COMPLETED)  # before the checkpoint saver (attached when the run starts)
+        def _as_after_overflows(engine) -> None:
+            engine.scaler.scale(torch.ones(()))  # the scaler's lazy initialisation, as a first backward does
+            engine.scaler.update(new_scale=128.0)
+
+        wf.run()
+        ckpt = tmp_path / "models" / "checkpoint_epoch=1.pt"
+        state = torch.load(ckpt, weights_only=True)
+        assert state["scaler"]["scale"] == 128.0
+
+        wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True})
+        resumed = wf.parser.get_parsed_content("train#trainer")
+        scales = []
+        resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: scales.append(e.scaler.get_scale()))
+        wf.run()
+        assert scales == [128.0]
+
+        # a checkpoint without the entry (an older version, or a run without amp) resumes with the scale afresh
+        state = torch.load(tmp_path / "models" / "checkpoint_epoch=2.pt", weights_only=True)
+        del state["scaler"]
+        torch.save(state, tmp_path / "models" / "checkpoint_epoch=2.pt")
+        with caplog.at_level("WARNING"):
+            workflow("covid", "training", **{**ov, "max_epochs": 3, "resume": True}).run()
+        assert "holds no AMP GradScaler state" in caplog.text
+
+    plain = {**ov, "amp": False, "output_dir": str(tmp_path / "plain")}
+    workflow("covid", "training", **plain).run()
+    assert "scaler" not in torch.load(tmp_path / "plain" / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+
+
+@pytest.mark.gpu
+def test_amp_on_cuda_resume_restores_the_loss_scale(tmp_path, cache_dir):
+    from ignite.engine import Events
+
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5,
+          "amp": True, "device": "cuda:0", "epoch_length": 3}
+    wf = workflow("covid", "training", **ov)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    saved = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: saved.append(e.scaler.get_scale()))
+    wf.run()
+    state = torch.load(tmp_path / "models" / "checkpoint_epoch=1.pt", weights_only=True)
+    assert state["scaler"]["scale"] == saved[-1]
+    wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True})
+    resumed = wf.parser.get_parsed_content("train#trainer")
+    scales = []
+    resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: scales.append(e.scaler.get_scale()))
+    wf.run()
+    assert scales == [saved[-1]]
