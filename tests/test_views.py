@@ -98,6 +98,28 @@ def test_strong_cuda_matches_cpu_with_same_generator():
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_strong_view_is_computed_in_the_input_dtype_under_autocast(dtype):
+    # the methods draw strong views inside the trainer's autocast (amp): the blur's convolutions must not run in
+    # half precision there (they rounded the view by up to ~1e-2 on [0, 1] in bfloat16)
+    x = torch.rand(4, 3, 32, 32)
+    ref = StrongAugment(p_blur=1.0)(x, generator=_gen(3))
+    with torch.autocast("cpu", dtype=dtype):
+        y = StrongAugment(p_blur=1.0)(x, generator=_gen(3))
+    assert y.dtype == torch.float32
+    assert torch.equal(y, ref)
+
+
+@pytest.mark.gpu
+def test_strong_view_under_cuda_autocast_matches_float32():
+    x = torch.rand(3, 3, 16, 16, device="cuda")
+    ref = StrongAugment(p_blur=1.0)(x, generator=_gen(7))
+    with torch.autocast("cuda"):
+        y = StrongAugment(p_blur=1.0)(x, generator=_gen(7))
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("mode", ["crop", "resize"])
 def test_weak_transforms_move_image_and_label_together(mode):
     set_determinism(0)

@@ -121,6 +121,14 @@ class StrongAugment(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.ndim != 4 or not torch.is_floating_point(x):
             raise ValueError(f"StrongAugment expects a float image batch (B, C, X, Y), got {x.dtype} {tuple(x.shape)}.")
+        # the methods call this inside the trainer's autocast (amp); the blur's convolutions would then run in
+        # float16/bfloat16 and round the image (~1e-3 / 1e-2 on [0, 1]): a strong view is data, computed in x's dtype
+        if x.device.type in ("cuda", "cpu"):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._augment(x, generator)
+        return self._augment(x, generator)
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         g = generator if generator is not None else self.generator
         b, c = x.shape[:2]
         dev = x.device
