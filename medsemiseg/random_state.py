@@ -214,6 +214,32 @@ def resumed_iter(loader: Any, snapshot: Mapping, skip: int) -> Any:
 # ------------------------------------------------------------------------------------------------ the record
 
 
+def _restore_cuda_rng(saved: list) -> None:
+    """Restore the CUDA generators of a checkpoint, device by device.
+
+    A training uses one device (``cuda:0`` in the benchmark grid), but the checkpoint holds the state of every
+    device its process could see; a resume on a machine (or ``CUDA_VISIBLE_DEVICES``) with another device count
+    restores the devices both have instead of none, and says so: the CUDA generator drives the methods' random draws
+    on the GPU (CutMix boxes, ClassMix / SupMix choices, strong views, dropout)."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    if not torch.cuda.is_available():
+        log.warning(
+            f"resume: the checkpoint holds the random state of {len(saved)} CUDA device(s) but this run sees no CUDA "
+            "device: the random draws made on the GPU (mixing, strong views, dropout) continue from other streams."
+        )
+        return
+    n = torch.cuda.device_count()
+    for index, s in enumerate(saved[:n]):
+        torch.cuda.set_rng_state(s.cpu(), index)
+    if len(saved) != n:
+        log.warning(
+            f"resume: the checkpoint holds the random state of {len(saved)} CUDA device(s), this run sees {n}: "
+            f"restored for device(s) 0..{min(len(saved), n) - 1} only (another CUDA_VISIBLE_DEVICES?)."
+        )
+
+
 class RandomState:
     """Checkpointable random state of a training run (see the module docstring).
 
@@ -254,10 +280,8 @@ class RandomState:
         torch.set_rng_state(state["torch"].cpu())
         np.random.set_state(_np_from_dict(state["numpy"]))
         random.setstate(_py_from_dict(state["python"]))
-        if "cuda" in state and torch.cuda.is_available():
-            cuda = list(state["cuda"])
-            if len(cuda) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        if "cuda" in state:
+            _restore_cuda_rng(list(state["cuda"]))
         objs, saved = self._objects(), list(state["objects"])
         if len(objs) != len(saved) or any(("generator" in s) != _is_generator(o) for o, s in zip(objs, saved)):
             logging.getLogger(__name__).warning(
