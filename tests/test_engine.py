@@ -265,6 +265,73 @@ def test_amp_on_cpu_warns_and_trains_in_float32():
     assert torch.isfinite(torch.as_tensor(trainer.state.output[0]["loss"]))
 
 
+@pytest.mark.parametrize("name", ["supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd"])
+def test_amp_path_of_every_method_with_cpu_autocast_standing_in_for_cuda(name, monkeypatch):
+    """The trainer's amp branch (autocast + GradScaler) run on CPU: the trainer's ``torch.autocast("cuda")`` becomes
+    CPU bfloat16 autocast and MONAI's (here disabled) CUDA GradScaler an enabled CPU one. Checks what would break or
+    silently degrade on a GPU: the network runs in half precision, the loss is float32 and finite, the student
+    optimiser steps only through the scaler (once per iteration), and the SUFD discriminator's own step runs outside
+    autocast in float32 (it needs no scaler)."""
+    import medsemiseg.engines.trainer as trainer_module
+    from monai.engines.utils import IterationEvents
+
+    real_autocast = torch.autocast
+
+    def cpu_autocast(device_type, *args, **kwargs):
+        if device_type == "cuda":
+            return real_autocast("cpu", *args, **{"dtype": torch.bfloat16, **kwargs})
+        return real_autocast(device_type, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", cpu_autocast)
+    monkeypatch.setattr(trainer_module.SemiSupervisedTrainer, "_use_amp", lambda self, engine: True)
+    lab, unl = _loaders(n_l=4, n_u=4, bl=2, bu=2)
+    net = _net()
+    kw = {} if name == "supervised" else {"strong_augment": StrongAugment(seed=0)}
+    method = create_method(name, net, K, **kw)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    trainer = SemiSupervisedTrainer(
+        device="cpu", max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method,
+        unlabeled_data_loader=None if name == "supervised" else unl, epoch_length=3, amp=True,
+    )
+    seen: dict = {"steps": [], "loss": [], "pred": [], "d": []}
+
+    @trainer.on(Events.STARTED)
+    def _enabled_scaler(engine):  # after MONAI's Trainer.run() built its own
+        engine.scaler = torch.amp.GradScaler("cpu")
+        step = engine.scaler.step
+        engine.scaler.step = lambda o, *a, **k: (seen["steps"].append(o), step(o, *a, **k))[1]
+
+    @trainer.on(IterationEvents.LOSS_COMPLETED)
+    def _dtypes(engine):
+        seen["loss"].append(engine.state.output["loss"])
+        seen["pred"].append(engine.state.output["pred"].dtype)
+
+    disc_step = getattr(method, "discriminator_step", None)
+    if disc_step is not None:
+        def cpu_autocast_on() -> bool:
+            try:
+                return torch.is_autocast_enabled("cpu")
+            except TypeError:  # torch < 2.4
+                return torch.is_autocast_cpu_enabled()
+
+        disc_step.discriminator.register_forward_hook(
+            lambda m, inp, out: seen["d"].append((cpu_autocast_on(), inp[0].dtype, out.dtype)))
+    opt_step = opt.step
+    direct = []
+    monkeypatch.setattr(opt, "step", lambda *a, **k: (direct.append(1), opt_step(*a, **k))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.run()
+    assert seen["pred"] == [torch.bfloat16] * 3  # autocast was on
+    assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in seen["loss"])
+    assert seen["steps"] == [opt] * 3 and len(direct) == 3  # every student step through the scaler
+    if disc_step is not None:
+        # per iteration: the adversarial term (D frozen, inside autocast), then D's own step on l and u features
+        d_own = [d for d in seen["d"] if not d[0]]
+        assert len(d_own) == 6 and all(d == (False, torch.float32, torch.float32) for d in d_own)
+        assert len([d for d in seen["d"] if d[0]]) == 3
+
+
 @pytest.mark.gpu
 def test_amp_on_cuda_trains_every_method():
     from medsemiseg.methods import METHOD_NAMES
