@@ -722,6 +722,16 @@ def test_projection_refuses_what_it_cannot_project(tmp_path):
         cost_settings_for_grid(cfg2)
 
 
+@pytest.mark.parametrize("amp, expected", [("false", False), ("true", True), (0, False), (True, True)])
+def test_projection_reads_the_amp_switch_as_the_bundle_does(tmp_path, amp, expected):
+    # `--amp false` is how a grid may spell the switch (the bundle reads it as False): the step times must then be
+    # measured without AMP, not with it because bool("false") is True
+    from medsemiseg.benchmark.projection import cost_settings_for_grid
+
+    cfg, _ = _projection_grid(tmp_path, {}, overrides={"amp": amp})
+    assert cost_settings_for_grid(cfg).amp is expected
+
+
 def test_projection_cost_settings_of_the_shipped_grids(monkeypatch):
     from medsemiseg.benchmark.projection import cost_settings_for_grid
 

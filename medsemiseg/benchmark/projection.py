@@ -80,6 +80,8 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
     Raises :class:`ConfigError` when the grid's cells do not share network, image size, batch sizes, device and AMP
     (one cost run could not stand for all of them) or when the image is not square.
     """
+    from medsemiseg.bundle_utils import as_bool as _as_bool
+
     from .cost import TASKS, CostSettings
 
     if cfg.task not in TASKS:
@@ -116,7 +118,8 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
         iters=int(iters),
         warmup=int(warmup),
         device="cuda" if device.startswith("cuda") else device,
-        amp=bool(first["amp"]),
+        # as the bundle reads it: a grid may spell the switch as the CLI does ("false"), which bool() reads as true
+        amp=_as_bool(first["amp"], "amp"),
         threads=int(threads) if threads else None,
         method_options=method_options,
     )
