@@ -16,7 +16,8 @@ def _cuda_record(monkeypatch, devices: int) -> list:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: devices)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": calls.append((device, state.clone())))
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.extend(enumerate(s.clone() for s in states)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all",
+                        lambda states: calls.extend(enumerate(s.clone() for s in states)))
     return calls
 
 
