@@ -1213,8 +1213,8 @@ class TrainCheckpointer:
     transforms' states, the data streams' positions) and, with ``amp``, its ``GradScaler`` state
     (:class:`GradScalerState`), which are added at :meth:`attach` so that a bundle config needs no reference from the
     trainer's handler list back to the trainer. Files: ``<save_dir>/checkpoint_epoch=K.pt``, the last ``n_saved``
-    kept -- those of an earlier run into the same folder are removed once this run has saved its own. MONAI's ``CheckpointSaver`` /
-    ``CheckpointLoader`` do the work.
+    kept -- those of an earlier run into the same folder are removed once this run has saved its own. MONAI's
+    ``CheckpointSaver`` / ``CheckpointLoader`` do the work.
 
     With ``resume=True`` the newest such file is loaded when the run starts, and training continues from its
     epoch up to ``max_epochs`` (the trainer's, not the checkpoint's, so a finished run can be extended); with no

@@ -676,8 +676,10 @@ class LazySlice:
             if not isinstance(vol, MetaTensor):
                 vol = MetaTensor(vol)
             if vol.ndim != 4 or not -vol.shape[-1] <= self.index < vol.shape[-1]:
-                raise DataReadError(self.key, f"has shape {tuple(vol.shape)}; slice {self.index} of a 3D input was asked "
-                                    "for (did the file change since the run listed it?).")
+                raise DataReadError(
+                    self.key, f"has shape {tuple(vol.shape)}; slice {self.index} of a 3D input was asked for (did the "
+                    "file change since the run listed it?).",
+                )
             LazySlice._last = last = (self.key, vol)
         return last[1]
 
