@@ -22,12 +22,15 @@ The state is restored by ``CheckpointLoader`` at ``Events.STARTED`` of ``trainer
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RandomState", "random_objects", "loader_rng_snapshot", "restore_loader_rng"]
 
@@ -221,11 +224,8 @@ def _restore_cuda_rng(saved: list) -> None:
     device its process could see; a resume on a machine (or ``CUDA_VISIBLE_DEVICES``) with another device count
     restores the devices both have instead of none, and says so: the CUDA generator drives the methods' random draws
     on the GPU (CutMix boxes, ClassMix / SupMix choices, strong views, dropout)."""
-    import logging
-
-    log = logging.getLogger(__name__)
     if not torch.cuda.is_available():
-        log.warning(
+        logger.warning(
             f"resume: the checkpoint holds the random state of {len(saved)} CUDA device(s) but this run sees no CUDA "
             "device: the random draws made on the GPU (mixing, strong views, dropout) continue from other streams."
         )
@@ -234,7 +234,7 @@ def _restore_cuda_rng(saved: list) -> None:
     for index, s in enumerate(saved[:n]):
         torch.cuda.set_rng_state(s.cpu(), index)
     if len(saved) != n:
-        log.warning(
+        logger.warning(
             f"resume: the checkpoint holds the random state of {len(saved)} CUDA device(s), this run sees {n}: "
             f"restored for device(s) 0..{min(len(saved), n) - 1} only (another CUDA_VISIBLE_DEVICES?)."
         )
@@ -275,8 +275,6 @@ class RandomState:
         return out
 
     def load_state_dict(self, state: Mapping) -> None:
-        import logging
-
         torch.set_rng_state(state["torch"].cpu())
         np.random.set_state(_np_from_dict(state["numpy"]))
         random.setstate(_py_from_dict(state["python"]))
@@ -284,7 +282,7 @@ class RandomState:
             _restore_cuda_rng(list(state["cuda"]))
         objs, saved = self._objects(), list(state["objects"])
         if len(objs) != len(saved) or any(("generator" in s) != _is_generator(o) for o, s in zip(objs, saved)):
-            logging.getLogger(__name__).warning(
+            logger.warning(
                 f"resume: the checkpoint holds the state of {len(saved)} random transform(s)/generator(s), this run "
                 f"has {len(objs)} (other augmentation settings?): their random streams restart."
             )
