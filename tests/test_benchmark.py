@@ -759,6 +759,57 @@ def test_projection_cli(tmp_path, capsys):
     assert "--finished-only: no cell" in capsys.readouterr().err
 
 
+def _probe_of(cfg, tmp_path, finished: dict[str, tuple[float, float]], **overrides):
+    """A probe grid that extends ``cfg``'s YAML and trains 1 of its 2 epochs (10 iterations), plus ``overrides``."""
+    import yaml
+
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump({"extends": str(Path(cfg.source).resolve()), "output_dir": str(tmp_path / "probe_runs"),
+                                    "cell_overrides": [{"overrides": {"max_epochs": 1, **overrides}}]}))
+    probe = load_config(path)
+    for c in grid.enumerate_cells(probe):
+        if f"{c.method}/{c.fraction.label}" in finished:
+            c.directory.mkdir(parents=True, exist_ok=True)
+            train_s, eval_s = finished[f"{c.method}/{c.fraction.label}"]
+            (c.directory / grid.DONE).write_text(json.dumps({
+                "train_command": grid._portable(probe.train_command(c)), "train_s": train_s, "eval_s": eval_s,
+                "metrics": {"miou": 0.5}}))
+    return probe
+
+
+def test_projection_from_a_probe_grid(tmp_path, capsys):
+    """A probe cell (classmix 1/8, 10 of the grid's 20 iterations: 10 x (0.2 step + 0.05 overhead) + 1 s eval) gives
+    the overhead of every cell of the grid, none of which counts as finished; a probe with other step settings is
+    refused."""
+    from medsemiseg.benchmark.projection import main as projection_main
+    from medsemiseg.benchmark.projection import project_grid, projection_table
+
+    cfg, report = _projection_grid(tmp_path, {})
+    probe = _probe_of(cfg, tmp_path, {"classmix/1/8": (2.5, 1.0)})
+    proj = project_grid(cfg, report, probe=probe)
+    rows = {r["method"]: r for r in proj["rows"]}
+    assert rows["classmix"]["projected_cell_s"] == pytest.approx(20 * (0.2 + 0.05) + 1.0)  # not the probe's 3.5 s
+    assert rows["classmix"]["basis"] == "overhead of classmix (probe)" and rows["classmix"]["finished"] == 0
+    assert rows["supmix_sufd"]["projected_cell_s"] == pytest.approx(20 * (0.3 + 0.05) + 1.0)
+    assert rows["supervised"]["basis"] == "overhead of classmix (probe) (other kind)"
+    assert proj["finished_cells"] == 0 and not proj["lower_bound"]
+    assert proj["probe_cells"] == [{"method": "classmix", "iterations": 10, "train_s": 2.5, "eval_s": 1.0,
+                                    "overhead_per_iter_s": pytest.approx(0.05)}]
+    assert "Probe (" in projection_table(proj) and "10 iterations" in projection_table(proj)
+    # without the probe the same grid is a lower bound
+    assert project_grid(cfg, report)["lower_bound"]
+    # the CLI
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps(report))
+    assert projection_main([str(cfg.source), "--cost", str(cost), "--probe", str(probe.source)]) == 0
+    assert "overhead of classmix (probe)" in capsys.readouterr().out
+    # a probe whose cells train another step (here: image size) cannot stand for the grid
+    (tmp_path / "other").mkdir()
+    other = _probe_of(cfg, tmp_path / "other", {"classmix/1/8": (2.5, 1.0)}, image_size=[64, 64])
+    with pytest.raises(ConfigError, match="image_size"):
+        project_grid(cfg, report, probe=other)
+
+
 def test_projection_warns_only_when_the_cost_report_settings_differ(tmp_path, capsys):
     import dataclasses
 

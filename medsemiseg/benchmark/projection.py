@@ -19,6 +19,12 @@ Without any finished cell the projection counts training steps only and says it 
 to a full-grid estimate is therefore: run one cell (``python -m medsemiseg.benchmark CONFIG --methods supmix_sufd
 --fractions 1/8 --seeds 0``), then this command.
 
+A whole cell of a paper-scale grid takes hours. ``--probe PROBE.yaml`` takes the overhead from a *probe* grid
+instead: a YAML that ``extends`` the grid and stops its cells early (``configs/benchmark_covid_probe.yaml``: 10 of
+the 200 epochs). Its finished cells stand for the grid's in overhead per iteration and evaluation time; they never
+count as finished cells of the grid, and a probe whose cells train with other per-step settings (network, image
+size, batch sizes, device, AMP, method options) is refused.
+
 ``--holdout`` checks the model on the grid's own cells: every method that has finished cells is projected from the
 *other* methods' cells only and compared with what it measured (docs/benchmarks.md quotes that error).
 """
@@ -40,6 +46,7 @@ from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, iter_done
 __all__ = [
     "cell_schedule",
     "cost_settings_for_grid",
+    "probe_cells",
     "project_grid",
     "holdout_check",
     "projection_table",
@@ -53,6 +60,8 @@ __all__ = [
 
 _SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs", "image_size", "batch_size",
                   "unlabeled_batch_size", "device", "amp", "method_options")
+# what one training step costs depends on these, not on how many steps there are
+_STEP_KEYS = tuple(k for k in _SCHEDULE_KEYS if k not in ("max_epochs", "epoch_length"))
 
 
 def cell_schedule(cfg: BenchmarkConfig, cell: Cell) -> dict[str, Any]:
@@ -136,6 +145,7 @@ class _Finished:
     train_s: float
     eval_s: float
     overhead_per_iter: float  # (train_s - iterations x step time) / iterations
+    probe: bool = False  # a cell of a probe grid (--probe): stands for the grid's cells, is not one of them
 
 
 def _cell_seconds(done: dict) -> float:
@@ -155,22 +165,52 @@ def _finished_cells(cfg: BenchmarkConfig, step_s: dict[str, float],
     return out
 
 
+def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, float]) -> list[_Finished]:
+    """The finished cells of ``probe`` (a grid that stops ``cfg``'s cells early), each with its own iterations, as
+    references for ``cfg``'s cells. Raises :class:`ConfigError` when a probe cell trains with other per-step settings
+    than ``cfg``'s cell of the same method (fraction and seed if ``cfg`` has that cell): its overhead per iteration
+    would not stand for theirs."""
+    targets = {c.key.removeprefix(cfg.task + "/"): c for c in enumerate_cells(cfg)}
+    by_method = {}
+    for c in targets.values():
+        by_method.setdefault(c.method, c)
+    done = []
+    for cell, d in iter_done(probe):
+        target = targets.get(cell.key.removeprefix(probe.task + "/")) or by_method.get(cell.method)
+        if target is None:
+            raise ConfigError(f"probe {probe.source}: its finished cell {cell.key} has no method of {cfg.source}")
+        have, want = cell_schedule(probe, cell), cell_schedule(cfg, target)
+        differ = [k for k in _STEP_KEYS
+                  if json.dumps(have[k], sort_keys=True, default=str) != json.dumps(want[k], sort_keys=True, default=str)]
+        if differ:
+            raise ConfigError(
+                f"probe {probe.source}: cell {cell.key} trains with other per-step settings than {cfg.source} "
+                f"({', '.join(f'{k}: {have[k]!r} vs {want[k]!r}' for k in differ)}); a probe may change only "
+                "max_epochs / epoch_length")
+        done.append((cell, d))
+    return [dataclasses.replace(f, probe=True) for f in _finished_cells(probe, step_s, done)]
+
+
+def _names(cells: list[_Finished]) -> str:
+    return ", ".join(sorted({f.method + (" (probe)" if f.probe else "") for f in cells}))
+
+
 def _reference(method: str, finished: list[_Finished]) -> tuple[list[_Finished], str]:
     """The finished cells whose overhead stands for ``method``'s: its own, else its kind's, else all."""
     own = [f for f in finished if f.method == method]
     if own:
-        return own, "its own cells"
+        return own, "its own cells" if not any(f.probe for f in own) else "overhead of " + _names(own)
     kind = [f for f in finished if requires_unlabeled(f.method) == requires_unlabeled(method)]
     if kind:
-        return kind, "overhead of " + ", ".join(sorted({f.method for f in kind}))
+        return kind, "overhead of " + _names(kind)
     if finished:
-        return finished, "overhead of " + ", ".join(sorted({f.method for f in finished})) + " (other kind)"
+        return finished, "overhead of " + _names(finished) + " (other kind)"
     return [], "training steps only (no finished cell: a lower bound)"
 
 
 def _project_cell(method: str, n: int, step: float, finished: list[_Finished]) -> tuple[float, str]:
     refs, basis = _reference(method, finished)
-    same = [f for f in refs if f.method == method and f.iterations == n]
+    same = [f for f in refs if f.method == method and f.iterations == n and not f.probe]
     if same:
         cells = f"{len(same)} cell" + ("s" if len(same) > 1 else "")
         return statistics.fmean(f.train_s + f.eval_s for f in same), f"measured ({cells})"
@@ -186,13 +226,14 @@ def _step_times(cost_report: dict[str, Any]) -> dict[str, float]:
 
 
 def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Iterable[Cell] | None = None,
-                 keep: Callable[[Cell], bool] | None = None) -> dict[str, Any]:
+                 keep: Callable[[Cell], bool] | None = None, probe: BenchmarkConfig | None = None) -> dict[str, Any]:
     """Per-method rows (cells, finished, projected seconds per cell, basis, remaining seconds) and totals.
 
     ``cost_report`` is a :func:`medsemiseg.benchmark.cost.run_cost_benchmark` report measured at the grid's
     settings. Finished cells count with their measured time; the others are projected (module docstring).
     ``keep``: only the finished cells it accepts count as finished (a what-if: "projected from this one cell"),
     the rest are projected as if still to run, and their measured total is returned as ``measured_s`` to compare.
+    ``probe``: a grid that stops ``cfg``'s cells early; its finished cells join the references (:func:`probe_cells`).
     """
     step_s = _step_times(cost_report)
     cells = list(enumerate_cells(cfg) if cells is None else cells)
@@ -203,6 +244,8 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
     all_done = list(iter_done(cfg))
     counted = [(c, d) for c, d in all_done if keep is None or keep(c)]
     finished = _finished_cells(cfg, step_s, counted)
+    probes = probe_cells(cfg, probe, step_s) if probe is not None else []
+    finished += probes
     done_keys = {c.key: d for c, d in counted}
     measured = {c.key: _cell_seconds(d) for c, d in all_done}
     rows: dict[str, dict[str, Any]] = {}
@@ -238,6 +281,9 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
         "remaining_s": remaining_s,
         "total_s": finished_s + remaining_s,
         "lower_bound": not finished,
+        "probe": str(probe.source) if probe is not None else None,
+        "probe_cells": [{"method": f.method, "iterations": f.iterations, "train_s": f.train_s, "eval_s": f.eval_s,
+                         "overhead_per_iter_s": f.overhead_per_iter} for f in probes],
         "what_if": keep is not None,
         # what the grid's finished cells took, all of them (with ``keep``: to compare with the projection)
         "measured_cells": sum(1 for c in cells if c.key in measured),
@@ -288,6 +334,10 @@ def projection_table(proj: dict[str, Any], holdout: list[dict[str, Any]] | None 
                      f"{_fmt(r['projected_cell_s'])} | {r['basis'] or 'all finished'} | {_fmt(r['remaining_s'])} |")
     bound = " (a lower bound: no finished cell)" if proj["lower_bound"] else ""
     lines.append("")
+    for f in proj.get("probe_cells") or []:
+        lines.append(f"Probe ({proj['probe']}): {f['method']} trained {f['iterations']} iterations in "
+                     f"{_fmt(f['train_s'])} (overhead {1000 * f['overhead_per_iter_s']:.1f} ms per iteration beyond "
+                     f"the step time), evaluation {_fmt(f['eval_s'])}.")
     lines.append(f"Finished: {proj['finished_cells']}/{proj['cells']} cells, {_fmt(proj['finished_s'])}. "
                  f"Remaining, projected: {_fmt(proj['remaining_s'])}{bound}. "
                  f"Whole grid: {_fmt(proj['total_s'])}.")
@@ -357,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finished-only", nargs="+", metavar="CELL",
                    help="what-if: count only these finished cells (METHOD/FRACTION/seedK, e.g. supmix_sufd/1/8/seed0) "
                         "as finished, project the rest, and compare with what the finished ones measured")
+    p.add_argument("--probe", metavar="PROBE_YAML",
+                   help="a grid that extends CONFIG and stops its cells early (configs/benchmark_covid_probe.yaml): "
+                        "its finished cells give the overhead per iteration and evaluation time")
     p.add_argument("--json", help="write the projection here")
     p.add_argument("--markdown", help="write the Markdown table here")
     a = p.parse_args(argv)
@@ -373,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--finished-only: no cell {sorted(wanted - known)} in {a.config} "
                                   f"(cells look like {sorted(known)[0]})")
             keep = lambda c: c.key.removeprefix(cfg.task + "/") in wanted  # noqa: E731
-        proj = project_grid(cfg, report, keep=keep)
+        probe = load_config(a.probe) if a.probe else None
+        proj = project_grid(cfg, report, keep=keep, probe=probe)
         holdout = holdout_check(cfg, report) if a.holdout else None
     except (ConfigError, OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The benchmark issue's GPU checks in one go, on one CUDA machine (about 5 minutes on an H100). Run it from the
+# repository root:
+#
+#   bash scripts/gpu_checks.sh
+#
+#   1. the cost benchmark at the paper grid's step settings (UNet 16-256, 256 px, batch 8 + 8) with AMP, every
+#      method in one process;
+#   2. one cell of the paper grid's probe (configs/benchmark_covid_probe.yaml: supmix_sufd, 1/8 labelled, seed 0,
+#      the paper grid's cell stopped after 10 of its 200 epochs), timed. It trains on data/covid; when that has no
+#      datalist.json, synthetic CT phantoms in MedSeg's layout (100 slices of 512 x 512) are written and prepared
+#      there first, so the time is real and the IoU says nothing about real CT;
+#   3. the projected time of the whole paper grid, from the probe cell and the AMP step times;
+#   4. the tests marked `gpu` (the CUDA / AMP twins of CPU tests; CI has no GPU and skips them);
+#   5. the cost benchmark again without AMP, and with AMP a second time (the repeat gives the spread).
+# They run in this order, what the issue asks first, so a machine taken back early still leaves the main results.
+#
+# Results in $RESULTS (default runs/gpu_checks): log.txt (everything), tests.txt, cost_fp32.json, cost_amp.json,
+# cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints).
+# A step that fails is reported and the next one still runs; the exit status is 1 if any failed.
+#
+# Knobs (environment): PYTHON (python3), RESULTS, GRID / PROBE (the two YAMLs), DEVICE (cuda; `cpu` runs the
+# plumbing without the AMP measurements, e.g. with a PROBE that trains on the CPU), COST_ITERS (50), COST_WARMUP (10),
+# STEP_TIMEOUT (7200 s: a step running longer is stopped and counted as failed), SKIP_TESTS=1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+RESULTS=${RESULTS:-runs/gpu_checks}
+GRID=${GRID:-configs/benchmark_covid.yaml}
+PROBE=${PROBE:-configs/benchmark_covid_probe.yaml}
+DEVICE=${DEVICE:-cuda}
+COST_ITERS=${COST_ITERS:-50}
+COST_WARMUP=${COST_WARMUP:-10}
+STEP_TIMEOUT=${STEP_TIMEOUT:-7200}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$RESULTS"
+exec > >(tee -a "$RESULTS/log.txt") 2>&1
+
+failed=()
+step() {  # step NAME COMMAND...: run (at most STEP_TIMEOUT seconds), time, record a failure, go on
+  local name=$1 t0 rc
+  shift
+  echo "== $name: $* ($(date -u +%H:%M:%S))"
+  t0=$(date +%s)
+  timeout "$STEP_TIMEOUT" "$@"
+  rc=$?
+  echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s"
+  [ "$rc" -eq 0 ] || failed+=("$name")
+  return 0
+}
+
+echo "== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+"$PY" -c "import torch, monai; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available',
+torch.cuda.is_available(), '| monai', monai.__version__)"
+
+cost=(-m medsemiseg.benchmark.cost --task covid --network unet --network-kwargs '{"features": [16, 32, 64, 128, 256, 16]}'
+      --image-size 256 --batch-size 8 --unlabeled-batch-size 8 --iters "$COST_ITERS" --warmup "$COST_WARMUP" --device "$DEVICE"
+      --in-process)
+# the step times the projection uses first: the grid trains with AMP
+if [ "$DEVICE" != "cpu" ]; then
+  step_cost="$RESULTS/cost_amp.json"
+  step cost_amp "$PY" "${cost[@]}" --amp --json "$step_cost"
+else
+  step_cost="$RESULTS/cost_fp32.json"
+  step cost_fp32 "$PY" "${cost[@]}" --json "$step_cost"
+fi
+
+if [ ! -f data/covid/datalist.json ]; then
+  raw=$(mktemp -d)
+  step synthetic_data "$PY" -m medsemiseg.data.synthetic --task covid --out "$raw" --n 100 --size 512 --no-dicom \
+    --overwrite
+  step prepare "$PY" -m medsemiseg.prepare covid --image "$raw/tr_im.nii.gz" --mask "$raw/tr_mask.nii.gz" \
+    --unlabeled "$raw/val_im.nii.gz" "$raw/unlabeled" --out data/covid --no-progress
+  rm -rf "$raw"
+fi
+
+step probe_cell "$PY" -m medsemiseg.benchmark "$PROBE" --methods supmix_sufd --fractions 1/8 --seeds 0 --no-progress \
+  --no-report
+probe_dir=$("$PY" -c "import sys; from medsemiseg.benchmark.grid import load_config
+print(load_config(sys.argv[1]).task_dir)" "$PROBE")
+[ -d "$probe_dir" ] && tar -czf "$RESULTS/probe_cell.tar.gz" --exclude='*.pt' --exclude='*.ts' "$probe_dir"
+
+step projection "$PY" -m medsemiseg.benchmark.projection "$GRID" --probe "$PROBE" --cost "$step_cost" \
+  --json "$RESULTS/projection.json" --markdown "$RESULTS/projection.md"
+
+# then what the issue asks less urgently: the CUDA tests, AMP against float32, and the repeat's spread
+if [ "${SKIP_TESTS:-0}" != "1" ]; then
+  step tests "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_mixing.py tests/test_views.py \
+    tests/test_engine.py tests/test_bundles.py -o addopts="" --junitxml="$RESULTS/tests.xml"
+fi
+if [ "$DEVICE" != "cpu" ]; then
+  step cost_fp32 "$PY" "${cost[@]}" --json "$RESULTS/cost_fp32.json"
+  step cost_amp_repeat "$PY" "${cost[@]}" --amp --json "$RESULTS/cost_amp_repeat.json"
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "== FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "== all GPU checks passed; results in $RESULTS"
