@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark issue's GPU checks in one go, on one CUDA machine (about 5 minutes on an H100). Run it from the
-# repository root:
+# The benchmark issue's GPU checks in one go, on one CUDA machine. Run it from the repository root, in an environment
+# where the package is installed (pip install -e .; the script stops at once if an import fails):
 #
 #   bash scripts/gpu_checks.sh
 #
@@ -14,6 +14,9 @@
 #   4. the tests marked `gpu` (the CUDA / AMP twins of CPU tests; CI has no GPU and skips them);
 #   5. the cost benchmark again without AMP, and with AMP a second time (the repeat gives the spread).
 # They run in this order, what the issue asks first, so a machine taken back early still leaves the main results.
+# On an H100 (2026-11-26) every step but the probe cell took 4.5 min together (data writing 1 min of it); the probe
+# cell, at the 0.26 s per iteration it ran at before train_sampling, needs 9 min more, and less with it (not yet
+# measured there). docs/benchmarks.md has the results.
 #
 # Results in $RESULTS (default runs/gpu_checks): log.txt (everything), tests.txt, cost_fp32.json, cost_amp.json,
 # cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints).
@@ -52,12 +55,18 @@ step() {  # step NAME COMMAND...: run (at most STEP_TIMEOUT seconds), time, reco
 
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-"$PY" -c "import torch, monai; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available',
-torch.cuda.is_available(), '| monai', monai.__version__)"
+# everything the bundles import, before minutes are spent: `monai.bundle run` needs fire (monai[fire]), which a
+# machine with torch and MONAI copied in by hand can lack (the first run of this script lost its probe cell to it)
+if ! "$PY" -c "import torch, monai, ignite, nibabel, pydicom, fire, yaml, medsemiseg
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(),
+      '| monai', monai.__version__, '| ignite', ignite.__version__)"; then
+  echo "== a package is missing: pip install -e . (see README) or put its wheel on PYTHONPATH" >&2
+  exit 2
+fi
 
-cost=(-m medsemiseg.benchmark.cost --task covid --network unet --network-kwargs '{"features": [16, 32, 64, 128, 256, 16]}'
-      --image-size 256 --batch-size 8 --unlabeled-batch-size 8 --iters "$COST_ITERS" --warmup "$COST_WARMUP" --device "$DEVICE"
-      --in-process)
+cost=(-m medsemiseg.benchmark.cost --task covid --network unet
+      --network-kwargs '{"features": [16, 32, 64, 128, 256, 16]}' --image-size 256 --batch-size 8
+      --unlabeled-batch-size 8 --iters "$COST_ITERS" --warmup "$COST_WARMUP" --device "$DEVICE" --in-process)
 # the step times the projection uses first: the grid trains with AMP
 if [ "$DEVICE" != "cpu" ]; then
   step_cost="$RESULTS/cost_amp.json"

@@ -794,7 +794,7 @@ def test_projection_from_a_probe_grid(tmp_path, capsys):
     assert rows["supervised"]["basis"] == "overhead of classmix (probe) (other kind)"
     assert proj["finished_cells"] == 0 and not proj["lower_bound"]
     assert proj["probe_cells"] == [{"method": "classmix", "iterations": 10, "train_s": 2.5, "eval_s": 1.0,
-                                    "overhead_per_iter_s": pytest.approx(0.05)}]
+                                    "overhead_per_iter_s": pytest.approx(0.05), "changed_since": []}]
     assert "Probe (" in projection_table(proj) and "10 iterations" in projection_table(proj)
     # without the probe the same grid is a lower bound
     assert project_grid(cfg, report)["lower_bound"]
@@ -803,11 +803,56 @@ def test_projection_from_a_probe_grid(tmp_path, capsys):
     cost.write_text(json.dumps(report))
     assert projection_main([str(cfg.source), "--cost", str(cost), "--probe", str(probe.source)]) == 0
     assert "overhead of classmix (probe)" in capsys.readouterr().out
+    # the probe's cells kept elsewhere (docs/results/...): --probe-output-dir
+    import shutil
+
+    kept = tmp_path / "kept"
+    shutil.move(str(tmp_path / "probe_runs"), kept)
+    assert projection_main([str(cfg.source), "--cost", str(cost), "--probe", str(probe.source)]) == 0
+    assert "lower bound" in capsys.readouterr().out
+    assert projection_main([str(cfg.source), "--cost", str(cost), "--probe", str(probe.source),
+                            "--probe-output-dir", str(kept)]) == 0
+    assert "overhead of classmix (probe)" in capsys.readouterr().out
+    assert projection_main([str(cfg.source), "--cost", str(cost), "--probe-output-dir", str(kept)]) == 2
+    assert "--probe-output-dir needs --probe" in capsys.readouterr().err
+    shutil.move(str(kept), tmp_path / "probe_runs")
     # a probe whose cells train another step (here: image size) cannot stand for the grid
     (tmp_path / "other").mkdir()
     other = _probe_of(cfg, tmp_path / "other", {"classmix/1/8": (2.5, 1.0)}, image_size=[64, 64])
     with pytest.raises(ConfigError, match="image_size"):
         project_grid(cfg, report, probe=other)
+
+
+def test_projection_from_a_probe_cell_stopped_early(tmp_path):
+    """A probe cell killed before the end (the GPU lease ran out) still gives the overhead: its last run's completed
+    epochs in train.log (an earlier failed attempt is not counted). No evaluation time is known, and the projection
+    says so; a probe cell recorded with another command than the probe YAML now gives is flagged."""
+    from medsemiseg.benchmark.projection import epochs_from_log, project_grid, projection_table
+
+    assert epochs_from_log("$ a\nEpoch[1] Complete. Time taken: 00:00:09.000\n$ b\n"
+                           "x Epoch[12] Complete. Time taken: 01:02:03.250\n") == [3723.25]
+    cfg, report = _projection_grid(tmp_path, {})
+    probe = _probe_of(cfg, tmp_path, {})
+    cell = next(c for c in grid.enumerate_cells(probe) if c.method == "supmix_sufd" and c.fraction.label == "1/8")
+    cell.directory.mkdir(parents=True)
+    (cell.directory / "train.log").write_text(
+        "$ python -m monai.bundle run training\nTraceback: No module named 'fire'\n"
+        "$ python -m monai.bundle run training\n2026 - INFO - Epoch[1] Complete. Time taken: 00:00:03.500\n"
+        "Epoch: 2/1, Iter: 3/10 -- loss: 0.4\n")
+    (cell.directory / grid.STARTED).write_text(json.dumps(
+        {"train_command": grid._portable(probe.train_command(cell)) + ["--num_workers", "4"]}))
+    proj = project_grid(cfg, report, probe=probe)
+    rows = {r["method"]: r for r in proj["rows"]}
+    # 10 iterations in 3.5 s: 0.35 s each, 0.05 s beyond supmix_sufd's 0.3 s step; no evaluation time
+    assert rows["supmix_sufd"]["projected_cell_s"] == pytest.approx(20 * (0.3 + 0.05))
+    assert "evaluation time not measured" in rows["supmix_sufd"]["basis"]
+    (p,) = proj["probe_cells"]
+    assert (p["iterations"], p["eval_s"]) == (10, None) and p["changed_since"] == ["--num_workers 4 -> (not set)"]
+    md = projection_table(proj)
+    assert "stopped early: 10 iterations" in md and "WARNING: that probe cell ran with another command" in md
+    # a log without a completed epoch gives nothing to project from
+    (cell.directory / "train.log").write_text("$ python -m monai.bundle run training\nTraceback\n")
+    assert project_grid(cfg, report, probe=probe)["lower_bound"]
 
 
 def test_projection_warns_only_when_the_cost_report_settings_differ(tmp_path, capsys):

@@ -23,7 +23,10 @@ A whole cell of a paper-scale grid takes hours. ``--probe PROBE.yaml`` takes the
 instead: a YAML that ``extends`` the grid and stops its cells early (``configs/benchmark_covid_probe.yaml``: 10 of
 the 200 epochs). Its finished cells stand for the grid's in overhead per iteration and evaluation time; they never
 count as finished cells of the grid, and a probe whose cells train with other per-step settings (network, image
-size, batch sizes, device, AMP, method options) is refused.
+size, batch sizes, device, AMP, method options) is refused. A probe cell stopped before its end (a GPU lease ran
+out) counts with the epochs its last run completed, read from its ``train.log``, and no evaluation time. A probe
+cell recorded with another command than the probe YAML now gives is used, with a warning naming the difference;
+``--probe-output-dir`` reads probe cells kept elsewhere (docs/results/gpu/...).
 
 ``--holdout`` checks the model on the grid's own cells: every method that has finished cells is projected from the
 *other* methods' cells only and compared with what it measured (docs/benchmarks.md quotes that error).
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -41,12 +45,14 @@ from typing import Any, Callable, Iterable
 
 from medsemiseg.methods import requires_unlabeled
 
-from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, iter_done, load_config
+from .grid import (DONE, BenchmarkConfig, Cell, ConfigError, _read_json, enumerate_cells, iter_done, load_config,
+                   stale_changes)
 
 __all__ = [
     "cell_schedule",
     "cost_settings_for_grid",
     "probe_cells",
+    "epochs_from_log",
     "project_grid",
     "holdout_check",
     "projection_table",
@@ -143,9 +149,10 @@ class _Finished:
     method: str
     iterations: int
     train_s: float
-    eval_s: float
+    eval_s: float | None  # None: an unfinished probe cell, not evaluated
     overhead_per_iter: float  # (train_s - iterations x step time) / iterations
     probe: bool = False  # a cell of a probe grid (--probe): stands for the grid's cells, is not one of them
+    changed: list[str] = dataclasses.field(default_factory=list)  # probe: how its recorded command differs from now
 
 
 def _cell_seconds(done: dict) -> float:
@@ -165,30 +172,78 @@ def _finished_cells(cfg: BenchmarkConfig, step_s: dict[str, float],
     return out
 
 
+_EPOCH_DONE = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def epochs_from_log(text: str) -> list[float]:
+    """Seconds of each epoch the *last* training run in a cell's ``train.log`` completed (ignite's ``Epoch[k]
+    Complete. Time taken: H:MM:SS.fff`` lines after the last ``$ command`` line the grid writes per attempt)."""
+    last = text.rsplit("\n$ ", 1)[-1]
+    return [int(h) * 3600 + int(m) * 60 + float(sec) for _, h, m, sec in _EPOCH_DONE.findall(last)]
+
+
+def _unfinished_probe(probe: BenchmarkConfig, cell: Cell) -> _Finished | None:
+    """A probe cell stopped before it finished (a lease ran out): its completed epochs of its last run, from
+    ``train.log``; no evaluation time. None without a completed epoch."""
+    log = cell.directory / "train.log"
+    epochs = epochs_from_log(log.read_text(errors="replace")) if log.is_file() else []
+    if not epochs:
+        return None
+    n = len(epochs) * int(cell_schedule(probe, cell)["epoch_length"])
+    return _Finished(cell.method, n, sum(epochs), None, 0.0, probe=True)
+
+
 def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, float]) -> list[_Finished]:
-    """The finished cells of ``probe`` (a grid that stops ``cfg``'s cells early), each with its own iterations, as
-    references for ``cfg``'s cells. Raises :class:`ConfigError` when a probe cell trains with other per-step settings
-    than ``cfg``'s cell of the same method (fraction and seed if ``cfg`` has that cell): its overhead per iteration
-    would not stand for theirs."""
+    """The cells of ``probe`` (a grid that stops ``cfg``'s cells early) as references for ``cfg``'s cells, each with
+    its own iterations: the finished ones (``done.json``), and those stopped before the end with at least one
+    completed epoch (:func:`epochs_from_log`; no evaluation time). Raises :class:`ConfigError` when a probe cell trains
+    with other per-step settings than ``cfg``'s cell of the same method (fraction and seed if ``cfg`` has that
+    cell): its overhead per iteration would not stand for theirs."""
     targets = {c.key.removeprefix(cfg.task + "/"): c for c in enumerate_cells(cfg)}
-    by_method = {}
+    by_method: dict[str, Cell] = {}
     for c in targets.values():
         by_method.setdefault(c.method, c)
-    done = []
-    for cell, d in iter_done(probe):
+
+    def check(cell: Cell) -> None:
         target = targets.get(cell.key.removeprefix(probe.task + "/")) or by_method.get(cell.method)
         if target is None:
-            raise ConfigError(f"probe {probe.source}: its finished cell {cell.key} has no method of {cfg.source}")
+            raise ConfigError(f"probe {probe.source}: its cell {cell.key} has no method of {cfg.source}")
         have, want = cell_schedule(probe, cell), cell_schedule(cfg, target)
-        differ = [k for k in _STEP_KEYS
-                  if json.dumps(have[k], sort_keys=True, default=str) != json.dumps(want[k], sort_keys=True, default=str)]
+        differ = [k for k in _STEP_KEYS if _json(have[k]) != _json(want[k])]
         if differ:
             raise ConfigError(
                 f"probe {probe.source}: cell {cell.key} trains with other per-step settings than {cfg.source} "
                 f"({', '.join(f'{k}: {have[k]!r} vs {want[k]!r}' for k in differ)}); a probe may change only "
                 "max_epochs / epoch_length")
-        done.append((cell, d))
-    return [dataclasses.replace(f, probe=True) for f in _finished_cells(probe, step_s, done)]
+
+    def changed(cell: Cell) -> list[str]:
+        diff = stale_changes(probe, cell)  # the probe YAML (or a bundle default it names) changed since it ran
+        return [d for d in diff[1] if not d.startswith("--output_dir ")] if diff else []
+
+    # done.json read directly, not through iter_done: a probe kept in another folder (--probe-output-dir) records
+    # another --output_dir and would count as stale; what else changed is reported (``changed``), not hidden
+    done = [(c, d) for c in enumerate_cells(probe) if c.method in step_s
+            for d in [_read_json(c.directory / DONE)] if d and "train_s" in d]
+    out = []
+    for cell, d in done:
+        check(cell)
+        (f,) = _finished_cells(probe, step_s, [(cell, d)])
+        out.append(dataclasses.replace(f, probe=True, changed=changed(cell)))
+    finished_keys = {c.key for c, _ in done}
+    for cell in enumerate_cells(probe):
+        if cell.key in finished_keys or cell.method not in step_s:
+            continue
+        part = _unfinished_probe(probe, cell)
+        if part is not None:
+            check(cell)
+            part.overhead_per_iter = part.train_s / part.iterations - step_s[cell.method]
+            part.changed = changed(cell)
+            out.append(part)
+    return out
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _names(cells: list[_Finished]) -> str:
@@ -217,8 +272,12 @@ def _project_cell(method: str, n: int, step: float, finished: list[_Finished]) -
     if not refs:
         return n * step, basis
     overhead = statistics.fmean(f.overhead_per_iter for f in refs)
-    eval_s = statistics.fmean(f.eval_s for f in refs)
-    return n * (step + overhead) + eval_s, basis
+    evals = [f.eval_s for f in refs if f.eval_s is not None]
+    if not evals:
+        evals = [f.eval_s for f in finished if f.eval_s is not None]
+    if not evals:
+        basis += " (evaluation time not measured: not counted)"
+    return n * (step + overhead) + (statistics.fmean(evals) if evals else 0.0), basis
 
 
 def _step_times(cost_report: dict[str, Any]) -> dict[str, float]:
@@ -283,7 +342,7 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
         "lower_bound": not finished,
         "probe": str(probe.source) if probe is not None else None,
         "probe_cells": [{"method": f.method, "iterations": f.iterations, "train_s": f.train_s, "eval_s": f.eval_s,
-                         "overhead_per_iter_s": f.overhead_per_iter} for f in probes],
+                         "overhead_per_iter_s": f.overhead_per_iter, "changed_since": f.changed} for f in probes],
         "what_if": keep is not None,
         # what the grid's finished cells took, all of them (with ``keep``: to compare with the projection)
         "measured_cells": sum(1 for c in cells if c.key in measured),
@@ -335,9 +394,15 @@ def projection_table(proj: dict[str, Any], holdout: list[dict[str, Any]] | None 
     bound = " (a lower bound: no finished cell)" if proj["lower_bound"] else ""
     lines.append("")
     for f in proj.get("probe_cells") or []:
-        lines.append(f"Probe ({proj['probe']}): {f['method']} trained {f['iterations']} iterations in "
-                     f"{_fmt(f['train_s'])} (overhead {1000 * f['overhead_per_iter_s']:.1f} ms per iteration beyond "
-                     f"the step time), evaluation {_fmt(f['eval_s'])}.")
+        how = (f"trained {f['iterations']} iterations in {_fmt(f['train_s'])}, evaluation {_fmt(f['eval_s'])}"
+               if f["eval_s"] is not None else
+               f"stopped early: {f['iterations']} iterations in {_fmt(f['train_s'])} (its completed epochs), "
+               "not evaluated")
+        lines.append(f"Probe ({proj['probe']}): {f['method']} {how}; overhead "
+                     f"{1000 * f['overhead_per_iter_s']:.1f} ms per iteration beyond the step time.")
+        if f.get("changed_since"):
+            lines.append(f"WARNING: that probe cell ran with another command than the probe YAML now gives "
+                         f"({'; '.join(f['changed_since'])}): its overhead is that command's.")
     lines.append(f"Finished: {proj['finished_cells']}/{proj['cells']} cells, {_fmt(proj['finished_s'])}. "
                  f"Remaining, projected: {_fmt(proj['remaining_s'])}{bound}. "
                  f"Whole grid: {_fmt(proj['total_s'])}.")
@@ -410,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe", metavar="PROBE_YAML",
                    help="a grid that extends CONFIG and stops its cells early (configs/benchmark_covid_probe.yaml): "
                         "its finished cells give the overhead per iteration and evaluation time")
+    p.add_argument("--probe-output-dir", help="the probe grid's output folder, if not its YAML's")
     p.add_argument("--json", help="write the projection here")
     p.add_argument("--markdown", help="write the Markdown table here")
     a = p.parse_args(argv)
@@ -426,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--finished-only: no cell {sorted(wanted - known)} in {a.config} "
                                   f"(cells look like {sorted(known)[0]})")
             keep = lambda c: c.key.removeprefix(cfg.task + "/") in wanted  # noqa: E731
-        probe = load_config(a.probe) if a.probe else None
+        if a.probe_output_dir and not a.probe:
+            raise ConfigError("--probe-output-dir needs --probe")
+        probe = load_config(a.probe, output_dir=a.probe_output_dir) if a.probe else None
         proj = project_grid(cfg, report, keep=keep, probe=probe)
         holdout = holdout_check(cfg, report) if a.holdout else None
     except (ConfigError, OSError, ValueError, KeyError) as e:
