@@ -162,7 +162,7 @@ def test_config_exposes_the_monai_and_user_keys(task):
                 "train#dataset#data", "train#handlers", "validate#dataset#data", "validate#evaluator", "val_interval",
                 "inferer", "preprocessing", "postprocessing", "output_dir", "dataset_dir", "method", "method_options",
                 "labeled_fraction", "network_name", "max_epochs", "epoch_length", "batch_size",
-                "unlabeled_batch_size", "amp", "seed", "resume", "training", "evaluating", "inferring"):
+                "unlabeled_batch_size", "train_sampling", "amp", "seed", "resume", "training", "evaluating", "inferring"):
         assert key in parser, f"{task} config lacks {key!r}"
     assert parser["method"] == "supmix_sufd"  # the paper's method is the default
 
@@ -413,6 +413,25 @@ def test_training_with_worker_processes(tmp_path, cache_dir):
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == TINY["epoch_length"]
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("sampling", ["epoch", "pass"])
+def test_training_streams_draw_full_batches_unless_told_otherwise(sampling, tmp_path, cache_dir):
+    """With ``train_sampling: epoch`` (the default) one pass of each training loader is one epoch of full batches;
+    ``pass`` is the earlier one-pass-at-a-time order, whose last labelled batch is partial."""
+    import math
+
+    wf = workflow("covid", "training", **{**TINY, "batch_size": 3, "epoch_length": 7}, train_sampling=sampling,
+                  output_dir=str(tmp_path), cache_dir=cache_dir)
+    labelled = wf.parser.get_parsed_content("train#dataloader")
+    unlabelled = wf.parser.get_parsed_content("train#unlabeled_dataloader")
+    n_l, n_u = len(labelled.dataset), len(unlabelled.dataset)
+    assert n_l % 3 and n_l < 7 * 3 < n_u * 3  # the synthetic 1/8 split: a partial last batch under "pass"
+    sizes = [int(b["image"].shape[0]) for b in labelled]
+    if sampling == "epoch":
+        assert sizes == [3] * 7 and len(unlabelled) == 7
+    else:
+        assert len(sizes) == math.ceil(n_l / 3) and sizes[-1] == n_l % 3 and len(unlabelled) == n_u // 2
 
 
 def test_network_override_deeplabv3plus(tmp_path, cache_dir):
@@ -981,16 +1000,19 @@ def test_inference_folder_skips_files_named_like_masks(tmp_path, caplog):
     assert "skipped 4 file(s) named like label masks" in caplog.text
 
 
-@pytest.mark.parametrize("method", ["supervised", "supmix_sufd"])
-def test_resume_after_a_kill_reproduces_the_uninterrupted_run(method, tmp_path, cache_dir):
+@pytest.mark.parametrize("method, sampling", [("supervised", "pass"), ("supmix_sufd", "pass"),
+                                              ("supmix_sufd", "epoch")])
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(method, sampling, tmp_path, cache_dir):
     """A run stopped after its epoch-1 checkpoint and resumed ends bit-identical to the uninterrupted run: the
     checkpoint holds the RNGs, the random transforms' states and where the labelled / unlabelled passes stand.
-    epoch_length 3 with batches of 2 ends epochs mid-pass for both streams (the unlabelled pass is longer than an
-    epoch). Each workflow is built afresh and its ``training`` list calls ``set_determinism`` again, as a new process
-    does; a fresh process state is forced in between too."""
+    With ``train_sampling: pass``, epoch_length 3 with batches of 2 ends epochs mid-pass for both streams (the
+    unlabelled pass is longer than an epoch); with ``epoch`` (the default) a pass is an epoch. Each workflow is built
+    afresh and its ``training`` list calls ``set_determinism`` again, as a new process does; a fresh process state
+    is forced in between too."""
     import random
 
-    ov = {**TINY, "cache_dir": cache_dir, "method": method, "epoch_length": 3, "val_interval": 1}
+    ov = {**TINY, "cache_dir": cache_dir, "method": method, "epoch_length": 3, "val_interval": 1,
+          "train_sampling": sampling}
     workflow("covid", "training", **{**ov, "output_dir": str(tmp_path / "U"), "max_epochs": 3}).run()
     killed = workflow("covid", "training", **{**ov, "output_dir": str(tmp_path / "I"), "max_epochs": 3})
     from ignite.engine import Events
@@ -1003,7 +1025,8 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(method, tmp_path, 
     wf = workflow("covid", "training", **{**ov, "output_dir": str(tmp_path / "I"), "max_epochs": 3, "resume": True})
     if method != "supervised":
         trainer = wf.parser.get_parsed_content("train#trainer")
-        assert len(trainer.unlabeled_data_loader) > ov["epoch_length"]  # an unlabelled pass spans epochs
+        passes_span_epochs = len(trainer.unlabeled_data_loader) > ov["epoch_length"]
+        assert passes_span_epochs == (sampling == "pass")
     wf.run()
     a = torch.load(tmp_path / "U" / "models" / "checkpoint_epoch=3.pt", weights_only=True)
     b = torch.load(tmp_path / "I" / "models" / "checkpoint_epoch=3.pt", weights_only=True)

@@ -30,6 +30,8 @@ _EXPORTS = {
     "prepare_folder": "prepare",
     "resplit_prepared": "prepare",
     "ensure_synthetic_datalist": "builtin",
+    "train_sampler": "sampling",
+    "train_shuffle": "sampling",
 }
 
 __all__ = sorted(_EXPORTS)
