@@ -70,6 +70,11 @@ _SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs"
 _STEP_KEYS = tuple(k for k in _SCHEDULE_KEYS if k not in ("max_epochs", "epoch_length"))
 
 
+def _json(value: Any) -> str:
+    """A setting as comparable text (lists and mappings in a stable order)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def cell_schedule(cfg: BenchmarkConfig, cell: Cell) -> dict[str, Any]:
     """The settings the bundle will train ``cell`` with: its train config(s) with the cell's overrides, resolved by
     MONAI's ``ConfigParser`` as ``monai.bundle run`` does (so the bundle's defaults fill what the YAML leaves out).
@@ -109,7 +114,7 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
         sch = cell_schedule(cfg, cell)
         first = first or sch
         for k in shared:
-            v = json.dumps(sch[k], sort_keys=True, default=str)
+            v = _json(sch[k])
             if seen.setdefault(k, v) != v:
                 raise ConfigError(
                     f"{cfg.source}: cells differ in {k!r} ({seen[k]} vs {v} at {cell.key}), so one cost run cannot "
@@ -182,7 +187,7 @@ def epochs_from_log(text: str) -> list[float]:
     return [int(h) * 3600 + int(m) * 60 + float(sec) for _, h, m, sec in _EPOCH_DONE.findall(last)]
 
 
-def _unfinished_probe(probe: BenchmarkConfig, cell: Cell) -> _Finished | None:
+def _unfinished_probe(probe: BenchmarkConfig, cell: Cell, step_s: float) -> _Finished | None:
     """A probe cell stopped before it finished (a lease ran out): its completed epochs of its last run, from
     ``train.log``; no evaluation time. None without a completed epoch."""
     log = cell.directory / "train.log"
@@ -190,7 +195,7 @@ def _unfinished_probe(probe: BenchmarkConfig, cell: Cell) -> _Finished | None:
     if not epochs:
         return None
     n = len(epochs) * int(cell_schedule(probe, cell)["epoch_length"])
-    return _Finished(cell.method, n, sum(epochs), None, 0.0, probe=True)
+    return _Finished(cell.method, n, sum(epochs), None, sum(epochs) / n - step_s, probe=True)
 
 
 def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, float]) -> list[_Finished]:
@@ -233,17 +238,11 @@ def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, 
     for cell in enumerate_cells(probe):
         if cell.key in finished_keys or cell.method not in step_s:
             continue
-        part = _unfinished_probe(probe, cell)
+        part = _unfinished_probe(probe, cell, step_s[cell.method])
         if part is not None:
             check(cell)
-            part.overhead_per_iter = part.train_s / part.iterations - step_s[cell.method]
-            part.changed = changed(cell)
-            out.append(part)
+            out.append(dataclasses.replace(part, changed=changed(cell)))
     return out
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _names(cells: list[_Finished]) -> str:
@@ -474,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                         "as finished, project the rest, and compare with what the finished ones measured")
     p.add_argument("--probe", metavar="PROBE_YAML",
                    help="a grid that extends CONFIG and stops its cells early (configs/benchmark_covid_probe.yaml): "
-                        "its finished cells give the overhead per iteration and evaluation time")
+                        "its cells give the overhead per iteration and evaluation time (a cell stopped before its "
+                        "end: the epochs its train.log completed, no evaluation time)")
     p.add_argument("--probe-output-dir", help="the probe grid's output folder, if not its YAML's")
     p.add_argument("--json", help="write the projection here")
     p.add_argument("--markdown", help="write the Markdown table here")
