@@ -1078,7 +1078,8 @@ class RunRecord:
     Resuming a SupMix+SUFD state with ``--method supervised`` finished without a word, another network failed
     with hundreds of missing ``state_dict`` keys, and a changed ``epoch_length`` was silently replaced by the
     checkpoint's. Now a different method, network, class list or input channels is an error that names the
-    difference and the fix, and a different ``epoch_length`` a warning (ignite restores the checkpoint's).
+    difference and the fix, and a different ``epoch_length`` a warning (ignite restores the checkpoint's), as is a
+    different ``train_sampling`` (a record without one was written when the loaders drew one pass at a time).
     """
 
     MUST_MATCH = ("method", "network_name", "network_kwargs", "classes", "in_channels")
@@ -1113,6 +1114,15 @@ class RunRecord:
                 logger.warning(
                     f"resume: {path} was trained with {key} {stored[key]}; the resumed run keeps it (ignite restores "
                     f"the trainer's counters), not this run's {self.info[key]}."
+                )
+        if "train_sampling" in self.info and stored:
+            # a record written before train_sampling existed comes from loaders that drew one pass at a time
+            before = stored.get("train_sampling", "pass")
+            if before != self.info["train_sampling"]:
+                logger.warning(
+                    f"resume: {path} was trained with train_sampling {before!r}; this run draws its batches with "
+                    f"{self.info['train_sampling']!r} from here on (pass --train_sampling {before} to continue as "
+                    "it was)."
                 )
 
 

@@ -817,6 +817,27 @@ def test_resume_with_another_method_or_network_is_refused_naming_the_difference(
         assert any(text in m and "another --output_dir" in m for m in chain), chain
 
 
+def test_resume_with_another_train_sampling_warns(tmp_path, cache_dir, caplog):
+    """Resuming with other loaders than the checkpoint's is allowed (weights and optimiser do not depend on them) but
+    said; a checkpoint from before ``train_sampling`` existed counts as ``pass``, which it drew with."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5,
+          "train_sampling": "pass"}
+    workflow("covid", "training", **ov).run()
+    with caplog.at_level("WARNING"):
+        workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True}).run()
+    assert "train_sampling" not in caplog.text  # the same sampling: nothing to say
+    ckpt = tmp_path / "models" / "checkpoint_epoch=2.pt"
+    state = torch.load(ckpt, weights_only=True)
+    record_key = next(k for k, v in state.items() if isinstance(v, dict) and "epoch_length" in v)
+    del state[record_key]["train_sampling"]  # as written before the key existed
+    torch.save(state, ckpt)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        workflow("covid", "training", **{**ov, "train_sampling": "epoch", "max_epochs": 3, "resume": True}).run()
+    assert "was trained with train_sampling 'pass'; this run draws its batches with 'epoch'" in caplog.text
+    assert "--train_sampling pass" in caplog.text
+
+
 def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "max_epochs": 2,
           "val_interval": 5}
