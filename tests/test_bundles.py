@@ -434,6 +434,24 @@ def test_training_streams_draw_full_batches_unless_told_otherwise(sampling, tmp_
         assert len(sizes) == math.ceil(n_l / 3) and sizes[-1] == n_l % 3 and len(unlabelled) == n_u // 2
 
 
+def test_loader_throughput_script_reports_the_streams_as_the_trainer_draws_them(cache_dir, capsys):
+    """scripts/loader_throughput.py (docs/benchmarks.md quotes it): batch sizes and loader starts per stream."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loader_throughput", REPO / "scripts" / "loader_throughput.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--image-size", "32", "--batch-size", "3", "--unlabeled-batch-size", "3", "--num-workers", "0",
+            "--epoch-length", "7", "--steps", "10", "--warmup", "2", "--set", f"cache_dir={cache_dir}"]
+    assert script.main(args + ["--set", "train_sampling=epoch"]) == 0
+    out = capsys.readouterr().out
+    assert "train_sampling=epoch" in out and "0 of 10 batches smaller than the batch size" in out
+    assert script.main(args + ["--set", "train_sampling=pass"]) == 0
+    out = capsys.readouterr().out
+    labelled = next(line for line in out.splitlines() if line.strip().startswith("labelled:"))
+    assert "0 of 10 batches smaller" not in labelled  # the old order's partial labelled batches
+
+
 def test_network_override_deeplabv3plus(tmp_path, cache_dir):
     from medsemiseg.networks import DeepLabV3Plus
 
