@@ -616,6 +616,20 @@ def test_shipped_seed_studies_extend_the_quick_grids():
             rest = {k: v for k, v in long.overrides.items() if k not in ("max_epochs", "val_interval")}
             assert rest == {k: v for k, v in quick.overrides.items() if k not in ("max_epochs", "val_interval")}
             assert long.output_dir not in (quick.output_dir, seeds.output_dir)
+            # the seed study with the bundles' current loaders: train_sampling is the only change
+            epoch = load_config(root / "configs" / f"benchmark_{task}_quick_seeds_epoch.yaml")
+            assert [c.key for c in grid.enumerate_cells(epoch)] == [c.key for c in grid.enumerate_cells(seeds)]
+            assert seeds.overrides["train_sampling"] == "pass" and epoch.overrides["train_sampling"] == "epoch"
+            assert {**epoch.overrides, "train_sampling": "pass"} == seeds.overrides
+            assert epoch.output_dir not in (quick.output_dir, seeds.output_dir, long.output_dir)
+        # the GPU probe: the paper grid's cells, 10 of their 200 epochs, nothing else
+        paper = load_config(root / "configs" / "benchmark_covid.yaml")
+        probe = load_config(root / "configs" / "benchmark_covid_probe.yaml")
+        assert [c.key for c in grid.enumerate_cells(probe)] == [c.key for c in grid.enumerate_cells(paper)]
+        for c, c_paper in zip(grid.enumerate_cells(probe), grid.enumerate_cells(paper)):
+            ov, ov_paper = probe.cell_overrides(c), paper.cell_overrides(c_paper)
+            assert (ov.pop("max_epochs"), ov_paper.pop("max_epochs")) == (10, 200)
+            assert ov.pop("output_dir") != ov_paper.pop("output_dir") and ov == ov_paper
         # the rare-class ablation: SupMix + SUFD cells of the long CT study, pasting consolidation too; nothing else
         rare = load_config(root / "configs" / "benchmark_covid_long_paste_rare.yaml")
         long = load_config(root / "configs" / "benchmark_covid_long_seeds.yaml")
