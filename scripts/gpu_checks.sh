@@ -24,7 +24,11 @@
 #
 # Knobs (environment): PYTHON (python3), RESULTS, GRID / PROBE (the two YAMLs), DEVICE (cuda; `cpu` runs the
 # plumbing without the AMP measurements, e.g. with a PROBE that trains on the CPU), COST_ITERS (50), COST_WARMUP (10),
-# STEP_TIMEOUT (7200 s: a step running longer is stopped and counted as failed), SKIP_TESTS=1.
+# STEP_TIMEOUT (7200 s: a step running longer is stopped and counted as failed), SKIP_TESTS=1, STEPS (which of
+# cost, probe, projection, tests, cost_repeat to run; default all; `probe` includes writing the data it needs) and
+# COST_JSON (the step times the projection reads when `cost` is not run, e.g. an earlier run's cost_amp.json):
+#
+#   STEPS="probe projection" COST_JSON=docs/results/gpu/h100_2026-11-26/cost_amp.json bash scripts/gpu_checks.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +40,12 @@ DEVICE=${DEVICE:-cuda}
 COST_ITERS=${COST_ITERS:-50}
 COST_WARMUP=${COST_WARMUP:-10}
 STEP_TIMEOUT=${STEP_TIMEOUT:-7200}
+STEPS=" ${STEPS:-cost probe projection tests cost_repeat} "
+STEPS=${STEPS//,/ }
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
+for s in $STEPS; do
+  case $s in cost|probe|projection|tests|cost_repeat) ;; *) echo "unknown step in STEPS: $s" >&2; exit 2 ;; esac
+done
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
 exec > >(tee -a "$RESULTS/log.txt") 2>&1
@@ -68,7 +78,9 @@ cost=(-m medsemiseg.benchmark.cost --task covid --network unet
       --network-kwargs '{"features": [16, 32, 64, 128, 256, 16]}' --image-size 256 --batch-size 8
       --unlabeled-batch-size 8 --iters "$COST_ITERS" --warmup "$COST_WARMUP" --device "$DEVICE" --in-process)
 # the step times the projection uses first: the grid trains with AMP
-if [ "$DEVICE" != "cpu" ]; then
+if ! wanted cost; then
+  step_cost=${COST_JSON:-}
+elif [ "$DEVICE" != "cpu" ]; then
   step_cost="$RESULTS/cost_amp.json"
   step cost_amp "$PY" "${cost[@]}" --amp --json "$step_cost"
 else
@@ -76,7 +88,7 @@ else
   step cost_fp32 "$PY" "${cost[@]}" --json "$step_cost"
 fi
 
-if [ ! -f data/covid/datalist.json ]; then
+if wanted probe && [ ! -f data/covid/datalist.json ]; then
   raw=$(mktemp -d)
   step synthetic_data "$PY" -m medsemiseg.data.synthetic --task covid --out "$raw" --n 100 --size 512 --no-dicom \
     --overwrite
@@ -85,21 +97,25 @@ if [ ! -f data/covid/datalist.json ]; then
   rm -rf "$raw"
 fi
 
-step probe_cell "$PY" -m medsemiseg.benchmark "$PROBE" --methods supmix_sufd --fractions 1/8 --seeds 0 --no-progress \
-  --no-report
-probe_dir=$("$PY" -c "import sys; from medsemiseg.benchmark.grid import load_config
+if wanted probe; then
+  step probe_cell "$PY" -m medsemiseg.benchmark "$PROBE" --methods supmix_sufd --fractions 1/8 --seeds 0 \
+    --no-progress --no-report
+  probe_dir=$("$PY" -c "import sys; from medsemiseg.benchmark.grid import load_config
 print(load_config(sys.argv[1]).task_dir)" "$PROBE")
-[ -d "$probe_dir" ] && tar -czf "$RESULTS/probe_cell.tar.gz" --exclude='*.pt' --exclude='*.ts' "$probe_dir"
+  [ -d "$probe_dir" ] && tar -czf "$RESULTS/probe_cell.tar.gz" --exclude='*.pt' --exclude='*.ts' "$probe_dir"
+fi
 
-step projection "$PY" -m medsemiseg.benchmark.projection "$GRID" --probe "$PROBE" --cost "$step_cost" \
-  --json "$RESULTS/projection.json" --markdown "$RESULTS/projection.md"
+if wanted projection; then
+  step projection "$PY" -m medsemiseg.benchmark.projection "$GRID" --probe "$PROBE" ${step_cost:+--cost "$step_cost"} \
+    --json "$RESULTS/projection.json" --markdown "$RESULTS/projection.md"
+fi
 
 # then what the issue asks less urgently: the CUDA tests, AMP against float32, and the repeat's spread
-if [ "${SKIP_TESTS:-0}" != "1" ]; then
+if wanted tests && [ "${SKIP_TESTS:-0}" != "1" ]; then
   step tests "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_mixing.py tests/test_views.py \
     tests/test_engine.py tests/test_bundles.py -o addopts="" --junitxml="$RESULTS/tests.xml"
 fi
-if [ "$DEVICE" != "cpu" ]; then
+if wanted cost_repeat && [ "$DEVICE" != "cpu" ]; then
   step cost_fp32 "$PY" "${cost[@]}" --json "$RESULTS/cost_fp32.json"
   step cost_amp_repeat "$PY" "${cost[@]}" --amp --json "$RESULTS/cost_amp_repeat.json"
 fi
