@@ -808,7 +808,8 @@ def test_projection_from_a_probe_grid(tmp_path, capsys):
     assert rows["supervised"]["basis"] == "overhead of classmix (probe) (other kind)"
     assert proj["finished_cells"] == 0 and not proj["lower_bound"]
     assert proj["probe_cells"] == [{"method": "classmix", "iterations": 10, "train_s": 2.5, "eval_s": 1.0,
-                                    "overhead_per_iter_s": pytest.approx(0.05), "changed_since": []}]
+                                    "overhead_per_iter_s": pytest.approx(0.05), "fixed_s": 0.0,
+                                    "changed_since": []}]
     assert "Probe (" in projection_table(proj) and "10 iterations" in projection_table(proj)
     # without the probe the same grid is a lower bound
     assert project_grid(cfg, report)["lower_bound"]
@@ -835,6 +836,35 @@ def test_projection_from_a_probe_grid(tmp_path, capsys):
     other = _probe_of(cfg, tmp_path / "other", {"classmix/1/8": (2.5, 1.0)}, image_size=[64, 64])
     with pytest.raises(ConfigError, match="image_size"):
         project_grid(cfg, report, probe=other)
+
+
+def test_projection_counts_a_probe_cells_start_up_once(tmp_path):
+    """A finished probe cell whose train.log shows its epochs: the time outside them (imports, caching) is paid once
+    per cell, not per iteration, so a 20-iteration grid cell is not charged it twice over. The validation
+    evaluator's own "Epoch[1] Complete" line is not a training epoch. A log that does not cover every epoch (an
+    earlier, resumed attempt) leaves the whole training time per iteration."""
+    from medsemiseg.benchmark.projection import epochs_from_log, project_grid, projection_table
+
+    log = ("$ python -m monai.bundle run training\n"
+           "2026 - ignite.engine.engine.SupervisedEvaluator - INFO - Epoch[1] Complete. Time taken: 00:00:00.100\n"
+           "2026 - ignite.engine.engine.SemiSupervisedTrainer - INFO - Epoch[1] Complete. Time taken: 00:00:02.300\n")
+    assert epochs_from_log(log) == [2.3]
+    cfg, report = _projection_grid(tmp_path, {})
+    probe = _probe_of(cfg, tmp_path, {"classmix/1/8": (2.5, 1.0)})
+    cell = next(c for c in grid.enumerate_cells(probe) if c.method == "classmix" and c.fraction.label == "1/8")
+    (cell.directory / "train.log").write_text(log)
+    proj = project_grid(cfg, report, probe=probe)
+    rows = {r["method"]: r for r in proj["rows"]}
+    # 10 iterations in 2.3 s: 0.03 s beyond classmix's 0.2 s step; 0.2 s of the 2.5 s once; evaluation 1 s
+    assert rows["classmix"]["projected_cell_s"] == pytest.approx(20 * (0.2 + 0.03) + 0.2 + 1.0)
+    assert rows["supmix_sufd"]["projected_cell_s"] == pytest.approx(20 * (0.3 + 0.03) + 0.2 + 1.0)
+    (p,) = proj["probe_cells"]
+    assert (p["overhead_per_iter_s"], p["fixed_s"]) == (pytest.approx(0.03), pytest.approx(0.2))
+    assert "plus 0.2 s once" in projection_table(proj)
+    # the last attempt's log has no completed epoch of the cell's one: nothing to split, as without a log
+    (cell.directory / "train.log").write_text(log + "$ python -m monai.bundle run training\nresumed, done\n")
+    (p,) = project_grid(cfg, report, probe=probe)["probe_cells"]
+    assert (p["overhead_per_iter_s"], p["fixed_s"]) == (pytest.approx(0.05), 0.0)
 
 
 def test_projection_from_a_probe_cell_stopped_early(tmp_path):

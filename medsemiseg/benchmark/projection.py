@@ -21,8 +21,10 @@ to a full-grid estimate is therefore: run one cell (``python -m medsemiseg.bench
 
 A whole cell of a paper-scale grid takes hours. ``--probe PROBE.yaml`` takes the overhead from a *probe* grid
 instead: a YAML that ``extends`` the grid and stops its cells early (``configs/benchmark_covid_probe.yaml``: 10 of
-the 200 epochs). Its finished cells stand for the grid's in overhead per iteration and evaluation time; they never
-count as finished cells of the grid, and a probe whose cells train with other per-step settings (network, image
+the 200 epochs). Its finished cells stand for the grid's in overhead per iteration and evaluation time; when a
+finished probe cell's ``train.log`` shows its epochs, the time outside them (imports, caching, the last save) is
+counted once per cell rather than spread over its few iterations. Probe cells never count as finished cells of the
+grid, and a probe whose cells train with other per-step settings (network, image
 size, batch sizes, device, AMP, method options) is refused. A probe cell stopped before its end (a GPU lease ran
 out) counts with the epochs its last run completed, read from its ``train.log``, and no evaluation time. A probe
 cell recorded with another command than the probe YAML now gives is used, with a warning naming the difference;
@@ -155,9 +157,12 @@ class _Finished:
     iterations: int
     train_s: float
     eval_s: float | None  # None: an unfinished probe cell, not evaluated
-    overhead_per_iter: float  # (train_s - iterations x step time) / iterations
+    overhead_per_iter: float  # (train_s - iterations x step time) / iterations; probe: from its epochs (fixed_s)
     probe: bool = False  # a cell of a probe grid (--probe): stands for the grid's cells, is not one of them
     changed: list[str] = dataclasses.field(default_factory=list)  # probe: how its recorded command differs from now
+    # probe: seconds of train_s outside its epochs (imports, caching, the last save), paid once per cell, not per
+    # iteration: spread over a probe's 2000 iterations they would be counted 20 times in a 40 000-iteration cell
+    fixed_s: float = 0.0
 
 
 def _cell_seconds(done: dict) -> float:
@@ -182,9 +187,12 @@ _EPOCH_DONE = re.compile(r"Epoch\[(\d+)\] Complete\. Time taken: (\d+):(\d\d):(\
 
 def epochs_from_log(text: str) -> list[float]:
     """Seconds of each epoch the *last* training run in a cell's ``train.log`` completed (ignite's ``Epoch[k]
-    Complete. Time taken: H:MM:SS.fff`` lines after the last ``$ command`` line the grid writes per attempt)."""
+    Complete. Time taken: H:MM:SS.fff`` lines after the last ``$ command`` line the grid writes per attempt). The
+    trainer's epochs only: the validation evaluator logs the same line for its own one-pass run, and its time is
+    already inside the trainer's epoch (ignite counts the EPOCH_COMPLETED handlers in the epoch's time)."""
     last = text.rsplit("\n$ ", 1)[-1]
-    return [int(h) * 3600 + int(m) * 60 + float(sec) for _, h, m, sec in _EPOCH_DONE.findall(last)]
+    return [int(h) * 3600 + int(m) * 60 + float(sec) for line in last.splitlines() if "Evaluator" not in line
+            for _, h, m, sec in _EPOCH_DONE.findall(line)]
 
 
 def _unfinished_probe(probe: BenchmarkConfig, cell: Cell, step_s: float) -> _Finished | None:
@@ -196,6 +204,18 @@ def _unfinished_probe(probe: BenchmarkConfig, cell: Cell, step_s: float) -> _Fin
         return None
     n = len(epochs) * int(cell_schedule(probe, cell)["epoch_length"])
     return _Finished(cell.method, n, sum(epochs), None, sum(epochs) / n - step_s, probe=True)
+
+
+def _split_start_up(probe: BenchmarkConfig, cell: Cell, f: _Finished, step_s: float) -> _Finished:
+    """A finished probe cell's training time split into its epochs (per iteration) and the rest (``fixed_s``, once
+    per cell), when its ``train.log`` shows one run that completed every epoch; else ``f`` unchanged."""
+    log = cell.directory / "train.log"
+    epochs = epochs_from_log(log.read_text(errors="replace")) if log.is_file() else []
+    if not epochs or len(epochs) * int(cell_schedule(probe, cell)["epoch_length"]) != f.iterations \
+            or sum(epochs) > f.train_s:
+        return f
+    return dataclasses.replace(f, overhead_per_iter=sum(epochs) / f.iterations - step_s,
+                               fixed_s=f.train_s - sum(epochs))
 
 
 def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, float]) -> list[_Finished]:
@@ -233,7 +253,8 @@ def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, 
     for cell, d in done:
         check(cell)
         (f,) = _finished_cells(probe, step_s, [(cell, d)])
-        out.append(dataclasses.replace(f, probe=True, changed=changed(cell)))
+        out.append(dataclasses.replace(_split_start_up(probe, cell, f, step_s[cell.method]), probe=True,
+                                       changed=changed(cell)))
     finished_keys = {c.key for c, _ in done}
     for cell in enumerate_cells(probe):
         if cell.key in finished_keys or cell.method not in step_s:
@@ -271,12 +292,13 @@ def _project_cell(method: str, n: int, step: float, finished: list[_Finished]) -
     if not refs:
         return n * step, basis
     overhead = statistics.fmean(f.overhead_per_iter for f in refs)
+    fixed = statistics.fmean(f.fixed_s for f in refs)
     evals = [f.eval_s for f in refs if f.eval_s is not None]
     if not evals:
         evals = [f.eval_s for f in finished if f.eval_s is not None]
     if not evals:
         basis += " (evaluation time not measured: not counted)"
-    return n * (step + overhead) + (statistics.fmean(evals) if evals else 0.0), basis
+    return n * (step + overhead) + fixed + (statistics.fmean(evals) if evals else 0.0), basis
 
 
 def _step_times(cost_report: dict[str, Any]) -> dict[str, float]:
@@ -341,7 +363,8 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
         "lower_bound": not finished,
         "probe": str(probe.source) if probe is not None else None,
         "probe_cells": [{"method": f.method, "iterations": f.iterations, "train_s": f.train_s, "eval_s": f.eval_s,
-                         "overhead_per_iter_s": f.overhead_per_iter, "changed_since": f.changed} for f in probes],
+                         "overhead_per_iter_s": f.overhead_per_iter, "fixed_s": f.fixed_s,
+                         "changed_since": f.changed} for f in probes],
         "what_if": keep is not None,
         # what the grid's finished cells took, all of them (with ``keep``: to compare with the projection)
         "measured_cells": sum(1 for c in cells if c.key in measured),
@@ -370,6 +393,10 @@ def holdout_check(cfg: BenchmarkConfig, cost_report: dict[str, Any]) -> list[dic
 def _fmt(s: float | None) -> str:
     if s is None:
         return "–"
+    if s == 0:
+        return "0 s"
+    if s < 10:
+        return f"{s:.1f} s"
     if s < 120:
         return f"{s:.0f} s"
     if s < 2 * 3600:
@@ -397,8 +424,9 @@ def projection_table(proj: dict[str, Any], holdout: list[dict[str, Any]] | None 
                if f["eval_s"] is not None else
                f"stopped early: {f['iterations']} iterations in {_fmt(f['train_s'])} (its completed epochs), "
                "not evaluated")
+        start = f", plus {_fmt(f['fixed_s'])} once (start-up and the last save)" if f.get("fixed_s") else ""
         lines.append(f"Probe ({proj['probe']}): {f['method']} {how}; overhead "
-                     f"{1000 * f['overhead_per_iter_s']:.1f} ms per iteration beyond the step time.")
+                     f"{1000 * f['overhead_per_iter_s']:.1f} ms per iteration beyond the step time{start}.")
         if f.get("changed_since"):
             lines.append(f"WARNING: that probe cell ran with another command than the probe YAML now gives "
                          f"({'; '.join(f['changed_since'])}): its overhead is that command's.")
