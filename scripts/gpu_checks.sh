@@ -14,9 +14,8 @@
 #   4. the tests marked `gpu` (the CUDA / AMP twins of CPU tests; CI has no GPU and skips them);
 #   5. the cost benchmark again without AMP, and with AMP a second time (the repeat gives the spread).
 # They run in this order, what the issue asks first, so a machine taken back early still leaves the main results.
-# On an H100 (2026-11-26) every step but the probe cell took 4.5 min together (data writing 1 min of it); the probe
-# cell, at the 0.26 s per iteration it ran at before train_sampling, needs 9 min more, and less with it (not yet
-# measured there). docs/benchmarks.md has the results.
+# On an H100 (2026-11-26) every step but the probe cell took 4.5 min together (data writing 50 s of it) and the probe
+# cell 3.7 min (it had needed 9 min before train_sampling). docs/benchmarks.md has the results.
 #
 # Results in $RESULTS (default runs/gpu_checks): log.txt (everything), tests.txt, cost_fp32.json, cost_amp.json,
 # cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints).
