@@ -24,8 +24,8 @@ instead: a YAML that ``extends`` the grid and stops its cells early (``configs/b
 the 200 epochs). Its finished cells stand for the grid's in overhead per iteration and evaluation time; when a
 finished probe cell's ``train.log`` shows its epochs, the time outside them (imports, caching, the last save) is
 counted once per cell rather than spread over its few iterations. Probe cells never count as finished cells of the
-grid, and a probe whose cells train with other per-step settings (network, image
-size, batch sizes, device, AMP, method options) is refused. A probe cell stopped before its end (a GPU lease ran
+grid, and a probe whose cells train with other per-step settings (network, image size, batch sizes, device, AMP,
+method options) is refused. A probe cell stopped before its end (a GPU lease ran
 out) counts with the epochs its last run completed, read from its ``train.log``, and no evaluation time. A probe
 cell recorded with another command than the probe YAML now gives is used, with a warning naming the difference;
 ``--probe-output-dir`` reads probe cells kept elsewhere (docs/results/gpu/...).
@@ -195,11 +195,16 @@ def epochs_from_log(text: str) -> list[float]:
             for _, h, m, sec in _EPOCH_DONE.findall(line)]
 
 
+def _cell_epochs(cell: Cell) -> list[float]:
+    """:func:`epochs_from_log` of the cell's ``train.log`` ([] without one)."""
+    log = cell.directory / "train.log"
+    return epochs_from_log(log.read_text(errors="replace")) if log.is_file() else []
+
+
 def _unfinished_probe(probe: BenchmarkConfig, cell: Cell, step_s: float) -> _Finished | None:
     """A probe cell stopped before it finished (a lease ran out): its completed epochs of its last run, from
     ``train.log``; no evaluation time. None without a completed epoch."""
-    log = cell.directory / "train.log"
-    epochs = epochs_from_log(log.read_text(errors="replace")) if log.is_file() else []
+    epochs = _cell_epochs(cell)
     if not epochs:
         return None
     n = len(epochs) * int(cell_schedule(probe, cell)["epoch_length"])
@@ -209,8 +214,7 @@ def _unfinished_probe(probe: BenchmarkConfig, cell: Cell, step_s: float) -> _Fin
 def _split_start_up(probe: BenchmarkConfig, cell: Cell, f: _Finished, step_s: float) -> _Finished:
     """A finished probe cell's training time split into its epochs (per iteration) and the rest (``fixed_s``, once
     per cell), when its ``train.log`` shows one run that completed every epoch; else ``f`` unchanged."""
-    log = cell.directory / "train.log"
-    epochs = epochs_from_log(log.read_text(errors="replace")) if log.is_file() else []
+    epochs = _cell_epochs(cell)
     if not epochs or len(epochs) * int(cell_schedule(probe, cell)["epoch_length"]) != f.iterations \
             or sum(epochs) > f.train_s:
         return f
