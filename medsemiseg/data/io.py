@@ -42,6 +42,7 @@ __all__ = [
     "DataReadError",
     "LazySlice",
     "LoadSliced",
+    "check_finite",
     "check_label_values",
     "detect_format",
     "file_stem",
@@ -360,32 +361,51 @@ def read_dicom_series(files: Sequence[str | os.PathLike], name: str | os.PathLik
     if not paths:
         raise DataReadError(name, "no DICOM files given for the series.")
     folder = Path(name) if name is not None else Path(os.path.commonpath([str(p.parent) for p in paths]))
-    return _read_dicom_series(folder, paths).to(torch.float32)
+    img = _read_dicom_series(folder, paths).to(torch.float32)
+    check_finite(img, folder)
+    return img
 
 
 def _check_distinct_slices(folder: Path, files: list[Path], headers: list, normal: np.ndarray | None) -> None:
-    """Two files of one slice (a copied file, or two acquisitions at one position) would be stacked twice."""
+    """Two files of one slice (a copied file, or two acquisitions at one position) would be stacked twice.
+
+    Every such pair is named in one error, so a folder with several duplicates is fixed in one pass instead of one
+    rerun per pair (at most :data:`_PAIRS_SHOWN` pairs are listed, with the total)."""
     seen: dict[str, Path] = {}
+    copies: list[str] = []
     for f, h in zip(files, headers):
         uid = str(getattr(h, "SOPInstanceUID", "") or "")
         if uid and uid in seen:
-            raise DataReadError(
-                folder,
-                f"{seen[uid].name} and {f.name} are the same slice (same SOPInstanceUID {uid}): a duplicated file; "
-                "remove one of them.",
-            )
-        seen[uid] = f
+            copies.append(f"{seen[uid].name} and {f.name}")
+        else:
+            seen[uid] = f
+    if copies:
+        raise DataReadError(
+            folder,
+            f"{len(copies)} pair(s) of files are the same slice (same SOPInstanceUID): {_pairs_text(copies)}; "
+            "duplicated files: remove one file of each pair.",
+        )
     if normal is None:
         return
     pos = [float(np.dot(np.asarray(h.ImagePositionPatient, dtype=float), normal)) for h in headers]  # sorted
-    for i in range(1, len(files)):
-        if abs(pos[i] - pos[i - 1]) < _SAME_POSITION_MM:
-            raise DataReadError(
-                folder,
-                f"{files[i - 1].name} and {files[i].name} are at the same slice position ({pos[i]:.3f} mm along the "
-                "slice normal, same ImagePositionPatient): a duplicated slice, or several acquisitions / time points "
-                "in one series; remove the duplicate or put each acquisition in its own folder.",
-            )
+    same = [f"{files[i - 1].name} and {files[i].name} ({pos[i]:.3f} mm)" for i in range(1, len(files))
+            if abs(pos[i] - pos[i - 1]) < _SAME_POSITION_MM]
+    if same:
+        raise DataReadError(
+            folder,
+            f"{len(same)} pair(s) of files are at the same slice position (along the slice normal, same "
+            f"ImagePositionPatient): {_pairs_text(same)}; duplicated slices, or several acquisitions / time points in "
+            "one series: remove one file of each pair, or put each acquisition in its own folder.",
+        )
+
+
+#: how many duplicate pairs one error lists
+_PAIRS_SHOWN = 20
+
+
+def _pairs_text(pairs: Sequence[str]) -> str:
+    shown = "; ".join(pairs[:_PAIRS_SHOWN])
+    return shown + (f"; ... ({len(pairs) - _PAIRS_SHOWN} more)" if len(pairs) > _PAIRS_SHOWN else "")
 
 
 def _read_dicom_series(folder: Path, files: Sequence[Path] | None = None) -> MetaTensor:
@@ -461,11 +481,95 @@ def _read_dicom_series(folder: Path, files: Sequence[Path] | None = None) -> Met
     return MetaTensor(vol, meta=meta)
 
 
+def _short(error: BaseException, limit: int = 160) -> str:
+    """``"Type: first line of the message"``, cut at ``limit`` characters: a library's reason, in brackets."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    first = first if len(first) <= limit else first[:limit] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _empty_or_unreadable(path: Path) -> str | None:
+    """The problem of a file that is empty or cannot be opened at all, else ``None``."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return f"cannot be opened ({e.strerror or _short(e)}); check that it exists and that you may read it."
+    if size == 0:
+        return "is empty (0 bytes): its copy, download or export did not finish; copy or export it again."
+    return None
+
+
+#: the size of a NIfTI-1 header: a shorter file cannot be one
+_NIFTI_HEADER_BYTES = 348
+
+
+def _nifti_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with a NIfTI file MONAI's readers refused, in one sentence with the fix.
+
+    ``LoadImage`` answers any unreadable file with every reader's traceback (80 lines and more, ending on "install
+    the reader libraries"); nibabel itself names the actual problem, which is classified here: truncated, not
+    gzip data, no NIfTI header."""
+    import gzip
+    import zlib
+
+    problem = _empty_or_unreadable(path)
+    if problem:
+        return problem
+    import nibabel as nib
+
+    try:
+        np.asanyarray(nib.load(str(path)).dataobj)
+        cause: BaseException = error  # nibabel reads it: MONAI's own step failed
+    except Exception as e:  # noqa: BLE001 - classified below, the original is chained by the caller
+        cause = e
+    text = str(cause)
+    if isinstance(cause, (EOFError, zlib.error)) or "end-of-stream" in text:
+        return (f"is truncated or damaged: its compressed data ends early or is corrupt ({_short(cause)}); copy or "
+                "export it again.")
+    if isinstance(cause, gzip.BadGzipFile) or "not a gzip file" in text:
+        return (f"is not gzip-compressed although it is named .nii.gz ({_short(cause)}): a damaged file, or another "
+                "format renamed; export it again as NIfTI.")
+    if "Expected" in text and "bytes" in text:
+        return (f"is truncated: it holds fewer bytes of image data than its header declares ({_short(cause)}); copy "
+                "or export it again.")
+    if "Cannot work out file type" in text or "Empty file" in text:
+        if not path.name.lower().endswith(".gz") and path.stat().st_size < _NIFTI_HEADER_BYTES:
+            return (f"is truncated: {path.stat().st_size} bytes, shorter than a NIfTI header "
+                    f"({_NIFTI_HEADER_BYTES} bytes); copy or export it again.")
+        return ("has no valid NIfTI header: a damaged file, or another format under a NIfTI name; export it again "
+                "as NIfTI.")
+    return f"is not a readable NIfTI file ({_short(cause)}); check that it opens in a NIfTI viewer, or export it again."
+
+
+def _picture_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with a picture MONAI's readers refused, in one sentence with the fix (see
+    :func:`_nifti_problem`; PIL names the problem)."""
+    problem = _empty_or_unreadable(path)
+    if problem:
+        return problem
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(str(path)) as im:
+            im.load()
+        cause: BaseException = error  # PIL decodes it: MONAI's own step failed
+    except Exception as e:  # noqa: BLE001 - classified below, the original is chained by the caller
+        cause = e
+    if isinstance(cause, UnidentifiedImageError):
+        return (f"is not a picture PIL can decode: a damaged file, or not a {_suffix(path) or 'picture'} file at all "
+                "(another format renamed); open it in an image viewer and export it again.")
+    if "truncated" in str(cause):
+        return "is truncated: its picture data ends early; copy or export it again."
+    return f"is not a readable picture ({_short(cause)}); open it in an image viewer and export it again."
+
+
 def _read_nifti(path: Path) -> MetaTensor:
     try:
         img = _load_with(NibabelReader(), path)
     except Exception as e:
-        raise DataReadError(path, f"not a readable NIfTI file ({type(e).__name__}: {e}).") from e
+        raise DataReadError(path, _nifti_problem(path, e)) from e
     shape = tuple(img.shape)
     # A 2D image is often stored as (X, Y, 1); drop trailing singleton axes beyond the first two.
     while img.ndim > 2 and img.shape[-1] == 1:
@@ -488,7 +592,7 @@ def _read_picture(path: Path, role: str) -> MetaTensor:
     try:
         img = _load_with(PILReader(converter=_picture_converter(role)), path)
     except Exception as e:
-        raise DataReadError(path, f"not a readable picture ({type(e).__name__}: {e}).") from e
+        raise DataReadError(path, _picture_problem(path, e)) from e
     if img.ndim == 2:
         img = img[None]
     elif img.ndim == 3:
@@ -519,9 +623,31 @@ def read_image(path: str | os.PathLike) -> MetaTensor:
 
     CT stays in Hounsfield units (DICOM RescaleSlope/Intercept applied), pictures stay 0-255.  ``meta`` keeps
     MONAI's ``affine``/``original_affine``, ``filename_or_obj`` and a ``spacing`` array (one value per spatial axis).
+    An image holding NaN or infinite values is refused (:func:`check_finite`).
     """
-    img = _read_raw(path, "image")
-    return img.to(torch.float32)
+    img = _read_raw(path, "image").to(torch.float32)
+    check_finite(img, path)
+    return img
+
+
+def check_finite(img: torch.Tensor, path: str | os.PathLike | None) -> None:
+    """Raise :class:`DataReadError` when ``img`` holds NaN or infinite values, naming how many and the first one.
+
+    A NaN voxel is no intensity: a network given one predicts NaN scores, which the argmax turns into an
+    all-background map without a word, and a training on it stops at its first iteration on a NaN loss that names
+    no file. Such values come from resampling or masking tools that mark "no data" with NaN."""
+    bad = ~torch.isfinite(img)
+    if not bool(bad.any()):
+        return
+    n_nan, n_inf = int(torch.isnan(img).sum()), int(torch.isinf(img).sum())
+    first = tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
+    what = " and ".join(t for t in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else "") if t)
+    raise DataReadError(
+        path,
+        f"holds {what} value(s) of {img.numel()} (the first at index {first} of shape {tuple(img.shape)}), which no "
+        "network can segment; replace them with a real intensity (e.g. numpy.nan_to_num(a, nan=<background>)) "
+        "and save the image again.",
+    )
 
 
 def check_label_values(values: np.ndarray | torch.Tensor, num_classes: int, path: str | os.PathLike | None) -> None:
