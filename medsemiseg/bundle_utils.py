@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 from medsemiseg import cli_errors as _cli_errors  # noqa: E402
 
-if _cli_errors.running_monai_bundle_cli():  # `python -m monai.bundle run ...`: end a failure with its root cause
+if _cli_errors.running_monai_bundle_cli():  # `python -m monai.bundle run ...`: a failure ends on our message
     _cli_errors.install()
 
 #: file names looked for, in this order, in a prepared data set folder given as ``dataset_dir``

@@ -1,43 +1,131 @@
-"""A last line that says what went wrong, for errors raised inside ``python -m monai.bundle run ...``.
+"""One clear last line for a failed command, and the traceback only when asked for (``MEDSEMISEG_DEBUG=1``).
 
-MONAI's bundle runner evaluates the config's ``$`` expressions and wraps every failure in ``RuntimeError("Failed to
-evaluate ConfigExpression: ...")``; the traceback then ends with that wrapper, and our own message -- "unknown
-method 'foo'; valid names are ...", "dataset_dir ... does not exist: give a prepared data set folder ..." -- sits
-40 to 80 lines further up. :func:`install` keeps the full traceback exactly as Python prints it and adds one line
-after it: the root cause of the chain (``__cause__`` / ``__context__``), so the fix is the last thing on screen.
+A failure deep inside ``python -m monai.bundle run ...`` reaches the user wrapped several times: MONAI's runner wraps
+every failing ``$`` expression in ``RuntimeError("Failed to evaluate ConfigExpression: ...")``, its transforms in
+``RuntimeError("applying transform ...")``, and the project's own message -- "unknown method 'foo'; valid names
+are ...", "<file>: is empty (0 bytes) ..." -- sits in the middle of that chain, 50 to 400 lines above the end. The
+innermost exception is no better: it is often a library's ("Expecting property name", "unpack_from requires a
+buffer of ...") that the project already explained one level up.
+
+:func:`last_line` picks the message to end on: the *outermost project error* of the chain (an exception whose
+class is defined in this package: :class:`~medsemiseg.bundle_utils.BundleConfigError`,
+:class:`~medsemiseg.data.io.DataReadError`, :class:`~medsemiseg.engines.trainer.NonFiniteLossError`, ...), whose
+message names the file or key and the fix; only when the chain holds none, its root cause.
+
+:func:`install` replaces ``sys.excepthook`` so that a failure prints two lines -- where it was raised, and that
+message -- instead of the traceback; with the environment variable ``MEDSEMISEG_DEBUG=1`` it prints the full
+traceback as Python does, still followed by the same last line. While installed, errors *logged* with a traceback
+(MONAI's ``StatsHandler`` logs ``Exception: ...`` with its traceback when an engine fails) keep their message
+and lose the traceback unless ``MEDSEMISEG_DEBUG`` is set, so the failure is not printed twice at length.
 
 It is installed only when the process is MONAI's bundle CLI (``python -m monai.bundle``), the moment a bundle
 config first imports :mod:`medsemiseg.bundle_utils`; importing the package anywhere else changes nothing.
+``python -m medsemiseg.prepare`` reports its failures through :func:`report` in its own ``main``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
-__all__ = ["root_cause", "summary_line", "install", "running_monai_bundle_cli"]
+__all__ = [
+    "DEBUG_ENV",
+    "chain",
+    "debug_enabled",
+    "install",
+    "is_project_error",
+    "last_line",
+    "project_error",
+    "report",
+    "root_cause",
+    "running_monai_bundle_cli",
+    "where",
+]
+
+#: the environment variable that brings the full traceback back
+DEBUG_ENV = "MEDSEMISEG_DEBUG"
 
 _MARK = "_medsemiseg_summary"
+_PACKAGE = Path(__file__).resolve().parent
+#: a library's message is cut here (MONAI's "cannot find a suitable reader" runs to 80+ lines); ours never are
+_FOREIGN_LIMIT = 600
+
+
+def debug_enabled() -> bool:
+    """True when ``MEDSEMISEG_DEBUG`` is set to something other than ``0`` / ``false`` / ``no`` / ``off``."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions behind it, outermost first (explicit ``__cause__``, else implicit context)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception of ``exc``'s chain (explicit causes first, then implicit context)."""
-    seen = {id(exc)}
-    while True:
-        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-        if nxt is None or id(nxt) in seen:
-            return exc
-        seen.add(id(nxt))
-        exc = nxt
+    """The innermost exception of ``exc``'s chain."""
+    *_, last = chain(exc)
+    return last
 
 
-def summary_line(exc: BaseException) -> str | None:
-    """``"error: <Type>: <message>"`` of the root cause, or ``None`` when the root cause is ``exc`` itself."""
+def is_project_error(exc: BaseException) -> bool:
+    """True for an exception whose class this package defines (its message names the file or key and the fix)."""
+    return any(str(getattr(k, "__module__", "")).split(".")[0] == "medsemiseg" for k in type(exc).__mro__)
+
+
+def project_error(exc: BaseException) -> BaseException | None:
+    """The outermost project error of ``exc``'s chain, or ``None`` when the chain holds none."""
+    return next((e for e in chain(exc) if is_project_error(e)), None)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def last_line(exc: BaseException) -> str:
+    """``"error: <message>"`` of the outermost project error; else ``"error: <Type>: <message>"`` of the root cause
+    (a library's message on one line, cut at a few hundred characters)."""
+    ours = project_error(exc)
+    if ours is not None:
+        return f"error: {_one_line(str(ours)) or type(ours).__name__}"
     cause = root_cause(exc)
-    if cause is exc:
-        return None  # Python's own last line already is the root cause
-    message = str(cause).strip() or "(no message)"
+    message = _one_line(str(cause)) or "(no message)"
+    if len(message) > _FOREIGN_LIMIT:
+        message = message[:_FOREIGN_LIMIT] + " ..."
     return f"error: {type(cause).__name__}: {message}"
+
+
+def where(exc: BaseException) -> str | None:
+    """``"medsemiseg/bundle_utils.py:412 (resolve_datalist)"``: the frame that raised the exception :func:`last_line`
+    reports (the innermost frame of its traceback), a path inside the package relative to its parent folder."""
+    chosen = project_error(exc) or root_cause(exc)
+    frames = traceback.extract_tb(chosen.__traceback__)
+    if not frames:
+        return None
+    frame = frames[-1]
+    path = Path(frame.filename)
+    try:
+        shown = str(path.resolve().relative_to(_PACKAGE.parent))
+    except (ValueError, OSError):
+        shown = path.name
+    return f"{shown}:{frame.lineno} ({frame.name})"
+
+
+def report(exc: BaseException, what: str = "the command") -> list[str]:
+    """The short form of a failure: a line saying where it was raised and how to see the traceback, then
+    :func:`last_line`."""
+    at = where(exc)
+    hint = f"{what} failed" + (f" in {at}" if at else "") + f"; {DEBUG_ENV}=1 prints the full traceback."
+    return [hint, last_line(exc)]
 
 
 def running_monai_bundle_cli(argv: list[str] | None = None) -> bool:
@@ -46,17 +134,54 @@ def running_monai_bundle_cli(argv: list[str] | None = None) -> bool:
     return first.endswith("monai/bundle/__main__.py")
 
 
+def _bundle_command(argv: list[str]) -> str:
+    """``"training"`` for ``python -m monai.bundle run training ...`` (the run id), else ``"the bundle command"``."""
+    args = [a for a in argv[1:] if not a.startswith("-")]
+    if len(args) >= 2 and args[0] == "run":
+        return args[1]
+    return "the bundle command"
+
+
+def _strip_logged_tracebacks() -> None:
+    """Records logged with an exception keep their message; their traceback is dropped (unless debugging).
+
+    MONAI's ``StatsHandler`` logs every engine failure with ``logger.exception`` before re-raising it, which printed
+    the whole traceback a first time, before the excepthook's report. A record factory is the one place that sees
+    the records of every logger, including those created after this call.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, _MARK, False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.exc_info and not debug_enabled():
+            record.exc_info = None
+            record.exc_text = None
+        return record
+
+    setattr(factory, _MARK, True)
+    logging.setLogRecordFactory(factory)
+
+
 def install() -> None:
-    """Wrap ``sys.excepthook`` (once): print as before, then the root-cause line."""
+    """Replace ``sys.excepthook`` (once): the short :func:`report` of a failure, or, with ``MEDSEMISEG_DEBUG=1``,
+    Python's full traceback followed by :func:`last_line`; and drop tracebacks from logged errors
+    (:func:`_strip_logged_tracebacks`). The process still exits with status 1."""
     previous = sys.excepthook
     if getattr(previous, _MARK, False):
         return
 
     def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        previous(exc_type, exc, tb)
-        line = summary_line(exc)
-        if line:
-            print(f"\n{line}", file=sys.stderr)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt and the like: as Python shows them
+            previous(exc_type, exc, tb)
+            return
+        if debug_enabled():
+            previous(exc_type, exc, tb)
+            print(f"\n{last_line(exc)}", file=sys.stderr)
+            return
+        print("\n".join(report(exc, _bundle_command(sys.argv))), file=sys.stderr)
 
     setattr(hook, _MARK, True)
     sys.excepthook = hook
+    _strip_logged_tracebacks()
