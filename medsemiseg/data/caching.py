@@ -65,9 +65,11 @@ class ProgressCacheDataset(CacheDataset):
         lock = self._lock
         if lock is None:  # not filling the cache (MONAI's runtime_cache loads items on first use)
             return item
+        # count and log under one lock: with several caching threads, a count taken outside it could be logged
+        # after a higher one (``3/25`` after ``6/25``)
         with lock:
             self._done += 1
             k = self._done
-        if k % self._every == 0 and k != self._total:
-            logger.info(f"caching {self.label}: {k}/{self._total}")
+            if k % self._every == 0 and k != self._total:
+                logger.info(f"caching {self.label}: {k}/{self._total}")
         return item
