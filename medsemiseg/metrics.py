@@ -60,6 +60,7 @@ __all__ = [
     "report_from_per_class",
     "write_report",
     "MetricsReportHandler",
+    "SecondObserverAgreement",
     "AGGREGATION_NOTE",
 ]
 
@@ -249,6 +250,63 @@ class MDice(_OverlapMetricHandler):
     """mDice (mean over classes, background included) as a float."""
 
     metric_cls, output = PerClassDiceMetric, "mean"
+
+
+class SecondObserverAgreement:
+    """Score a second annotator's masks against the ground truth exactly as the model's predictions are scored.
+
+    DRIVE's test photographs carry a second observer's vessel masks (``prepare drive``: the item key
+    ``second_observer``). Their agreement with the first observer is the human level a method can be held to. This
+    handler reads each evaluated item's ``second_observer`` (from ``engine.state.batch``, after the evaluator's
+    postprocessing has put it in the same form as the label: resized back, one-hot, zero outside the field of view)
+    and its ``label`` (from ``engine.state.output``), and at the end puts per-class IoU / Dice, per image and
+    pooled, in ``engine.state.metrics`` as ``<prefix>_per_class_iou`` / ``_dice`` / ``_iou_pooled`` /
+    ``_dice_pooled`` (nothing when no item had the key), for :class:`MetricsReportHandler`'s ``second_observer``
+    row. Attach it before that handler (both run at ``COMPLETED``).
+    """
+
+    def __init__(self, num_classes: int, key: str = "second_observer", label_key: str = "label",
+                 prefix: str = "second_observer") -> None:
+        self.key, self.label_key, self.prefix = key, label_key, prefix
+        self.num_classes = int(num_classes)
+        self._metrics: dict[str, Any] = {}
+        self.seen = 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.COMPLETED, self._complete)
+
+    def _reset(self, _engine=None) -> None:
+        k = self.num_classes
+        self._metrics = {
+            "iou": PerClassIoUMetric(k), "dice": PerClassDiceMetric(k),
+            "iou_pooled": PerClassIoUMetric(k, aggregation="dataset"),
+            "dice_pooled": PerClassDiceMetric(k, aggregation="dataset"),
+        }
+        self.seen = 0
+
+    def _update(self, engine) -> None:
+        batch, output = engine.state.batch, engine.state.output
+        if isinstance(batch, Mapping):  # not decollated: one dict of batched values
+            batch, output = [batch], [output]
+        for b, o in zip(batch, output):
+            if not isinstance(b, Mapping) or self.key not in b:
+                continue
+            observer = torch.as_tensor(b[self.key])[None]
+            label = torch.as_tensor(o[self.label_key] if self.label_key in o else b[self.label_key])[None]
+            for m in self._metrics.values():
+                m(y_pred=observer.cpu(), y=label.cpu())
+            self.seen += 1
+
+    def _complete(self, engine) -> None:
+        if not self.seen:
+            return
+        for name, m in self._metrics.items():
+            engine.state.metrics[f"{self.prefix}_per_class_{name}"] = m.aggregate()
+        logger.info(f"second observer scored against the ground truth on {self.seen} image(s)")
 
 
 mIoU = MIoU  # the paper's spelling
@@ -442,6 +500,11 @@ def write_report(
             for name, v in per_class.items():
                 w.writerow([name, *(v.get(c, "") for c in cols)])
             w.writerow(["mean", *(report.get(means[c], "") for c in cols)])
+            observer = report.get("second_observer")
+            if isinstance(observer, Mapping):  # the human agreement, scored the same way
+                for name, v in observer.get("per_class", {}).items():
+                    w.writerow([f"second observer: {name}", *(v.get(c, "") for c in cols)])
+                w.writerow(["second observer: mean", *(observer.get(means[c], "") for c in cols)])
         os.replace(tmp, path_csv)
         written["csv"] = path_csv
     return written
@@ -467,6 +530,9 @@ class MetricsReportHandler:
         write_csv: also write the CSV table.
         checkpoint: the weights that were evaluated (recorded as ``"checkpoint"``, with its modification time).
         datalist: the datalist whose split was scored (recorded as ``"datalist"``: which data set the numbers are on).
+        second_observer: prefix of the per-class metrics :class:`SecondObserverAgreement` puts in
+            ``engine.state.metrics``; when they are there, the report gains a ``"second_observer"`` section (the same
+            layout as the report itself) and the CSV a row per class and a mean row for it.
         engine_state: also record the engine's ``epoch`` / ``iteration`` / ``best_metric``. Meaningful for a
             validation run inside training; for a one-off evaluation they are the evaluator's own single pass (epoch
             1, its own score as "best"), which reads like training provenance, so the bundles' ``evaluate`` turns
@@ -486,7 +552,9 @@ class MetricsReportHandler:
         checkpoint: str | os.PathLike | None = None,
         engine_state: bool = True,
         datalist: str | os.PathLike | None = None,
+        second_observer: str | None = "second_observer",
     ) -> None:
+        self.second_observer = second_observer
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.datalist = None if datalist is None else str(datalist)
         self.engine_state = bool(engine_state)
@@ -542,6 +610,15 @@ class MetricsReportHandler:
             if best is not None and best != -1:
                 extra["best_metric"] = float(best)
                 extra["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
+        observer = f"{self.second_observer}_per_class_iou" if self.second_observer else None
+        if observer in metrics:
+            pre = f"{self.second_observer}_per_class_"
+            extra["second_observer"] = {
+                k: v for k, v in report_from_per_class(
+                    self.class_names, iou=metrics[pre + "iou"], dice=metrics.get(pre + "dice"),
+                    iou_pooled=metrics.get(pre + "iou_pooled"), dice_pooled=metrics.get(pre + "dice_pooled"),
+                ).items() if k not in ("classes", "aggregation")
+            }
         report = report_from_per_class(
             self.class_names,
             iou=metrics[self.iou_metric],

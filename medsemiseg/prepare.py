@@ -1,4 +1,4 @@
-"""``python -m medsemiseg.prepare {chase,covid,folder} ...``: see :mod:`medsemiseg.data.prepare` and docs/data.md."""
+"""``python -m medsemiseg.prepare {chase,drive,covid,covid-semiseg,folder} ...``: see :mod:`medsemiseg.data.prepare` and docs/data.md."""
 
 import sys
 

@@ -28,7 +28,7 @@ TASKS = ("covid", "chase")
 METHODS = ("supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd")
 
 #: keys in which the two bundles' configs may differ; everything else must be identical (shared structure)
-TASK_KEYS = {"task", "classes", "in_channels", "image_size", "intensity", "write_png"}
+TASK_KEYS = {"task", "default_classes", "in_channels", "image_size", "patch_size", "intensity", "write_png"}
 
 #: the settings that make one training run take seconds
 TINY = {"image_size": [64, 64], "batch_size": 2, "unlabeled_batch_size": 2, "max_epochs": 1, "epoch_length": 2}
@@ -147,9 +147,12 @@ def test_metadata_describes_the_configured_network(task):
     image = meta["network_data_format"]["inputs"]["image"]
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == cfg["in_channels"]
-    assert image["spatial_shape"] == cfg["image_size"] == pred["spatial_shape"] and len(image["spatial_shape"]) == 2
-    assert pred["num_channels"] == len(cfg["classes"])
-    assert [pred["channel_def"][str(i)] for i in range(len(cfg["classes"]))] == cfg["classes"]
+    network_input = cfg["patch_size"] or cfg["image_size"]  # what the network sees: a patch, or the resized slice
+    assert image["spatial_shape"] == network_input == pred["spatial_shape"] and len(image["spatial_shape"]) == 2
+    assert image["is_patch_data"] == (cfg["patch_size"] is not None)
+    classes = cfg["default_classes"]
+    assert pred["num_channels"] == len(classes)
+    assert [pred["channel_def"][str(i)] for i in range(len(classes))] == classes
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -969,7 +972,7 @@ def test_a_misspelt_override_stops_the_run_naming_the_closest_key(monkeypatch):
         check(_bundle_argv("--max_epochs", "1", "--labelled_fraction", "1/4"))
     with pytest.raises(BundleConfigError, match=r"--max_epoch: .*did you mean --max_epochs"):
         check(_bundle_argv("--max_epoch=1"))
-    with pytest.raises(BundleConfigError, match=r"--intensty#window_center: .*did you mean --intensity\?"):
+    with pytest.raises(BundleConfigError, match=r"--intensty#window_center: .*did you mean --intensity[ ?]"):
         check(_bundle_argv("--intensty#window_center", "-600"))
     # a new argument of a component is its constructor's to check (CTWindowd(window_centre=...) is a TypeError)
     check(_bundle_argv("--intensity#window_centre", "-600"))

@@ -150,7 +150,7 @@ def test_weak_transforms_rotation_option_and_errors():
     assert len(xs) == 6
     out = Compose(xs)({"image": torch.rand(1, 16, 16), "label": torch.ones(1, 16, 16)})
     assert set(out["label"].unique().tolist()) <= {0.0, 1.0}
-    with pytest.raises(ValueError, match="'crop' or 'resize'"):
+    with pytest.raises(ValueError, match="'crop', 'patch' or 'resize'"):
         weak_transforms(("image",), (16, 16), mode="warp")
     with pytest.raises(ValueError, match="spatial_size"):
         weak_transforms(("image",), (16, 16, 16))

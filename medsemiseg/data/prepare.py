@@ -1,4 +1,4 @@
-"""``python -m medsemiseg.prepare {chase,covid,folder}``: raw data -> 2D slices + a MONAI datalist JSON.
+"""``python -m medsemiseg.prepare {chase,drive,covid,covid-semiseg,folder}``: raw data -> 2D slices + a MONAI datalist JSON.
 
 Every subcommand writes, under ``--out DIR``:
 
@@ -348,7 +348,11 @@ class _Output:
 # ---------------------------------------------------------------------------------------------------- datalist
 
 
-def _strip(items: Sequence[dict], keys=("image", "label")) -> list[dict]:
+#: the keys of a prepared item the datalist keeps (``fov`` and ``second_observer``: :mod:`.prepare_public`)
+ITEM_KEYS = ("image", "label", "fov", "second_observer")
+
+
+def _strip(items: Sequence[dict], keys=ITEM_KEYS) -> list[dict]:
     return [{k: it[k] for k in keys if k in it} for it in items]
 
 
@@ -1391,6 +1395,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="operation on the upright Radiopaedia pictures, images and masks alike "
                         "(default: --orientation)")
 
+    d = sub.add_parser("drive", parents=[common], help="DRIVE retinal vessels in its public layout")
+    d.add_argument("src_dir", help="DRIVE folder holding training/{images,1st_manual,mask} and "
+                                   "test/{images,1st_manual,2nd_manual,mask}")
+    d.add_argument("--val-fraction", type=_count, default=0.2,
+                   help="share/count of the 20 training photographs held out for validation (0.2: 4); "
+                        "0 = validate on the test split")
+
+    s = sub.add_parser("covid-semiseg", parents=[common],
+                       help="COVID-SemiSeg (Inf-Net): MedSeg CT slices as 8-bit images + 1600 unlabelled slices")
+    s.add_argument("src_dir", help="COVID-SemiSeg's Dataset folder holding TrainingSet/ and TestingSet/")
+    s.add_argument("--val-fraction", type=_count, default=0.2,
+                   help="share/count of the 50 labelled training slices held out for validation (0.2: 10)")
+
     f = sub.add_parser("folder", parents=[common], help="any folder of DICOM / NIfTI / pictures with optional masks")
     f.add_argument("src_dir", help="folder of images; masks in labels/ or as <name>_mask.*; unlabeled/ for extras")
     f.add_argument("--task", default="folder", help="task name stored in the datalist meta")
@@ -1448,6 +1465,11 @@ def _run_cli(args: argparse.Namespace) -> tuple[int, Path | None]:
                                  orientation=args.orientation, segment_map=args.segment_map,
                                  rp_image=args.rp_image, rp_mask=args.rp_mask, rp_orientation=args.rp_orientation,
                                  **common)
+        elif args.command in ("drive", "covid-semiseg"):
+            from .prepare_public import prepare_covid_semiseg, prepare_drive
+
+            fn = prepare_drive if args.command == "drive" else prepare_covid_semiseg
+            path = fn(args.src_dir, args.out, val_fraction=args.val_fraction, **common)
         else:
             names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
             path = prepare_folder(args.src_dir, args.out, task=args.task, num_classes=args.num_classes,

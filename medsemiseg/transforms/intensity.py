@@ -11,12 +11,19 @@ all inside the window, so none of the four classes is clipped, while air and bon
 window (centre -600, width 1500) shifted by 100 HU toward soft tissue so that effusion and consolidation are not
 squeezed against the top of the range.
 
+Not every CT data set is in HU: COVID-SemiSeg's slices are 8-bit display values (already windowed, saved as JPG).
+:class:`CTIntensityd` is what the covid bundle uses: the HU window for ``kind="hu"``, a plain 0-255 -> 0-1 scaling
+for ``kind="uint8"``, the kind a prepared data set declares (:mod:`medsemiseg.data.declared`). Data whose values
+contradict the kind (an HU window over 0-255 values, which squeezes them into 0.83-1.0; 0-255 scaling over negative
+HU) are warned about once, naming the file.
+
 Fundus photographs arrive as RGB 0-255. :class:`FundusNormalized` divides by 255 (``[0, 1]``, the range the strong
 view expects) and optionally standardises each channel with a given mean and std.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -24,7 +31,9 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensityRange
 
-__all__ = ["CTWindowd", "FundusNormalized", "LUNG_WINDOW"]
+__all__ = ["CTIntensityd", "CTWindowd", "FundusNormalized", "LUNG_WINDOW"]
+
+logger = logging.getLogger(__name__)
 
 # (centre, width) in HU of the lung-lesion window used by the COVID-19 bundle; see the module docstring.
 LUNG_WINDOW = (-500.0, 1500.0)
@@ -60,6 +69,68 @@ class CTWindowd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.scaler(d[key])
+        return d
+
+
+class CTIntensityd(MapTransform):
+    """CT intensities to ``[0, 1]`` by the kind of values the data hold: HU window or 8-bit scaling.
+
+    Args:
+        keys: keys of the CT images (never the label).
+        kind: ``"hu"`` (Hounsfield units: :class:`CTWindowd` with ``window_center`` / ``window_width``) or
+            ``"uint8"`` (8-bit display values: divided by 255, clipped to ``[0, 1]``); ``None`` means ``"hu"``.
+        window_center, window_width: the HU window (used with ``kind="hu"``).
+        allow_missing_keys: skip missing keys instead of raising.
+
+    The first image whose values contradict ``kind`` is warned about (once per transform): under ``"hu"``, an image
+    whose values all lie in 0..255 (8-bit display values: the window would squeeze them into its top sixth);
+    under ``"uint8"``, one with values below 0 or above 255 (HU or 16-bit data).  The warning names the file and
+    the setting to change.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        kind: str | None = "hu",
+        window_center: float = LUNG_WINDOW[0],
+        window_width: float = LUNG_WINDOW[1],
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        kind = "hu" if kind is None else str(kind).lower()
+        if kind not in ("hu", "uint8"):
+            raise ValueError(f"CTIntensityd(kind={kind!r}): use 'hu' (Hounsfield units) or 'uint8' (0-255 values).")
+        self.kind = kind
+        self.window = CTWindowd(keys, window_center, window_width, allow_missing_keys)
+        self.scale = ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
+        self._warned = False
+
+    def _check(self, img: torch.Tensor, key: Hashable) -> None:
+        if self._warned:
+            return
+        lo, hi = float(img.min()), float(img.max())
+        name = getattr(img, "meta", {}).get("filename_or_obj", key)
+        if self.kind == "hu" and lo >= 0 and hi <= 255:
+            self._warned = True
+            logger.warning(
+                f"{name}: values {lo:g}..{hi:g} look like 8-bit display values, not Hounsfield units, but they are "
+                f"windowed as HU ({self.window.window_center:g} +- {self.window.window_width / 2:g}), which squeezes "
+                "them into 0.83-1.0. If the data set holds 8-bit images, pass --intensity_kind uint8 (a folder "
+                "prepared by `prepare covid-semiseg` declares it itself)."
+            )
+        elif self.kind == "uint8" and (lo < 0 or hi > 255):
+            self._warned = True
+            logger.warning(
+                f"{name}: values {lo:g}..{hi:g} lie outside 0..255, but intensity_kind is 'uint8' (8-bit display "
+                "values scaled by 1/255 and clipped). For CT in Hounsfield units pass --intensity_kind hu; a model "
+                "trained on 8-bit slices expects images windowed and saved the same way."
+            )
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            self._check(d[key], key)
+            d[key] = self.window.scaler(d[key]) if self.kind == "hu" else self.scale(d[key])
         return d
 
 

@@ -32,6 +32,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from .patches import RandPatchd
+
 __all__ = ["StrongAugment", "weak_transforms"]
 
 
@@ -185,6 +187,7 @@ def weak_transforms(
     rotate_degrees: float | None = None,
     prob_rotate: float = 0.5,
     allow_missing_keys: bool = True,
+    foreground_share: float = 0.5,
 ) -> list:
     """MONAI dictionary transforms for the weak (geometric) view used in training preprocessing.
 
@@ -192,8 +195,10 @@ def weak_transforms(
         keys: keys transformed together (image and label move identically).
         spatial_size: output spatial size ``(X, Y)``.
         mode: ``"crop"``: pad to at least ``spatial_size`` then take a random crop of that size (keeps the pixel
-            scale; fundus vessels are a few pixels wide); ``"resize"``: resize the whole slice (bilinear for
-            images, nearest for labels).
+            scale; fundus vessels are a few pixels wide); ``"patch"``: as ``"crop"``, but a labelled item's patch
+            is centred on a foreground pixel with probability ``foreground_share``
+            (:class:`~medsemiseg.transforms.patches.RandPatchd`); ``"resize"``: resize the whole slice (bilinear
+            for images, nearest for labels).
         label_keys: keys holding label maps (nearest-neighbour interpolation, no smoothing).
         prob_flip: probability of a flip along each spatial axis (two independent flips).
         prob_rot90: probability of a rotation by 90, 180 or 270 degrees. Only for a square ``spatial_size``: a
@@ -202,6 +207,7 @@ def weak_transforms(
         rotate_degrees: optional extra rotation in ``[-d, d]`` degrees (UniMatch medical's +-20 alternative).
         prob_rotate: probability of that extra rotation.
         allow_missing_keys: skip keys an item lacks (unlabelled items have no label), so one list serves both.
+        foreground_share: ``mode="patch"`` only: share of labelled patches centred on foreground.
     """
     keys = list(keys)
     if len(spatial_size) != 2:
@@ -214,6 +220,13 @@ def weak_transforms(
             SpatialPadd(keys, spatial_size=spatial_size, mode="constant", allow_missing_keys=amk),
             RandSpatialCropd(keys, roi_size=spatial_size, random_size=False, allow_missing_keys=amk),
         ]
+    elif mode == "patch":
+        label_key = next((k for k in keys if k in label_keys), None)
+        xforms = [
+            SpatialPadd(keys, spatial_size=spatial_size, mode="constant", allow_missing_keys=amk),
+            RandPatchd(keys, spatial_size, label_key=label_key or "label", foreground_share=foreground_share,
+                       allow_missing_keys=amk),
+        ]
     elif mode == "resize":
         xforms = [
             Resized(
@@ -225,7 +238,7 @@ def weak_transforms(
             )
         ]
     else:
-        raise ValueError(f"weak_transforms(mode={mode!r}): use 'crop' or 'resize'.")
+        raise ValueError(f"weak_transforms(mode={mode!r}): use 'crop', 'patch' or 'resize'.")
     xforms += [
         RandFlipd(keys, prob=prob_flip, spatial_axis=0, allow_missing_keys=amk),
         RandFlipd(keys, prob=prob_flip, spatial_axis=1, allow_missing_keys=amk),
