@@ -623,11 +623,22 @@ def read_image(path: str | os.PathLike) -> MetaTensor:
 
     CT stays in Hounsfield units (DICOM RescaleSlope/Intercept applied), pictures stay 0-255.  ``meta`` keeps
     MONAI's ``affine``/``original_affine``, ``filename_or_obj`` and a ``spacing`` array (one value per spatial axis).
-    An image holding NaN or infinite values is refused (:func:`check_finite`).
+    An image holding NaN or infinite values is refused (:func:`check_finite`), and so is one narrower than
+    :data:`MIN_IMAGE_SIDE` pixels along X or Y (a 1 x 1 placeholder, a failed export): there is nothing to segment.
     """
     img = _read_raw(path, "image").to(torch.float32)
     check_finite(img, path)
+    if img.ndim >= 3 and min(int(s) for s in img.shape[1:3]) < MIN_IMAGE_SIDE:
+        raise DataReadError(
+            path,
+            f"is {int(img.shape[1])} x {int(img.shape[2])} pixels (X x Y): too small to segment (at least "
+            f"{MIN_IMAGE_SIDE} pixels along each in-plane axis); a placeholder or a failed export? Export it again.",
+        )
     return img
+
+
+#: the fewest pixels along X and Y that :func:`read_image` accepts: a single row or column has no 2D content
+MIN_IMAGE_SIDE = 2
 
 
 def check_finite(img: torch.Tensor, path: str | os.PathLike | None) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from .io import DataReadError
+from .io import DataReadError, check_finite
 
 __all__ = ["KAGGLE_CHANNEL_CLASSES", "is_npy", "read_npy_images", "read_npy_masks"]
 
@@ -86,7 +86,9 @@ def read_npy_images(path: str | os.PathLike) -> MetaTensor:
     vol = np.empty(arr.shape[2:0:-1] + (arr.shape[0],), dtype=np.float32)  # (X, Y, Z), filled chunk by chunk
     for start, chunk in _chunks(arr, p):
         vol[..., start : start + chunk.shape[0]] = chunk.transpose(2, 1, 0)
-    return MetaTensor(torch.from_numpy(vol)[None], meta=_meta(p, vol.shape))
+    img = MetaTensor(torch.from_numpy(vol)[None], meta=_meta(p, vol.shape))
+    check_finite(img, p)  # NaN / infinite values are refused naming the file, as read_image does
+    return img
 
 
 def read_npy_masks(

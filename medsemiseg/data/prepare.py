@@ -99,6 +99,7 @@ class _Run:
     def __init__(self) -> None:
         self.outputs: list[_Output] = []
         self.warnings: list[str] = []
+        self.background_masks: list[str] = []  # masks without foreground, warned together (_run_warnings)
 
 
 _RUN: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("medsemiseg_prepare_run", default=None)
@@ -130,8 +131,20 @@ def _warn(message: str, category: type[Warning] = PrepareWarning) -> None:
 
 
 def _run_warnings() -> list[str]:
+    """The warnings this run gave, after one that names every mask without foreground (:func:`_check_same_size`);
+    called when the run's meta is built, once everything was read."""
     run = _RUN.get()
-    return list(run.warnings) if run is not None else []
+    if run is None:
+        return []
+    if run.background_masks:
+        masks, run.background_masks = run.background_masks, []
+        shown = ", ".join(masks[:10]) + (f", ... ({len(masks) - 10} more)" if len(masks) > 10 else "")
+        _warn(
+            f"{len(masks)} mask(s) hold no foreground at all (every pixel background): {shown}. Check that they are "
+            "the right masks (an export that lost its labels, or a --mask-threshold above their values); images "
+            "that truly show nothing to segment may stay, they teach the network that."
+        )
+    return list(run.warnings)
 
 
 # ------------------------------------------------------------------------------------------------- small utils
@@ -215,12 +228,17 @@ def _save_png_mask(mask: torch.Tensor, path: Path) -> None:
 
 
 def _check_same_size(image: torch.Tensor, mask: torch.Tensor, image_path, mask_path) -> None:
+    """Every image / mask pair's check: the same size; a mask without foreground is noted for one warning naming
+    all of them (:func:`_run_warnings`)."""
     if tuple(image.shape[1:]) != tuple(mask.shape[1:]):
         raise DataReadError(
             mask_path,
             f"mask size {tuple(mask.shape[1:])} (X, Y[, Z]) differs from its image {image_path} of size "
             f"{tuple(image.shape[1:])}; image and mask must cover the same pixels.",
         )
+    run = _RUN.get()
+    if run is not None and not bool(torch.as_tensor(mask).any()):
+        run.background_masks.append(str(mask_path))
 
 
 class _Writer:
@@ -404,7 +422,10 @@ def resplit_prepared(
         raise FileNotFoundError(
             f"{pool_path}: not found; {prepared_dir} is not a folder written by `python -m medsemiseg.prepare`."
         )
-    pool = json.loads(pool_path.read_text())
+    try:
+        pool = json.loads(pool_path.read_text())
+    except ValueError as e:  # a truncated or hand-edited pool.json: name it, not only the JSON position
+        raise DataReadError(pool_path, f"is not valid JSON ({e}); prepare {prepared_dir} again.") from e
     return write_json(prepared_dir / (filename or datalist_filename(labeled_fraction, seed)),
                       build_datalist(pool, labeled_fraction, seed))
 
@@ -1326,11 +1347,22 @@ def prepare_folder(
 # --------------------------------------------------------------------------------------------------------- CLI
 
 
-def _count(text: str) -> float:
+def _count(text: str) -> int | float:
+    """``--val-fraction`` / ``--test-fraction``: a share in [0, 1) (a float) or a whole count (an int, written
+    without a decimal point). ``1.0`` (``1e0``, ``1.``) is refused as ambiguous -- one item, or all of them? --
+    naming both spellings (:func:`~medsemiseg.data.splits.resolve_count` refuses the float 1.0 likewise)."""
+    if text.strip().lstrip("+").isdigit():
+        return int(text)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (fraction in [0, 1) or a whole count)") from None
+    if value == 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is ambiguous: give a share of the items below 1 (e.g. 0.1 for 10 %), or a whole count without "
+            "a decimal point (e.g. 1 for one item)"
+        )
+    return value
 
 
 def _segment_map(text: str) -> dict[str, int]:
@@ -1425,7 +1457,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry; returns the exit status (0 ok, 2 bad input with one clear message on stderr)."""
+    """CLI entry; returns the exit status: 0 ok; 2 bad input or an OS error (read-only or full disk, ``--out``
+    under a file, no permission); 1 an unexpected failure. A failure's last line on stderr is ``error: ...``
+    naming the file or option and the fix, printed after the run's warnings; the traceback only with
+    ``MEDSEMISEG_DEBUG=1`` (:mod:`medsemiseg.cli_errors`)."""
     args = _parser().parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PrepareWarning)
@@ -1437,6 +1472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if code:
+        _report_failure(path, args)  # on failure, _run_cli returns the exception in place of the path
         return code
     datalist = json.loads(Path(path).read_text())
     meta, c = datalist["meta"], datalist["meta"]["counts"]
@@ -1450,7 +1486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_cli(args: argparse.Namespace) -> tuple[int, Path | None]:
+def _run_cli(args: argparse.Namespace) -> tuple[int, Any]:
+    """Run the subcommand: ``(0, datalist path)``, or ``(exit status, the exception)`` when it failed."""
     common = dict(
         labeled_fraction=args.labeled_fraction, seed=args.seed, val_seed=args.val_seed,
         overwrite=args.overwrite, progress=not args.no_progress,
@@ -1476,10 +1513,49 @@ def _run_cli(args: argparse.Namespace) -> tuple[int, Path | None]:
                                   class_names=names, mask_threshold=args.mask_threshold,
                                   segment_map=args.segment_map,
                                   val_fraction=args.val_fraction, test_fraction=args.test_fraction, **common)
-    except (DataReadError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2, None
+    except Exception as e:  # noqa: BLE001 - main reports it after the run's warnings (_report_failure)
+        return (2 if isinstance(e, (DataReadError, ValueError, OSError)) else 1), e
     return 0, path
+
+
+def _os_error_text(e: OSError, out: str) -> str:
+    """An ``OSError`` as one sentence naming the path and the fix (a full disk's write names no file: ``--out``)."""
+    import errno
+
+    path = e.filename if e.filename is not None else f"--out {out}"
+    if e.filename2 is not None:
+        path = f"{path} -> {e.filename2}"
+    fixes = {
+        errno.EROFS: "the file system is read-only; choose an --out on a writable disk",
+        errno.ENOSPC: "the disk is full; free some space or choose an --out on another disk",
+        errno.EDQUOT: "the disk quota is used up; free some space or choose an --out on another disk",
+        errno.ENOTDIR: "a part of this path is a file, not a folder; choose another --out",
+        errno.EISDIR: "this is a folder where a file is expected; check the path",
+        errno.EACCES: "permission denied; choose a path you may read / write, or fix its permissions",
+        errno.EPERM: "operation not permitted; choose a path you may read / write, or fix its permissions",
+        errno.ENOENT: "no such file or folder; check the path",
+        errno.EEXIST: "it exists already; remove it or choose another --out",
+    }
+    return f"{path}: {fixes.get(e.errno, e.strerror or str(e))} ({e.strerror or type(e).__name__})."
+
+
+def _report_failure(e: BaseException, args: argparse.Namespace) -> None:
+    """The last lines of a failed run on stderr: the traceback only with ``MEDSEMISEG_DEBUG=1``; then our
+    message (``error: ...``), an OS error as :func:`_os_error_text`, an unexpected failure as
+    :func:`medsemiseg.cli_errors.report` (where it was raised, then its outermost project message or root cause)."""
+    import traceback
+
+    from medsemiseg import cli_errors
+
+    if cli_errors.debug_enabled():
+        traceback.print_exception(e)
+    if isinstance(e, OSError) and e.errno is not None:
+        lines = [f"error: {_os_error_text(e, args.out)}"]
+    elif isinstance(e, (DataReadError, ValueError)):
+        lines = [f"error: {e}"]
+    else:
+        lines = cli_errors.report(e, f"prepare {args.command}")
+    print("\n".join(lines), file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

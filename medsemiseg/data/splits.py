@@ -103,7 +103,16 @@ def num_labeled(n_train: int, fraction: Any) -> int:
 
 
 def resolve_count(spec: Any, n: int, *, name: str = "fraction") -> int:
-    """``0 <= spec < 1`` -> ``round(spec * n)`` (halves up); a whole number >= 1 -> that count (``--val-fraction 5``)."""
+    """``0 <= spec < 1`` -> ``round(spec * n)`` (halves up); a whole number >= 1 -> that count (``--val-fraction 5``).
+
+    The float ``1.0`` is refused: read as a count it holds out one item, read as a share it holds out everything,
+    and the user who wrote it may have meant either; the error names both spellings (a share below 1, e.g. ``0.1``,
+    or the whole count ``1``)."""
+    if isinstance(spec, float) and spec == 1.0:
+        raise ValueError(
+            f"{name} 1.0 is ambiguous: give a share of the items below 1 (e.g. {name} 0.1 for 10 %), or a whole "
+            f"count without a decimal point (e.g. {name} 1 for one item). All items cannot be held out."
+        )
     try:
         x = float(spec)
     except (TypeError, ValueError):
