@@ -69,3 +69,38 @@ def test_a_filled_cache_pickles_for_worker_processes():
     ds = ProgressCacheDataset([{"x": i} for i in range(4)], progress=False)
     again = pickle.loads(pickle.dumps(ds))
     assert [again[i] for i in range(4)] == [ds[i] for i in range(4)]
+
+
+_FAILING_FILL = """
+import torch
+from monai.transforms import Lambda
+from medsemiseg.data import ProgressCacheDataset
+
+def load(item):
+    if item["x"] == 0:
+        raise FileNotFoundError("item 0: no such file")
+    t = torch.ones(256, 256)
+    for _ in range(2000):  # torch calls, which release the GIL, for a while
+        t = torch.as_tensor(t.numpy()) + 1
+    return item
+
+ProgressCacheDataset([{"x": i} for i in range(8)], Lambda(load), num_workers=2, progress=False)
+"""
+
+
+def test_a_failed_fill_exits_with_its_error_not_an_abort():
+    """A fill whose first item fails must end the process as a Python error (exit 1), not SIGABRT: MONAI's
+    thread pool left the other caching threads loading, and one inside a torch call while the interpreter
+    exited aborted it ("terminate called without an active exception", exit 134; 5 of 5 runs of this script
+    before the fix)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-c", _FAILING_FILL], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "terminate called" not in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("RuntimeError: applying transform")
+    assert "FileNotFoundError: item 0: no such file" in proc.stderr

@@ -6,16 +6,27 @@ model-zoo bundles do). On a real data set that is minutes of silence after "load
 in the bundles. :class:`ProgressCacheDataset` logs ``"caching <label>: k/N"`` about every tenth of the way and how
 long it took, through the standard ``logging`` tree (logger ``medsemiseg.progress``, like the evaluators'
 :class:`~medsemiseg.handlers.ProgressLogger`).
+
+It also fills the cache so that a failure ends cleanly: MONAI's fill (a ``multiprocessing`` ``ThreadPool``) raises
+the first item's error while the other caching threads go on loading, and one of them still inside a torch call
+when the interpreter exits aborts the process ("terminate called without an active exception", exit code 134)
+after the error message was printed. Here the items not started yet are cancelled and the running ones finished
+before the error is raised.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from monai.data import CacheDataset
+from monai.utils import optional_import
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = ["ProgressCacheDataset"]
 
@@ -54,11 +65,25 @@ class ProgressCacheDataset(CacheDataset):
         logger.info(f"caching {self.label}: {total} to load and preprocess")
         self._lock = threading.Lock()
         try:
-            out = super()._fill_cache(indices)
+            out = self._fill_in_threads(list(range(self.cache_num)) if indices is None else list(indices))
         finally:
             self._lock = None  # a lock cannot be pickled, and data loader workers get a pickled copy
         logger.info(f"caching {self.label}: done, {total} in {time.perf_counter() - start:.1f} s")
         return out
+
+    def _fill_in_threads(self, indices: list) -> list:
+        """``CacheDataset._fill_cache``'s items, in order, loaded by ``num_workers`` threads; on the first failure
+        the items not started are cancelled and the running ones awaited, then the failure is raised (see the
+        module docstring: a caching thread left running into interpreter exit aborts the process)."""
+        workers = self.num_workers or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caching") as pool:
+            futures = [pool.submit(self._load_cache_item, i) for i in indices]
+            waiting = tqdm(futures, desc="Loading dataset") if self.progress and has_tqdm else futures
+            try:
+                return [f.result() for f in waiting]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def _load_cache_item(self, idx: int) -> Any:
         item = super()._load_cache_item(idx)
