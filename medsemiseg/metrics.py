@@ -584,7 +584,8 @@ class MetricsReportHandler:
             i += 1
         return stem
 
-    def __call__(self, engine) -> None:
+    def report(self, engine) -> dict:
+        """The report of the finished evaluation (:func:`report_from_per_class` layout), without writing it."""
         metrics = engine.state.metrics
         if self.iou_metric not in metrics:
             raise KeyError(
@@ -619,7 +620,7 @@ class MetricsReportHandler:
                     iou_pooled=metrics.get(pre + "iou_pooled"), dice_pooled=metrics.get(pre + "dice_pooled"),
                 ).items() if k not in ("classes", "aggregation")
             }
-        report = report_from_per_class(
+        return report_from_per_class(
             self.class_names,
             iou=metrics[self.iou_metric],
             dice=get(self.dice_metric),
@@ -627,6 +628,9 @@ class MetricsReportHandler:
             dice_pooled=get(self.dice_pooled_metric),
             extra=extra,
         )
+
+    def __call__(self, engine) -> None:
+        report = self.report(engine)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stem = self._stem()
         self.last_written = write_report(

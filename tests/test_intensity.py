@@ -63,3 +63,28 @@ def test_in_compose():
     t = Compose([CTWindowd("image"), FundusNormalized("rgb")])
     out = t({"image": torch.zeros(1, 2, 2), "rgb": torch.full((3, 2, 2), 255.0)})
     assert out["image"].max() <= 1 and torch.allclose(out["rgb"], torch.ones(3, 2, 2))
+
+
+def test_ct_intensity_by_kind_and_a_warning_when_the_data_contradict_it(caplog):
+    from medsemiseg.transforms import CTIntensityd
+
+    hu = MetaTensor(torch.tensor([[[-1000.0, -500.0], [250.0, 1000.0]]]), meta={"filename_or_obj": "ct.nii.gz"})
+    byte = MetaTensor(torch.tensor([[[0.0, 51.0], [127.5, 255.0]]]), meta={"filename_or_obj": "slice.jpg"})
+    with caplog.at_level("WARNING", logger="medsemiseg.transforms.intensity"):
+        out = CTIntensityd("image", kind="uint8")({"image": byte})["image"]
+        assert torch.allclose(out, torch.tensor([[[0.0, 0.2], [0.5, 1.0]]]))
+        assert CTIntensityd("image", kind=None).kind == "hu"
+        ref = CTWindowd("image")({"image": hu})["image"]
+        assert torch.equal(CTIntensityd("image", kind="hu")({"image": hu})["image"], ref)
+    assert caplog.text == ""  # each kind over its own kind of data: silent
+    t = CTIntensityd("image", kind="hu")
+    with caplog.at_level("WARNING", logger="medsemiseg.transforms.intensity"):
+        t({"image": byte})
+        t({"image": byte})
+    assert caplog.text.count("slice.jpg") == 1 and "--intensity_kind uint8" in caplog.text  # once per transform
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medsemiseg.transforms.intensity"):
+        CTIntensityd("image", kind="uint8")({"image": hu})
+    assert "ct.nii.gz" in caplog.text and "--intensity_kind hu" in caplog.text
+    with pytest.raises(ValueError, match="'hu'.*'uint8'"):
+        CTIntensityd("image", kind="HUx")

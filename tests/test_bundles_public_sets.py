@@ -1,0 +1,86 @@
+"""The bundles on prepared public data sets (DRIVE- and COVID-SemiSeg-shaped folders made small here): what each set
+declares is taken without an override, fundus photographs are trained on patches and scored at their own size inside
+their field of view, with the second observer's row."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medsemiseg.data.prepare_public import prepare_covid_semiseg, prepare_drive
+
+from layouts import make_covid_semiseg, make_drive
+from test_bundles import TINY, workflow
+
+
+@pytest.fixture(scope="module")
+def covidss(tmp_path_factory):
+    root = tmp_path_factory.mktemp("covidss")
+    prepare_covid_semiseg(make_covid_semiseg(root / "Dataset", n_train=12), root / "prepared", progress=False)
+    return root / "prepared"
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drive")
+    src = make_drive(root / "DRIVE", n_train=6, n_test=2, size=(48, 40))
+    prepare_drive(src, root / "prepared", val_fraction=1, labeled_fraction="1/4", progress=False)
+    return root / "prepared", src
+
+
+def test_covid_bundle_takes_the_classes_and_intensity_the_set_declares(covidss, tmp_path, caplog):
+    ov = {**TINY, "output_dir": str(tmp_path), "dataset_dir": str(covidss), "method": "supmix_sufd"}
+    with caplog.at_level("INFO", logger="medsemiseg.data.declared"):
+        wf = workflow("covid", "training", **ov)
+        assert wf.parser.get_parsed_content("classes") == ["background", "ground-glass", "consolidation"]
+        assert wf.parser.get_parsed_content("num_classes") == 3
+        assert wf.parser.get_parsed_content("intensity").kind == "uint8"
+    assert "declared by" in caplog.text and "uint8" in caplog.text  # said at start
+    wf.run()
+    wf.finalize()
+    assert json.loads((tmp_path / "models" / "run.json").read_text())["intensity_kind"] == "uint8"
+    ev = workflow("covid", "evaluating", **ov)
+    ev.run()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["classes"] == ["background", "ground-glass", "consolidation"]
+    assert "second_observer" not in report
+    # inference on a loose picture takes the model's classes and intensity from its run.json
+    picture = sorted((covidss / "images").glob("test_*.jpg"))[0]
+    with caplog.at_level("INFO", logger="medsemiseg.data.declared"):
+        inf = workflow("covid", "inferring", **{**ov, "dataset_dir": str(picture)})
+        assert inf.parser.get_parsed_content("num_classes") == 3
+        assert inf.parser.get_parsed_content("intensity").kind == "uint8"
+    assert "as the model was trained" in caplog.text
+
+
+def test_chase_bundle_on_drive_patches_sliding_window_fov_and_second_observer(drive, tmp_path):
+    prepared, src = drive
+    ov = {**TINY, "output_dir": str(tmp_path), "dataset_dir": str(prepared), "method": "supmix_sufd",
+          "patch_size": [32, 32]}
+    wf = workflow("chase", "training", **ov)
+    assert type(wf.parser.get_parsed_content("inferer")).__name__ == "SlidingWindowInferer"
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert tuple(batch["image"].shape[-2:]) == (32, 32)  # patches, not resized photographs
+    wf.run()
+    wf.finalize()
+    ev = workflow("chase", "evaluating", **ov)
+    ev.run()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(report["second_observer"]["per_class"]) == {"background", "vessel"}
+    assert 0 < report["second_observer"]["per_class"]["vessel"]["iou"] < 1
+    # scored inside the FOV masks: the same evaluation over every pixel differs
+    ev_all = workflow("chase", "evaluating", **ov, eval_fov=False, eval_dir=str(tmp_path / "eval_all"))
+    ev_all.run()
+    everywhere = json.loads((tmp_path / "eval_all" / "metrics.json").read_text())
+    def ious(r):
+        return [r["per_class"][c]["iou"] for c in ("background", "vessel")]
+
+    assert ious(everywhere) != ious(report)
+    # inference on a photograph of the public layout writes a label map of its own size
+    photo = src / "test" / "images" / "01_test.tif"
+    workflow("chase", "inferring", **{**ov, "dataset_dir": str(photo)}).run()
+    out = np.asarray(nib.load(tmp_path / "outputs" / "01_test_seg.nii.gz").dataobj)
+    assert out.shape == (48, 40)
