@@ -66,8 +66,8 @@ __all__ = [
 # what one cell runs
 # ---------------------------------------------------------------------------------------------------------------
 
-_SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs", "image_size", "batch_size",
-                  "unlabeled_batch_size", "device", "amp", "method_options")
+_SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs", "image_size", "patch_size",
+                  "batch_size", "unlabeled_batch_size", "device", "amp", "method_options")
 # what one training step costs depends on these, not on how many steps there are
 _STEP_KEYS = tuple(k for k in _SCHEDULE_KEYS if k not in ("max_epochs", "epoch_length"))
 
@@ -106,9 +106,11 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
 
     from .cost import TASKS, CostSettings
 
-    if cfg.task not in TASKS:
+    task = cfg.task if cfg.task in TASKS else cfg.bundle.name  # a real-data grid's task names its data set
+    if task not in TASKS:
         raise ConfigError(f"{cfg.source}: the cost benchmark knows the tasks {sorted(TASKS)}, not {cfg.task!r}")
-    shared = ("network_name", "network_kwargs", "image_size", "batch_size", "unlabeled_batch_size", "device", "amp")
+    shared = ("network_name", "network_kwargs", "image_size", "patch_size", "batch_size", "unlabeled_batch_size",
+              "device", "amp")
     seen: dict[str, Any] = {}
     method_options: dict[str, dict] = {}
     first: dict[str, Any] | None = None
@@ -124,14 +126,14 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
                     "--json F) and pass the report with --cost F"
                 )
         method_options.setdefault(cell.method, dict(sch["method_options"] or {}))
-    size = first["image_size"]
+    size = first["patch_size"] or first["image_size"]  # what the network sees in a training step
     size = [size, size] if isinstance(size, int) else list(size)
     if len(size) != 2 or size[0] != size[1]:
-        raise ConfigError(f"{cfg.source}: the cost benchmark measures square images; image_size is {size}")
+        raise ConfigError(f"{cfg.source}: the cost benchmark measures square images; the network input is {size}")
     threads = cfg.env.get("OMP_NUM_THREADS")
     device = first["device"]
     return CostSettings(
-        task=cfg.task,
+        task=task,
         network=str(first["network_name"]),
         network_kwargs=dict(first["network_kwargs"] or {}),
         image_size=int(size[0]),
