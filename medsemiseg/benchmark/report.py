@@ -17,6 +17,7 @@ import numpy as np
 
 from . import plots
 from .grid import BenchmarkConfig, fraction_slug, iter_done, stale_error
+from .paired import paired_differences, plot_paired_differences
 from .results import class_names, collect_rows, summarize, write_tables
 
 __all__ = ["make_report", "learning_curves", "prediction_sets"]
@@ -135,6 +136,12 @@ def make_report(cfg: BenchmarkConfig, log=print) -> dict[str, Path]:
         summary, cfg.methods, out / "miou_vs_fraction.png",
         title=f"{cfg.task}: mIoU vs labelled fraction ({_spread(cfg)})",
     )
+    paired = paired_differences(rows, classes, cfg.methods, [f.label for f in cfg.fractions], cfg.table_metric)
+    if paired:
+        written["paired_differences"] = plot_paired_differences(
+            paired, out / "paired_differences.png",
+            title=f"{cfg.task}: mIoU minus supervised on the same labelled images (mean, 95 % t interval, seeds)",
+        )
     frac = str(cfg.plots.get("fraction", _smallest_fraction(cfg)))
     slug = fraction_slug(frac)
     if any(e["fraction"] == frac for e in summary):

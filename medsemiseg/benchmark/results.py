@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .grid import KNOWN_METHODS, BenchmarkConfig, iter_done, not_in_table
+from .paired import BASELINE, paired_differences, paired_markdown
 from .published import difference_markdown, published_markdown, read_published
 
 __all__ = ["collect_rows", "class_names", "summarize", "markdown_table", "write_csv", "write_summary_csv",
@@ -183,6 +184,10 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
             missing = not_in_table(cfg)
             if missing:  # failed, stale or unfinished cells never vanish silently from the table
                 parts.append("Not in the table:\n\n" + "\n".join(f"- {line}" for line in missing) + "\n")
+            if BASELINE in cfg.methods:
+                paired = paired_differences(rows, classes, cfg.methods, fractions, metric)
+                foreground_first = [c for c in classes if c != "background"]
+                parts.append(paired_markdown(paired, classes, cfg.task, minority_first=foreground_first))
     if cfg.published is not None:
         table = read_published(cfg.published, classes, KNOWN_METHODS)
         parts.append(published_markdown(table, cfg.task))

@@ -1,0 +1,42 @@
+"""Paired differences to supervised (same fraction and seed), their t intervals and the share of the label gap."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from medsemiseg.benchmark.paired import label_gap, paired_differences, paired_markdown, t_interval
+
+
+def _rows():
+    rows = []
+    for s, (sup, semi) in enumerate([(0.50, 0.53), (0.40, 0.42), (0.45, 0.49)]):  # seeds differ more than methods
+        rows.append({"method": "supervised", "fraction": "1/8", "seed": s, "miou": sup, "iou/vessel": sup - 0.4})
+        rows.append({"method": "supmix", "fraction": "1/8", "seed": s, "miou": semi, "iou/vessel": semi - 0.4})
+        rows.append({"method": "supervised", "fraction": "full", "seed": s, "miou": 0.60, "iou/vessel": 0.2})
+    rows.append({"method": "fixmatch", "fraction": "1/8", "seed": 0, "miou": 0.40, "iou/vessel": 0.0})
+    return rows
+
+
+def test_t_interval_matches_the_textbook_values():
+    mu, lo, hi, n = t_interval([3.0, 2.0, 4.0])
+    assert (mu, n) == (3.0, 3)
+    assert hi - mu == pytest.approx(4.302653 * 1.0 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) * sd / sqrt(n)
+    assert math.isnan(t_interval([1.0])[1]) and t_interval([])[3] == 0
+
+
+def test_paired_differences_pair_seeds_and_report_the_share_of_the_label_gap():
+    rows = _rows()
+    assert label_gap(rows, "1/8") == pytest.approx(0.60 - 0.45)
+    entries = paired_differences(rows, ["vessel"], ["supervised", "supmix", "fixmatch"], ["1/8", "full"])
+    supmix = next(e for e in entries if e["method"] == "supmix")
+    assert supmix["mIoU"]["diffs"] == pytest.approx([3.0, 2.0, 4.0])
+    assert supmix["mIoU"]["mean"] == pytest.approx(3.0) and supmix["mIoU"]["low"] > 0  # consistent: excludes 0
+    assert supmix["gap_share"] == pytest.approx(3.0 / 15.0)
+    # an unpaired mean comparison would see a 3-point gain inside a 5-point seed spread; pairing removes the spread
+    fixmatch = next(e for e in entries if e["method"] == "fixmatch")
+    assert fixmatch["n"] == 1 and fixmatch["mIoU"]["diffs"] == pytest.approx([-10.0])
+    md = paired_markdown(entries, ["vessel"], "drive", minority_first=["vessel"])
+    assert "| 1/8 | supmix | +3.00 | +2.00 | +4.00 | +3.00 [" in md and "] * |" in md and "+20 %" in md
+    assert "1/8: 15.00" in md
