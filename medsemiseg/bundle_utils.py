@@ -1017,22 +1017,16 @@ class PredictionWriter:
 
 # ------------------------------------------------------------------------------------------------- checkpoints
 
-_CKPT_RE = re.compile(r"^checkpoint.*?(epoch|iteration)=(\d+)\.pt$")
+from medsemiseg.checkpoint_io import CHECKPOINT_RE as _CKPT_RE  # noqa: E402
 
 
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint_epoch=K.pt`` (``checkpoint_iteration=K.pt``) in ``ckpt_dir``, or ``None``."""
-    d = Path(str(ckpt_dir))
-    if not d.is_dir():
-        return None
-    found = []
-    for p in d.iterdir():
-        m = _CKPT_RE.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(2)), p.stat().st_mtime, p))
-    if not found:
-        return None
-    return str(max(found)[2])
+    """The newest ``checkpoint_epoch=K.pt`` (``checkpoint_iteration=K.pt``) in ``ckpt_dir``, or ``None``; whether it
+    loads is not checked (``--resume`` uses :func:`medsemiseg.checkpoint_io.newest_loadable_checkpoint`)."""
+    from medsemiseg.checkpoint_io import checkpoint_files
+
+    found = checkpoint_files(str(ckpt_dir))
+    return str(found[0]) if found else None
 
 
 class BestMetricRecord:
@@ -1107,7 +1101,8 @@ class RunRecord:
             what = "; ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, a, b in diffs)
             raise BundleConfigError(
                 f"resume: {path} was written with other settings ({what}). Resume with the checkpoint's settings, "
-                "or train the new ones into another --output_dir (or without --resume, which replaces that run)."
+                "or train the new ones into another --output_dir (or replace that run: --overwrite true, without "
+                "--resume)."
             )
         for key in ("epoch_length",):
             if key in stored and key in self.info and _plain(stored[key]) != self.info[key]:
@@ -1233,6 +1228,17 @@ class TrainCheckpointer:
     With ``evaluator`` (and its key-metric ``best_model_saver``) the best validation metric is saved and restored
     too (:class:`BestMetricRecord`), so resuming never replaces ``model.pt`` by a worse model. A checkpoint written
     without that record still resumes (the record then starts afresh, with a warning).
+
+    Losing work: the files are written atomically (:class:`medsemiseg.checkpoint_io.AtomicCheckpointSaver`; the
+    bundles' ``best_model_saver`` is one too), so a kill or a full disk mid-write leaves the previous checkpoint and
+    ``model.pt`` intact. ``resume`` takes the newest checkpoint that loads and logs each newer one it skips and why
+    (0 bytes, truncated, not a torch file); when none loads it stops, naming them. A run *without* ``resume`` into a
+    folder an earlier training used, when it starts and before it writes anything: stops if that training is
+    unfinished (its newest checkpoint is short of its ``max_epochs``: a forgotten ``--resume true`` would otherwise
+    replace its training state), and otherwise keeps that training's best model, whose file
+    (``best_model_saver``'s ``model.pt``) this run replaces at its first validation whatever the scores, as
+    ``model.<date-time>.pt`` (and ``run.json`` as ``run.<date-time>.json``), with a warning. ``overwrite=True``
+    replaces the earlier run without either.
     """
 
     def __init__(
@@ -1246,8 +1252,11 @@ class TrainCheckpointer:
         evaluator: Any = None,
         best_model_saver: Any = None,
         run_info: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.save_dir = str(save_dir)
+        self.evaluator = evaluator
+        self.best_model_saver = best_model_saver
         self.save_dict = dict(save_dict)
         if evaluator is not None:
             self.save_dict.setdefault("best_metric", BestMetricRecord(evaluator, best_model_saver))
@@ -1255,6 +1264,7 @@ class TrainCheckpointer:
         if self.run_info is not None:
             self.save_dict.setdefault("run", self.run_info)
         self.resume = as_bool(resume, "resume")
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.save_interval = int(save_interval)
         self.n_saved = int(n_saved)
         self.map_location = map_location
@@ -1307,6 +1317,55 @@ class TrainCheckpointer:
         engine.add_event_handler(Events.COMPLETED, release)
         atexit.register(release)
 
+    def _best_model_file(self) -> Path | None:
+        """The file ``best_model_saver`` keeps the best model in (``models/model.pt``), when it has a fixed name."""
+        checkpoint = getattr(self.best_model_saver, "_key_metric_checkpoint", None)
+        name = getattr(getattr(checkpoint, "save_handler", None), "filename", None)
+        return Path(str(self.best_model_saver.save_dir)) / name if name else None
+
+    def _keep_the_earlier_run(self) -> None:
+        """For a run without ``resume`` / ``overwrite``, before it writes: stop over an unfinished earlier training,
+        else keep the earlier best model and run record under dated names (the class docstring)."""
+        from medsemiseg.checkpoint_io import keep_copy, newest_loadable_checkpoint
+
+        if self.resume or self.overwrite:
+            return
+        found = newest_loadable_checkpoint(self.save_dir)
+        state = found.content if isinstance(found.content, Mapping) else {}
+        trainer = state.get("trainer") if isinstance(state.get("trainer"), Mapping) else {}
+        if {"iteration", "epoch_length", "max_epochs"} <= set(trainer):
+            reached = int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1)
+            if reached < int(trainer["max_epochs"]):
+                raise BundleConfigError(
+                    f"{self.save_dir} holds an unfinished training (epoch {reached} of {int(trainer['max_epochs'])}, "
+                    f"{found.path.name}); this run, started without --resume, would replace its training state and "
+                    "its best model. Continue it with --resume true, give this run another --output_dir, or pass "
+                    "--overwrite true to replace it."
+                )
+        model = self._best_model_file()
+        if model is None or not model.is_file():
+            return
+        known = []
+        run_file = Path(self.save_dir) / self.RUN_FILE
+        try:
+            method = json.loads(run_file.read_text()).get("method")
+            if method:
+                known.append(f"method {method}")
+        except (OSError, ValueError, AttributeError):
+            pass
+        record = state.get("best_metric")
+        if isinstance(record, Mapping) and int(record.get("best_metric_epoch", -1)) > 0:
+            name = getattr(getattr(self.evaluator, "state", None), "key_metric_name", None) or "validation score"
+            known.append(f"best {name} {float(record['best_metric']):.4f} at epoch {int(record['best_metric_epoch'])}")
+        kept = keep_copy(model)
+        kept_run = keep_copy(run_file) if run_file.is_file() else None
+        logger.warning(
+            f"{model} holds the best model of an earlier training{' (' + ', '.join(known) + ')' if known else ''}, "
+            f"which this run, started without --resume, replaces at its first validation: the earlier model is kept "
+            f"as {kept.name}" + (f" and its run record as {kept_run.name}" if kept_run else "")
+            + ". (--resume true continues that training instead; --overwrite true replaces it without a copy.)"
+        )
+
     def _checkpoint_files(self) -> dict[Path, float]:
         d = Path(self.save_dir)
         if not d.is_dir():
@@ -1344,8 +1403,9 @@ class TrainCheckpointer:
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
-        from monai.handlers import CheckpointLoader, CheckpointSaver
+        from monai.handlers import CheckpointLoader
 
+        from medsemiseg.checkpoint_io import AtomicCheckpointSaver, newest_loadable_checkpoint, remove_partial_writes
         from medsemiseg.random_state import RandomState
 
         objs = dict(self.save_dict)
@@ -1358,18 +1418,29 @@ class TrainCheckpointer:
             objs.setdefault("scaler", GradScalerState(engine))
         self._take_lock(engine)
         # when the run starts, not here: building the trainer (a config check, ConfigWorkflow.check_properties) must
-        # not replace the record of the model already in save_dir
+        # not replace the record of the model already in save_dir, nor stop because there is one
+        engine.add_event_handler(Events.STARTED, lambda _engine: self._keep_the_earlier_run())
+        engine.add_event_handler(Events.STARTED, lambda _engine: remove_partial_writes(self.save_dir))
         engine.add_event_handler(Events.STARTED, lambda _engine: self._write_run_file())
         if self.resume:
-            path = latest_checkpoint(self.save_dir)
-            if path is None:
+            # only the key structure is read here (tensors memory-mapped); CheckpointLoader reads them at STARTED
+            found = newest_loadable_checkpoint(self.save_dir)
+            for skipped in found.skipped:
+                logger.warning(f"resume: skipped {skipped.path.name}, {skipped.reason}.")
+            if found.path is None and found.skipped:
+                raise BundleConfigError(
+                    f"resume: no checkpoint in {self.save_dir} can be loaded ("
+                    + "; ".join(f"{e.path.name}: {e.reason}" for e in found.skipped)
+                    + "). Delete them to train from scratch in this folder, or train into another --output_dir."
+                )
+            if found.path is None:
                 logger.info(f"resume: no checkpoint in {self.save_dir} yet; training from scratch.")
             else:
+                path = str(found.path)
+                stored = found.content
                 self.loaded_from = path
                 loc = self.map_location if self.map_location is not None else engine.state.device
                 load = dict(objs)
-                # mmap: only the key structure is read here; CheckpointLoader reads the tensors once, at STARTED
-                stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
                 if "best_metric" in load and "best_metric" not in stored:
                     logger.warning(f"resume: {path} holds no best-metric record; the best model restarts.")
                     load.pop("best_metric")
@@ -1396,7 +1467,8 @@ class TrainCheckpointer:
                     raise BundleConfigError(
                         f"resume: {path} holds no {missing} (it holds {sorted(stored)}): it was written by a run with "
                         "another method (e.g. a supervised run has no EMA teacher). Resume with that run's --method, "
-                        "or train this one into another --output_dir (or without --resume, replacing that run)."
+                        "or train this one into another --output_dir (or replace that run: --overwrite true, "
+                        "without --resume)."
                     )
                 CheckpointLoader(load_path=path, load_dict=load, map_location=loc).attach(engine)
                 scheduler = self.save_dict.get("lr_scheduler")
@@ -1404,10 +1476,12 @@ class TrainCheckpointer:
                     configured = _schedule_of(scheduler)
                     engine.add_event_handler(Events.STARTED, lambda _e: _retarget_schedule(scheduler, configured))
                 engine.add_event_handler(Events.STARTED, _say_if_already_finished)
-                logger.info(f"resume: training state will be restored from {path}.")
+                logger.info(f"resume: training state will be restored from {path}"
+                            + (f" (the newest that loads; {len(found.skipped)} newer skipped)." if found.skipped
+                               else "."))
         if self.save_interval > 0:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-            saver = CheckpointSaver(
+            saver = AtomicCheckpointSaver(
                 save_dir=self.save_dir,
                 save_dict=objs,
                 save_interval=self.save_interval,
