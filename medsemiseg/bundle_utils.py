@@ -51,6 +51,7 @@ __all__ = [
     "unlabeled_loader_for",
     "check_cli_overrides",
     "check_image_size",
+    "check_settings",
     "effective_fraction",
     "check_trained_on",
 ]
@@ -232,6 +233,39 @@ def check_image_size(image_size: Any) -> list[int]:
     return [int(v) for v in image_size]
 
 
+#: the numeric settings :func:`check_settings` knows: (whole number?, smallest value, smallest allowed?, example)
+NUMERIC_SETTINGS: dict[str, tuple[bool, float, bool, str]] = {
+    "seed": (True, 0, True, "0"),
+    "max_epochs": (True, 1, True, "5"),
+    "epoch_length": (True, 1, True, "12"),
+    "val_interval": (True, 1, True, "1"),
+    "batch_size": (True, 1, True, "4"),
+    "unlabeled_batch_size": (True, 1, True, "4"),
+    "num_workers": (True, 0, True, "0"),
+    "learning_rate": (False, 0, False, "0.001"),
+}
+
+
+def check_settings(**values: Any) -> None:
+    """Stop a run whose numeric setting (``learning_rate=@learning_rate, seed=@seed, ...``) has the wrong kind or
+    range, naming the key, the value and what it must be.
+
+    MONAI's command line passes ``--learning_rate abc`` on as the string ``'abc'`` and ``--unlabeled_batch_size 0``
+    as 0; the run then failed far from the setting, in the optimiser (``'<=' not supported between 'str' and
+    'float'``), ``set_determinism`` or the data loader (``batch_size should be a positive integer``), naming no key.
+    The bundles call this from their ``initialize`` step with every key of :data:`NUMERIC_SETTINGS`."""
+    import math
+
+    for key, value in values.items():
+        whole, low, low_ok, example = NUMERIC_SETTINGS[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = number and (isinstance(value, int) if whole else True) and (value >= low if low_ok else value > low)
+        if not ok:
+            kind = "a whole number" if whole else "a number"
+            bound = f"{'>=' if low_ok else '>'} {low:g}"
+            raise BundleConfigError(f"--{key} {value!r}: must be {kind} {bound}, e.g. --{key} {example}.")
+
+
 def _first_int(value: Any) -> int:
     try:
         v = int(value[0] if isinstance(value, (list, tuple)) and value else value)
@@ -398,13 +432,25 @@ def resolve_datalist(
     )
 
 
-def _read_meta_and_sizes(path: Path) -> tuple[dict, dict[str, int]]:
+def _read_datalist_json(path: Path) -> dict:
+    """A datalist's content, or an error naming the file, what is wrong with it and the fix (never the bare
+    ``JSONDecodeError`` of a truncated or hand-edited file)."""
     try:
         content = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise BundleConfigError(f"datalist {path} is not readable JSON ({e}).") from e
+    except OSError as e:
+        raise BundleConfigError(f"datalist {path} cannot be read ({e.strerror or e}); check the path.") from e
+    except ValueError as e:
+        raise BundleConfigError(
+            f"datalist {path} is not valid JSON ({e}): a truncated or hand-edited file; fix it at that position "
+            f"(python -m json.tool {path} shows it), or prepare the data set again (python -m medsemiseg.prepare)."
+        ) from e
     if not isinstance(content, dict):
         raise BundleConfigError(f"datalist {path} must be a JSON object with 'labeled', 'unlabeled', ... lists.")
+    return content
+
+
+def _read_meta_and_sizes(path: Path) -> tuple[dict, dict[str, int]]:
+    content = _read_datalist_json(path)
     sizes = {k: len(v) for k, v in content.items() if isinstance(v, list)}
     meta = content.get("meta") if isinstance(content.get("meta"), dict) else {}
     return meta, sizes
@@ -484,8 +530,7 @@ def load_split(datalist: str | os.PathLike, key: str, allow_empty: bool = False)
     path = Path(str(datalist))
     if not path.is_file():
         raise BundleConfigError(f"datalist {path} does not exist.")
-    with open(path) as f:
-        content = json.load(f)
+    content = _read_datalist_json(path)
     if key not in content or not content[key]:
         if allow_empty:
             return []
@@ -494,7 +539,13 @@ def load_split(datalist: str | os.PathLike, key: str, allow_empty: bool = False)
             f"datalist {path} has no {key!r} items (splits present: {have}); re-prepare the data set with a "
             f"{key!r} split or point dataset_dir at another datalist."
         )
-    return load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key, base_dir=str(path.parent))
+    try:
+        return load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key, base_dir=str(path.parent))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # an item that is no {"image": ...} object
+        raise BundleConfigError(
+            f"datalist {path}: its {key!r} items cannot be read ({type(e).__name__}: {e}); each item must be an object "
+            "with an 'image' path (and a 'label' path for labelled items), relative to the datalist's folder."
+        ) from e
 
 
 def unlabeled_loader_for(method: Any, loader: Any) -> Any:

@@ -870,7 +870,7 @@ def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache
     with pytest.raises(Exception) as info:
         workflow("covid", "training", **{**ov, "val_interval": 0}).parser.get_parsed_content("train#trainer")
     chain = _messages(info.value)
-    assert any("val_interval must be a whole number" in m for m in chain), chain
+    assert any("val_interval 0: must be a whole number >= 1" in m for m in chain), chain  # check_settings
 
 
 def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
