@@ -40,6 +40,11 @@ __all__ = [
     "load_split",
     "inference_items",
     "trained_checkpoint",
+    "CheckpointError",
+    "ModelNotFoundError",
+    "InferenceItems",
+    "SkippedInputsError",
+    "check_skipped_inputs",
     "as_bool",
     "check_device",
     "eval_at_network_size",
@@ -618,6 +623,19 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
         )
     if not dicoms:
         return others
+    from medsemiseg.data.io import DataReadError, _read_dicom_header
+
+    unreadable = []
+    for f in dicoms:  # a damaged file is an input of its own, which inference_items skips, naming it
+        try:
+            _read_dicom_header(f)
+        except DataReadError:
+            unreadable.append(f)
+    if unreadable:
+        others += unreadable
+        dicoms = [f for f in dicoms if f not in unreadable]
+        if not dicoms:
+            return sorted(others, key=lambda p: p.name)
     groups = group_dicom_series(dicoms)
     if len(groups) == 1 and not others:
         return [folder]  # a DICOM series folder is one input
@@ -807,6 +825,12 @@ def inference_items(
     Every input is read here once, so bad inputs fail before the first prediction, but no volume is kept: a slice of
     a 3D input is a :class:`~medsemiseg.data.io.LazySlice`, which reads its volume again when the data loader gets
     to it (one volume in memory at a time; the first input's is kept from here, so a single study is read once).
+
+    Of several inputs, one that cannot be read (a :class:`~medsemiseg.data.io.DataReadError`: empty, truncated,
+    NaN voxels, wrong channels, no image...) is skipped with a warning, so the others are still segmented; the
+    returned :class:`InferenceItems` lists it in ``skipped`` and the bundle's ``inferring`` ends with an error
+    naming every skipped input (:func:`check_skipped_inputs`). A single input, or a folder none of whose inputs
+    can be read, is an error at once.
     """
     from medsemiseg.data.io import DataReadError, LazySlice, file_stem
 
@@ -830,12 +854,19 @@ def inference_items(
         else:
             sources = [p]
     names = _unique_names([src.name if isinstance(src, _DicomGroup) else file_stem(src) for src in sources])
-    items: list[dict] = []
+    items = InferenceItems()
     LazySlice.forget()
     first_volume = None
     for src, name in zip(sources, names):
-        _check_modality(src, task)
-        img, changed = _read_input(src, task, in_channels)
+        try:
+            _check_modality(src, task)
+            img, changed = _read_input(src, task, in_channels)
+        except DataReadError as e:
+            if len(sources) == 1:
+                raise
+            items.skipped.append((str(src), str(e)))
+            logger.warning(f"inferring: skipped an input that cannot be read: {e}")
+            continue
         source = str(src)
         affine = np.asarray(img.affine, dtype=np.float64)
         if img.ndim == 3:
@@ -860,22 +891,75 @@ def inference_items(
         del img  # the others are read again slice by slice (LazySlice), one at a time
     if first_volume is not None:
         LazySlice.remember(*first_volume)
+    if not items:
+        raise DataReadError(
+            dataset_dir,
+            f"none of its {len(sources)} inputs can be read: " + "; ".join(p.rstrip(". ") for _, p in items.skipped)
+            + ".",
+        )
     return items
+
+
+class InferenceItems(list):
+    """The items of :func:`inference_items` (a plain list to MONAI's ``Dataset``), and ``skipped``: the inputs left
+    out because they cannot be read, as ``(input, the error naming it and the fix)``."""
+
+    def __init__(self, items: Sequence[dict] = (), skipped: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(items)
+        self.skipped: list[tuple[str, str]] = list(skipped)
+
+
+class SkippedInputsError(RuntimeError):
+    """An inference run segmented the inputs it could read and skipped others; the message names each of those."""
+
+
+def check_skipped_inputs(items: Any, written_to: Any = None) -> None:
+    """After ``inferring`` ran: an error (exit status != 0) naming every input :func:`inference_items` skipped,
+    once the label maps of the others are written; nothing when none was skipped."""
+    skipped = list(getattr(items, "skipped", []))
+    if not skipped:
+        return
+    where = f" to {written_to}" if written_to is not None else ""
+    n_ok = len({it.get("name") for it in items}) if items else 0
+    raise SkippedInputsError(
+        f"inferring wrote the label maps of {n_ok} input(s){where}, but {len(skipped)} input(s) could not be read "
+        "and were skipped: " + "; ".join(problem.rstrip(". ") for _, problem in skipped)
+        + ". Fix or remove them, and run inferring on them again."
+    )
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """``evaluating`` / ``inferring`` found no trained model; the message names the training command to run."""
+
+
+class CheckpointError(BundleConfigError):
+    """A checkpoint given to ``evaluating`` / ``inferring`` cannot be used: the message names the file, what is wrong
+    with it (empty, truncated, not a PyTorch file, trained for another task) and the fix."""
 
 
 def trained_checkpoint(
     ckpt_path: str | os.PathLike,
     bundle_root: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
+    network: torch.nn.Module | None = None,
 ) -> str:
-    """``ckpt_path`` when that file exists; else a ``FileNotFoundError`` that says how to get a model.
+    """``ckpt_path`` when it is a checkpoint this run can load; else an error naming the file and the fix.
 
     The bundles' ``evaluating`` and ``inferring`` load their weights through this (``CheckpointLoader``'s
-    ``load_path``), so running them before training names the training command (with this run's
-    ``--output_dir``) and ``--ckpt_path`` instead of a bare "No such file".
+    ``load_path``), and evaluate it first, before any data is read or generated:
+
+    - no file: a :class:`ModelNotFoundError` naming the training command (with this run's ``--output_dir``) and
+      ``--ckpt_path``, instead of a bare "No such file";
+    - a file that is empty, truncated, or not written by ``torch.save``: a :class:`CheckpointError` saying so
+      (PyTorch itself says "EOFError", "PytorchStreamReader failed" or "invalid load key");
+    - with ``network`` (the bundle's), weights of another shape -- a model of the other bundle, another class count,
+      another ``network_name`` / ``network_kwargs`` -- a :class:`CheckpointError` in one sentence naming the
+      checkpoint's classes and channels against the network's, instead of MONAI's list of size mismatches
+      (:func:`_check_checkpoint`).
     """
     path = Path(str(ckpt_path)).expanduser()
     if path.is_file():
+        _check_checkpoint(path, network)
         return str(path)
     config = "bundles/<task>/train.json"
     extra = ""
@@ -890,9 +974,115 @@ def trained_checkpoint(
         if output_dir is not None and Path(str(output_dir)).absolute() != root:
             extra = f" --output_dir {output_dir}"
         writes = str(Path(str(output_dir if output_dir is not None else bundle_root)) / "models" / "model.pt")
-    raise FileNotFoundError(
+    raise ModelNotFoundError(
         f"no trained model at {path}: train one first (python -m monai.bundle run training --config_file {config}"
         f"{extra}, which writes {writes}), or pass existing weights with --ckpt_path path/to/model.pt."
+    )
+
+
+def _short_error(e: BaseException, limit: int = 160) -> str:
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = first if len(first) <= limit else first[:limit] + "..."
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+#: what to do with a checkpoint that cannot be used
+_CKPT_FIX = ("pass the models/model.pt (or a checkpoint_epoch=K.pt) a finished training wrote with --ckpt_path, or "
+             "train again")
+
+
+def _load_checkpoint_header(path: Path) -> Any:
+    """The checkpoint's content with its tensors memory-mapped (their shapes, not their data), or a
+    :class:`CheckpointError` saying what the file is."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): it was cut off while being written (a killed run, a full disk) "
+            f"or copied incompletely; {_CKPT_FIX}."
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path):
+        kwargs: dict = {"mmap": True}
+    elif head.startswith(b"PK"):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated ({size} bytes; the end of its zip archive is missing): it was cut off "
+            f"while being written or copied; {_CKPT_FIX}."
+        )
+    elif head[:1] == b"\x80":  # a pickle: the format torch.save wrote before PyTorch 1.6
+        kwargs = {}
+    else:
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch checkpoint (it does not start like a file written by torch.save; "
+            f"first bytes {head!r}): a wrong file, or a damaged one; {_CKPT_FIX}."
+        )
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, **kwargs)
+    except Exception as e:  # noqa: BLE001 - every way a torch file can be damaged ends here
+        raise CheckpointError(
+            f"checkpoint {path} ({size} bytes) is damaged, PyTorch cannot read it ({_short_error(e)}); {_CKPT_FIX}."
+        ) from e
+
+
+def _layer_shapes(state: Mapping[str, Any], keys: Sequence[str]) -> tuple[int | None, int | None]:
+    """``(input channels, output classes)`` of a state dict: the first conv weight's in-channels and the last one's
+    out-channels, looked up by the network's own (ordered) layer names."""
+    convs = [k for k in keys if isinstance(state.get(k), torch.Tensor) and state[k].ndim >= 3]
+    if not convs:
+        return None, None
+    return int(state[convs[0]].shape[1]), int(state[convs[-1]].shape[0])
+
+
+def _check_checkpoint(path: Path, network: torch.nn.Module | None) -> None:
+    """Refuse a checkpoint that cannot be loaded into ``network`` (see :func:`trained_checkpoint`)."""
+    content = _load_checkpoint_header(path)
+    state = content.get("model") if isinstance(content, Mapping) and isinstance(content.get("model"), Mapping) \
+        else content
+    if not isinstance(state, Mapping) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = sorted(map(str, content)) if isinstance(content, Mapping) else type(content).__name__
+        raise CheckpointError(f"checkpoint {path} holds no network weights (it holds {keys}); {_CKPT_FIX}.")
+    if network is None:
+        return
+    ours = network.state_dict()
+    keys = list(ours)
+    shape = lambda t: tuple(int(s) for s in t.shape)  # noqa: E731
+    missing = [k for k in keys if k not in state]
+    mismatched = [k for k in keys if k in state and isinstance(state[k], torch.Tensor) and shape(state[k]) != shape(ours[k])]
+    unexpected = [str(k) for k in state if k not in ours]
+    if not missing and not mismatched and not unexpected:
+        return
+    run = path.parent / TrainCheckpointer.RUN_FILE
+    try:
+        record = json.loads(run.read_text())
+        said = {k: record[k] for k in ("method", "network_name", "network_kwargs", "classes", "in_channels") if k in record}
+        recorded = f" (its {run}: {said})" if said else ""
+    except (OSError, ValueError, TypeError, AttributeError):
+        recorded = ""
+    our_ch, our_cls = _layer_shapes(ours, keys)
+    their_ch, their_cls = _layer_shapes(state, keys) if not missing else (None, None)
+    if their_ch is not None and (their_ch != our_ch or their_cls != our_cls):
+        other = _BUNDLE_FOR_CHANNELS.get(their_ch) if their_ch != our_ch else None
+        raise CheckpointError(
+            f"checkpoint {path} was trained for {their_cls} classes on {their_ch}-channel images, but this bundle's "
+            f"network has {our_cls} classes and takes {our_ch}-channel images{recorded}: it is a model of another "
+            "task or class list. "
+            + (f"Run it with the {other[0]} bundle (bundles/{other[0]}, {other[1]}), or pass" if other else
+               "Pass the --classes it was trained with, or pass")
+            + " --ckpt_path a model trained with this bundle."
+        )
+    if mismatched:
+        example = f"layer {mismatched[0]}: checkpoint {shape(state[mismatched[0]])}, network {shape(ours[mismatched[0]])}"
+    elif missing:
+        example = f"it lacks {missing[0]}"
+    else:
+        example = f"it has {unexpected[0]}, which this network lacks"
+    raise CheckpointError(
+        f"checkpoint {path} was trained with another network architecture: {len(mismatched) + len(missing)} of this "
+        f"network's {len(keys)} weight tensors do not fit it and it has {len(unexpected)} this network lacks ({example})"
+        f"{recorded}. Pass the --network_name / --network_kwargs it was trained with, or --ckpt_path a model of this "
+        "network."
     )
 
 

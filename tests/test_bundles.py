@@ -354,7 +354,7 @@ def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_
     datalist = resolve_datalist(None, "covid", cache_dir, "1/8", 0)
     test_images = [Path(d["image"]) for d in json.loads(Path(datalist).read_text())["test"]]
     progress = [r.getMessage() for r in caplog.records if r.name == "medsemiseg.progress"]
-    assert progress[-1] == f"inferring: {len(test_images)}/{len(test_images)} images", progress
+    assert progress[-1] == f"inferring: {len(test_images)}/{len(test_images)} inputs", progress
     for img in test_images:
         name = img.name[: -len(".nii.gz")]
         out = covid_run / "outputs" / f"{name}_seg.nii.gz"

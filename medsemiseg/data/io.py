@@ -520,6 +520,10 @@ def _nifti_problem(path: Path, error: BaseException) -> str:
     import nibabel as nib
 
     try:
+        if path.name.lower().endswith(".gz"):  # nibabel reports a cut-off .gz as "Cannot work out file type"
+            with gzip.open(path) as f:
+                while f.read(1 << 22):
+                    pass
         np.asanyarray(nib.load(str(path)).dataobj)
         cause: BaseException = error  # nibabel reads it: MONAI's own step failed
     except Exception as e:  # noqa: BLE001 - classified below, the original is chained by the caller

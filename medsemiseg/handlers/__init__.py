@@ -5,7 +5,9 @@
 - :class:`RampUp`: ramp-up of the unsupervised loss weight;
 - :class:`ValidationEveryAndLastHandler`: MONAI's ``ValidationHandler`` that also validates after the last epoch;
 - :class:`ProgressLogger`: "evaluating: k/N images" while an evaluator runs (the bundles' ``evaluate`` / ``infer``);
-- :class:`MetricsStatsHandler`: MONAI's ``StatsHandler`` printing per-class (tensor) metrics one per line, by class.
+- :class:`MetricsStatsHandler`: MONAI's ``StatsHandler`` printing per-class (tensor) metrics one per line, by class;
+- :class:`RunSummary`: the closing line of a bundle workflow (time, score, where its outputs went);
+- :class:`InputDistributionCheck`: a warning when an inference input looks unlike the training data.
 
 All have ``attach(engine)``; the stateful ones have ``state_dict``/``load_state_dict`` for ``CheckpointSaver``.
 """
@@ -13,11 +15,14 @@ All have ``attach(engine)``; the stateful ones have ``state_dict``/``load_state_
 from __future__ import annotations
 
 from .discriminator import DiscriminatorStep, add_to_output, discriminator_loss
+from .distribution import InputDistributionCheck
 from .ema import EMATeacher
 from .progress import ProgressLogger
 from .ramp import RampUp, ramp_value
 from .stats import MetricsStatsHandler
+from .summary import RunSummary
 from .validation import ValidationEveryAndLastHandler
 
 __all__ = ["EMATeacher", "DiscriminatorStep", "discriminator_loss", "add_to_output", "RampUp", "ramp_value",
-           "ValidationEveryAndLastHandler", "ProgressLogger", "MetricsStatsHandler"]
+           "ValidationEveryAndLastHandler", "ProgressLogger", "MetricsStatsHandler", "RunSummary",
+           "InputDistributionCheck"]

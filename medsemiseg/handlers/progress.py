@@ -38,7 +38,9 @@ class ProgressLogger:
     about ``parts`` lines per pass whatever the data set size. ``k`` and ``N`` count images: the images seen so far
     (batch sizes summed) out of the data loader's data set when the epoch covers the loader exactly once; otherwise
     (an ``epoch_length`` that is not the loader's length) the line counts iterations instead
-    (``"k/N iterations"``).
+    (``"k/N iterations"``). Inference items (:func:`medsemiseg.bundle_utils.inference_items`: ``name``, ``slice``,
+    ``num_slices``) are counted as inputs, not slices: four inputs of 13 slices in all log ``"inferring: k/4
+    inputs"``, an input counted once its last slice is done, about ``parts`` lines per pass.
 
     Args:
         label: what the pass is, the start of each line (``"evaluating"``, ``"inferring"``).
@@ -60,6 +62,9 @@ class ProgressLogger:
         self.logger = logging.getLogger(name) if name is not None else None
         self._images = 0
         self._total_images: int | None = None
+        self._total_inputs: int | None = None
+        self._inputs = 0
+        self._logged_inputs = 0
 
     def attach(self, engine: Any) -> None:
         if self.logger is None:
@@ -78,8 +83,13 @@ class ProgressLogger:
     def epoch_started(self, engine: Any) -> None:
         self._images = 0
         self._total_images = None
+        self._total_inputs, self._inputs, self._logged_inputs = None, 0, 0
         n = engine.state.epoch_length
         loader = getattr(engine.state, "dataloader", None) or getattr(engine, "data_loader", None)
+        data = getattr(getattr(loader, "dataset", None), "data", None)
+        if isinstance(data, list) and data and all(isinstance(d, dict) and "num_slices" in d and "name" in d
+                                                   for d in data):
+            self._total_inputs = len({str(d["name"]) for d in data})
         try:
             if n is not None and n == len(loader):
                 batch_size = getattr(loader, "batch_size", None)
@@ -96,6 +106,9 @@ class ProgressLogger:
         if n:
             k = (k - 1) % n + 1
         self._images += _batch_size(engine.state.batch)
+        if self._total_inputs is not None:
+            self._count_inputs(engine)
+            return
         if k % self.interval(n) != 0 and k != n:
             return
         if self._total_images is not None:
@@ -104,3 +117,25 @@ class ProgressLogger:
             self.logger.info(f"{self.label}: {k}/{n} iterations")
         else:
             self.logger.info(f"{self.label}: {self._images} images")
+
+    def _count_inputs(self, engine: Any) -> None:
+        """Inputs whose last slice is in this batch are done; log at about every ``parts``-th of them and the last."""
+        batch = engine.state.batch
+        items = batch if isinstance(batch, (list, tuple)) else []
+        for item in items:
+            k, n = _item_int(item, "slice", -1), _item_int(item, "num_slices", 1)
+            if k < 0 or k == n - 1:
+                self._inputs += 1
+        total = self._total_inputs or 0
+        every = max(1, total // self.parts)
+        if self._inputs > self._logged_inputs and (self._inputs - self._logged_inputs >= every or self._inputs >= total):
+            self._logged_inputs = self._inputs
+            self.logger.info(f"{self.label}: {min(self._inputs, total)}/{total} inputs")
+
+
+def _item_int(item: Any, key: str, default: int) -> int:
+    value = item.get(key, default) if isinstance(item, dict) else default
+    try:
+        return int(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        return default
