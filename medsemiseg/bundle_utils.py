@@ -771,8 +771,11 @@ def _match_channels(img: Any, src: Any, task: str, in_channels: Any) -> tuple[An
         return img.repeat(3, *([1] * (img.ndim - 1))), True
     kind = {1: "grey", 3: "RGB colour", 4: "RGBA"}.get(have, "multi-channel")
     fixes = []
-    if want == 1:
+    if want == 1 and _is_picture(src):
         fixes.append("convert it to grey first (e.g. PIL: Image.open(path).convert('L').save(...))")
+    elif want == 1:  # DICOM or NIfTI, which PIL cannot open; a grey copy of a colour DICOM would hold no HU either
+        fixes.append("give the grey original it was made from (a colour DICOM is a screen capture, a rendering or a "
+                     "photograph, whose values are no Hounsfield units; CT is stored grey, MONOCHROME2)")
     elif want == 3:
         fixes.append("convert it to RGB first (grey pictures - PNG/JPG/TIF - are repeated to RGB automatically)")
     other = _BUNDLE_FOR_CHANNELS.get(have)

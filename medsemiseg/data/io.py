@@ -210,14 +210,91 @@ def _load_with(reader, path: Path) -> MetaTensor:
         return LoadImage(reader=reader, image_only=True, ensure_channel_first=False, dtype=np.float32)(str(path))
 
 
+_JPEG = ("pylibjpeg", "pylibjpeg-libjpeg")
+_JPEG2000 = ("pylibjpeg", "pylibjpeg-openjpeg")
+#: the decoder packages medsemiseg installs for each compressed transfer syntax pydicom decodes with plugins (RLE
+#: and deflate pydicom decodes itself; pylibjpeg-rle only makes RLE faster)
+DICOM_DECODERS: dict[str, tuple[str, ...]] = {
+    "1.2.840.10008.1.2.4.50": _JPEG,  # JPEG Baseline 8-bit (Pillow decodes it too)
+    "1.2.840.10008.1.2.4.51": _JPEG,  # JPEG Extended 12-bit: pylibjpeg-libjpeg only (Pillow, GDCM: 8-bit only)
+    "1.2.840.10008.1.2.4.57": _JPEG,  # JPEG Lossless
+    "1.2.840.10008.1.2.4.70": _JPEG,  # JPEG Lossless, first-order prediction (the PACS default)
+    "1.2.840.10008.1.2.4.80": _JPEG,  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": _JPEG,  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90": _JPEG2000,  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91": _JPEG2000,  # JPEG 2000
+    "1.2.840.10008.1.2.4.201": _JPEG2000,  # HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202": _JPEG2000,  # HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203": _JPEG2000,  # HTJ2K
+}
+
+#: what to do with a file no decoder can read
+_CONVERT = "convert it to uncompressed DICOM (gdcmconv --raw in.dcm out.dcm, or dcmtk's dcmdjpeg / dcmdrle)"
+
+
+def _not_installed(packages: Sequence[str]) -> list[str]:
+    from importlib import metadata
+
+    missing = []
+    for name in packages:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def _usable_decoders(ts, header) -> list[str] | None:
+    """pydicom's decoder plugins that can decode this file's pixel data; ``None`` with pydicom 2 (no plugin API)."""
+    try:
+        from pydicom.pixels import get_decoder
+    except ImportError:
+        return None
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:  # a syntax pydicom has no decoder for (JPIP, MPEG...)
+        return []
+    usable = list(decoder.available_plugins)
+    if str(ts) == "1.2.840.10008.1.2.4.51" and int(getattr(header, "BitsStored", 8) or 8) > 8:
+        usable = [u for u in usable if u == "pylibjpeg"]  # Pillow and GDCM decode JPEG Extended at 8 bits only
+    return usable
+
+
 def _dicom_fix_hint(ds) -> str:
+    """The end of a "cannot decode the DICOM pixel data" error: which decoder is missing (by package name), or,
+    when the decoders for the file's transfer syntax are installed, that the file itself is damaged."""
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if ts is not None and getattr(ts, "is_compressed", False):
+    if ts is None or not getattr(ts, "is_compressed", False):
+        return " The file looks damaged or incomplete; re-export it from the PACS / scanner."
+    packages = DICOM_DECODERS.get(str(ts), ())
+    usable = _usable_decoders(ts, ds)
+    if usable:
         return (
-            f" The pixel data is compressed ({ts.name}); install a decoder (pip install pylibjpeg "
-            "pylibjpeg-libjpeg pylibjpeg-openjpeg) or convert the file with `gdcmconv --raw`."
+            f" Its pixel data are compressed ({ts.name}) and the installed decoders ({', '.join(usable)}) cannot "
+            f"decode them: the compressed data are damaged or do not follow the standard. Re-export the file from "
+            f"the PACS / scanner, or {_CONVERT}."
         )
-    return " The file looks damaged or incomplete; re-export it from the PACS / scanner."
+    if not packages:
+        return f" Its pixel data are compressed ({ts.name}), which pydicom cannot decode; {_CONVERT}."
+    missing = _not_installed(packages)
+    if missing:
+        return (
+            f" Its pixel data are compressed ({ts.name}) and the decoder for it is not installed: "
+            f"{' and '.join(missing)}, a dependency of medsemiseg (an install with --no-deps leaves it out). Install "
+            f"it with: pip install {' '.join(missing)} (or {_CONVERT})."
+        )
+    import pydicom
+
+    return (  # installed, but pydicom does not take it: too old, or pydicom 2, which cannot be asked
+        f" Its pixel data are compressed ({ts.name}), which needs {' and '.join(packages)} (installed, but not "
+        f"usable by this pydicom {pydicom.__version__}): pip install -U pydicom {' '.join(packages)} (or {_CONVERT})."
+    )
+
+
+def _decode_error(path: Path, error: BaseException, header) -> DataReadError:
+    """The error for pixel data pydicom could not decode: its message on one line, then :func:`_dicom_fix_hint`."""
+    message = " ".join(str(error).split())
+    return DataReadError(path, f"cannot decode the DICOM pixel data ({message}).{_dicom_fix_hint(header)}")
 
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM SEG SOP class
@@ -268,7 +345,7 @@ def _dicom_multiframe(path: Path, header) -> MetaTensor:
         ds = pydicom.dcmread(str(path))
         arr = np.asarray(ds.pixel_array)
     except Exception as e:
-        raise DataReadError(path, f"cannot decode the DICOM pixel data ({e}).{_dicom_fix_hint(header)}") from e
+        raise _decode_error(path, e, header) from e
     frames = int(getattr(header, "NumberOfFrames", 1) or 1)
     spp = int(getattr(header, "SamplesPerPixel", 1) or 1)
     if frames == 1:
@@ -303,7 +380,7 @@ def _read_dicom_file(path: Path, header=None) -> MetaTensor:
     try:
         img = _load_with(PydicomReader(swap_ij=True), path)
     except Exception as e:
-        raise DataReadError(path, f"cannot decode the DICOM pixel data ({e}).{_dicom_fix_hint(header)}") from e
+        raise _decode_error(path, e, header) from e
     img = img.to(torch.float32)[None]  # (1, X, Y); PydicomReader applied slope/intercept when present
     if not _has_patient_geometry(header):
         # CR / DX / US / secondary capture: no patient orientation. PydicomReader then takes the identity in its
