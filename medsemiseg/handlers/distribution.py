@@ -83,6 +83,8 @@ def input_reference(datalist: str | os.PathLike, transform: Any, limit: int = RE
         for key, value in stats.items():
             low, high = ranges.get(key, (value, value))
             ranges[key] = [min(low, value), max(high, value)]
+    logger.info(f"input reference: intensity and foreground ranges of {len(chosen)} training images, recorded in "
+                "run.json for the out-of-distribution warning at inference")
     return {"images": len(chosen), **{k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in sorted(ranges.items())}}
 
 
