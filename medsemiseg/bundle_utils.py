@@ -1052,14 +1052,16 @@ def _check_checkpoint(path: Path, network: torch.nn.Module | None) -> None:
     keys = list(ours)
     shape = lambda t: tuple(int(s) for s in t.shape)  # noqa: E731
     missing = [k for k in keys if k not in state]
-    mismatched = [k for k in keys if k in state and isinstance(state[k], torch.Tensor) and shape(state[k]) != shape(ours[k])]
+    mismatched = [k for k in keys
+                  if k in state and isinstance(state[k], torch.Tensor) and shape(state[k]) != shape(ours[k])]
     unexpected = [str(k) for k in state if k not in ours]
     if not missing and not mismatched and not unexpected:
         return
     run = path.parent / TrainCheckpointer.RUN_FILE
     try:
         record = json.loads(run.read_text())
-        said = {k: record[k] for k in ("method", "network_name", "network_kwargs", "classes", "in_channels") if k in record}
+        said = {k: record[k] for k in ("method", "network_name", "network_kwargs", "classes", "in_channels")
+                if k in record}
         recorded = f" (its {run}: {said})" if said else ""
     except (OSError, ValueError, TypeError, AttributeError):
         recorded = ""
@@ -1076,14 +1078,16 @@ def _check_checkpoint(path: Path, network: torch.nn.Module | None) -> None:
             + " --ckpt_path a model trained with this bundle."
         )
     if mismatched:
-        example = f"layer {mismatched[0]}: checkpoint {shape(state[mismatched[0]])}, network {shape(ours[mismatched[0]])}"
+        first = mismatched[0]
+        example = f"layer {first}: checkpoint {shape(state[first])}, network {shape(ours[first])}"
     elif missing:
         example = f"it lacks {missing[0]}"
     else:
         example = f"it has {unexpected[0]}, which this network lacks"
     raise CheckpointError(
         f"checkpoint {path} was trained with another network architecture: {len(mismatched) + len(missing)} of this "
-        f"network's {len(keys)} weight tensors do not fit it and it has {len(unexpected)} this network lacks ({example})"
+        f"network's {len(keys)} weight tensors do not fit it and it has {len(unexpected)} this network lacks "
+        f"({example})"
         f"{recorded}. Pass the --network_name / --network_kwargs it was trained with, or --ckpt_path a model of this "
         "network."
     )

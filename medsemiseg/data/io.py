@@ -119,7 +119,9 @@ def detect_format(path: str | os.PathLike) -> str:
     """``"dicom-series"``, ``"dicom"``, ``"nifti"`` or ``"picture"``; a :class:`DataReadError` otherwise."""
     p = Path(path)
     if not p.exists():
-        raise DataReadError(p, "no such file or folder; check the path (a datalist's paths are relative to its folder).")
+        raise DataReadError(
+            p, "no such file or folder; check the path (a datalist's paths are relative to its folder)."
+        )
     if p.is_dir():
         if not list_dicom_files(p):
             raise DataReadError(

@@ -128,7 +128,8 @@ class ProgressLogger:
                 self._inputs += 1
         total = self._total_inputs or 0
         every = max(1, total // self.parts)
-        if self._inputs > self._logged_inputs and (self._inputs - self._logged_inputs >= every or self._inputs >= total):
+        new = self._inputs - self._logged_inputs
+        if new > 0 and (new >= every or self._inputs >= total):
             self._logged_inputs = self._inputs
             self.logger.info(f"{self.label}: {min(self._inputs, total)}/{total} inputs")
 
