@@ -373,10 +373,13 @@ def test_full_report_files_and_plots(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 10 and {"iou/background", "iou/vessel", "miou", "dice/vessel"} <= set(rows[0])
     md = (out / "results.md").read_text()
-    assert "| full | supervised |" in md and md.count("| 1/8 |") == 4  # per-image table, then pooled table
-    assert md.index("per-image IoU") < md.index("pooled IoU")
+    tables, paired = md.split("paired difference to supervised")
+    assert "| full | supervised |" in md and tables.count("| 1/8 |") == 2  # per-image table's two rows
+    assert md.index("per-image IoU") < md.index("paired difference") < md.index("pooled IoU")
+    assert paired.split("pooled IoU")[0].count("| 1/8 |") == 1  # the one method beside supervised, paired by seed
+    assert md.count("| 1/8 |") == 5
     assert float(rows[0]["miou_pooled"]) == pytest.approx(float(rows[0]["miou"]) + 0.01)
-    for key in ("miou_vs_fraction", "per_class_iou", "learning_curves", "predictions"):
+    for key in ("miou_vs_fraction", "per_class_iou", "learning_curves", "predictions", "paired_differences"):
         p = written[key]
         assert p.is_file() and p.stat().st_size > 5000, key
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

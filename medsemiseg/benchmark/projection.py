@@ -68,6 +68,7 @@ __all__ = [
 
 _SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs", "image_size", "patch_size",
                   "batch_size", "unlabeled_batch_size", "device", "amp", "method_options")
+_OPTIONAL_KEYS = ("patch_size",)
 # what one training step costs depends on these, not on how many steps there are
 _STEP_KEYS = tuple(k for k in _SCHEDULE_KEYS if k not in ("max_epochs", "epoch_length"))
 
@@ -88,6 +89,9 @@ def cell_schedule(cfg: BenchmarkConfig, cell: Cell) -> dict[str, Any]:
     parser.update(cfg.cell_overrides(cell))
     out: dict[str, Any] = {}
     for key in _SCHEDULE_KEYS:
+        if key in _OPTIONAL_KEYS and key not in parser:
+            out[key] = None  # a bundle from before the key (whole images only)
+            continue
         if key not in parser:
             raise ConfigError(f"{cfg.source}: the bundle's train config has no {key!r}; cannot project its cells")
         out[key] = parser.get_parsed_content(key, instantiate=False)
