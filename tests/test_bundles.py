@@ -381,8 +381,9 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path, cache_dir):
     assert checkpointer.loaded_from.endswith("checkpoint_epoch=1.pt")
     assert trainer.state.epoch == 2 and trainer.state.iteration == 2 * TINY["epoch_length"]
     assert teacher.num_updates == first["teacher"]["num_updates"] + TINY["epoch_length"]
-    # one training state in the folder, as documented: the first run's file goes once the resumed run saved its own
-    assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint*.pt")) == ["checkpoint_epoch=2.pt"]
+    # n_saved (2) training states in the folder, as documented: the stale epoch-7 file went, the first run's stays
+    assert sorted(p.name for p in (tmp_path / "models").glob("checkpoint*.pt")) == [
+        "checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
 
 
 @pytest.mark.parametrize("method", METHODS)

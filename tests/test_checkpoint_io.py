@@ -155,9 +155,9 @@ def test_read_checkpoint_loads_the_legacy_format_and_the_newest_loadable_is_foun
 def test_resume_skips_a_damaged_newest_checkpoint_and_says_so(tmp_path, cache_dir, caplog, kind):
     """The issue's repro (``: > models/checkpoint_epoch=K.pt``, then ``--resume true``) failed on every attempt
     with "mmap can only be used with files saved with ...". Now the run resumes from the newest file that loads and
-    the log names the one skipped and why."""
-    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5,
-          "train#checkpointer#n_saved": 2}
+    the log names the one skipped and why; the bundles keep two checkpoints by default, so there is one to fall
+    back on."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5}
     workflow("covid", "training", **{**ov, "max_epochs": 2}).run()
     models = tmp_path / "models"
     _damage(models / "checkpoint_epoch=2.pt", kind)
@@ -263,7 +263,8 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path,
     wf = workflow("covid", "training", **{**ov, "max_epochs": 2, "resume": True})
     wf.run()
     assert wf.parser.get_parsed_content("train#checkpointer").loaded_from.endswith("checkpoint_epoch=1.pt")
-    assert sorted(p.name for p in models.glob("checkpoint*.pt")) == ["checkpoint_epoch=2.pt"]
+    # the two newest states are kept (the bundles' n_saved 2)
+    assert sorted(p.name for p in models.glob("checkpoint*.pt")) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
 
 
 def test_a_new_run_keeps_the_model_of_a_finished_earlier_run(tmp_path, cache_dir, caplog):
