@@ -983,12 +983,6 @@ def trained_checkpoint(
     )
 
 
-def _short_error(e: BaseException, limit: int = 160) -> str:
-    first = (str(e).strip().splitlines() or [""])[0]
-    first = first if len(first) <= limit else first[:limit] + "..."
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
-
-
 #: what to do with a checkpoint that cannot be used
 _CKPT_FIX = ("pass the models/model.pt (or a checkpoint_epoch=K.pt) a finished training wrote with --ckpt_path, or "
              "train again")
@@ -996,37 +990,13 @@ _CKPT_FIX = ("pass the models/model.pt (or a checkpoint_epoch=K.pt) a finished t
 
 def _load_checkpoint_header(path: Path) -> Any:
     """The checkpoint's content with its tensors memory-mapped (their shapes, not their data), or a
-    :class:`CheckpointError` saying what the file is."""
-    import zipfile
+    :class:`CheckpointError` saying what the file is (:func:`medsemiseg.checkpoint_io.read_checkpoint`'s reason)."""
+    from medsemiseg.checkpoint_io import CheckpointReadError, read_checkpoint
 
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(
-            f"checkpoint {path} is empty (0 bytes): it was cut off while being written (a killed run, a full disk) "
-            f"or copied incompletely; {_CKPT_FIX}."
-        )
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if zipfile.is_zipfile(path):
-        kwargs: dict = {"mmap": True}
-    elif head.startswith(b"PK"):
-        raise CheckpointError(
-            f"checkpoint {path} is truncated ({size} bytes; the end of its zip archive is missing): it was cut off "
-            f"while being written or copied; {_CKPT_FIX}."
-        )
-    elif head[:1] == b"\x80":  # a pickle: the format torch.save wrote before PyTorch 1.6
-        kwargs = {}
-    else:
-        raise CheckpointError(
-            f"checkpoint {path} is not a PyTorch checkpoint (it does not start like a file written by torch.save; "
-            f"first bytes {head!r}): a wrong file, or a damaged one; {_CKPT_FIX}."
-        )
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, **kwargs)
-    except Exception as e:  # noqa: BLE001 - every way a torch file can be damaged ends here
-        raise CheckpointError(
-            f"checkpoint {path} ({size} bytes) is damaged, PyTorch cannot read it ({_short_error(e)}); {_CKPT_FIX}."
-        ) from e
+        return read_checkpoint(path)
+    except CheckpointReadError as e:
+        raise CheckpointError(f"checkpoint {path} is {e.reason}; {_CKPT_FIX}.") from e
 
 
 def _layer_shapes(state: Mapping[str, Any], keys: Sequence[str]) -> tuple[int | None, int | None]:

@@ -245,19 +245,20 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = True) -> Any:
     except OSError as e:
         raise CheckpointReadError(path, f"cannot be read ({e.strerror or e})") from e
     if size == 0:
-        raise CheckpointReadError(path, "0 bytes: its write was interrupted (a killed run or a full disk)")
+        raise CheckpointReadError(path, "empty (0 bytes): its write was interrupted (a killed run or a full disk) or "
+                                        "it was copied incompletely")
     is_zip = head == _ZIP_MAGIC
     if is_zip and not zipfile.is_zipfile(path):
         raise CheckpointReadError(
-            path, f"truncated ({size} bytes, the end of the torch archive is missing): its write was interrupted"
+            path, f"truncated ({size} bytes, the end of the torch archive is missing): its write or copy was cut off"
         )
     if not is_zip and head[:1] != b"\x80":
-        raise CheckpointReadError(path, f"not a torch checkpoint (it starts with {head!r}, not as torch.save writes)")
+        raise CheckpointReadError(path, f"not a PyTorch checkpoint (it starts with {head!r}, not as torch.save writes)")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as e:  # noqa: BLE001 - every way a damaged torch file fails to load ends here
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise CheckpointReadError(path, f"damaged, torch cannot load it ({type(e).__name__}: {first})") from e
+        raise CheckpointReadError(path, f"damaged, PyTorch cannot read it ({type(e).__name__}: {first})") from e
 
 
 def checkpoint_files(folder: str | os.PathLike) -> list[Path]:

@@ -123,8 +123,8 @@ def _damage(path: Path, kind: str) -> None:
         path.write_text("not a checkpoint\n")
 
 
-@pytest.mark.parametrize("kind, reason", [("empty", "0 bytes: its write was interrupted"),
-                                          ("truncated", "truncated ("), ("text", "not a torch checkpoint")])
+@pytest.mark.parametrize("kind, reason", [("empty", "empty (0 bytes): its write was interrupted"),
+                                          ("truncated", "truncated ("), ("text", "not a PyTorch checkpoint")])
 def test_read_checkpoint_says_why_a_file_does_not_load(tmp_path, kind, reason):
     path = tmp_path / "checkpoint_epoch=3.pt"
     torch.save({"w": torch.ones(100)}, path)
@@ -142,7 +142,7 @@ def test_read_checkpoint_loads_the_legacy_format_and_the_newest_loadable_is_foun
     found = newest_loadable_checkpoint(tmp_path)
     assert found.path == tmp_path / "checkpoint_epoch=1.pt"
     assert [(e.path.name, e.reason.split(" (")[0].split(":")[0]) for e in found.skipped] == [
-        ("checkpoint_epoch=3.pt", "0 bytes"), ("checkpoint_epoch=2.pt", "not a training state")]
+        ("checkpoint_epoch=3.pt", "empty"), ("checkpoint_epoch=2.pt", "not a training state")]
     (tmp_path / ".model.pt.123.0123abcd.partial").write_bytes(b"half")
     assert [p.name for p in remove_partial_writes(tmp_path)] == [".model.pt.123.0123abcd.partial"]
     assert not newest_loadable_checkpoint(tmp_path / "nothing").skipped
@@ -169,7 +169,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_says_so(tmp_path, cache_di
     assert checkpointer.loaded_from.endswith("checkpoint_epoch=1.pt")
     assert trainer.state.epoch == 3 and trainer.state.iteration == 3 * TINY["epoch_length"]
     skipped = [r.getMessage() for r in caplog.records if "skipped checkpoint_epoch=2.pt" in r.getMessage()]
-    assert len(skipped) == 1 and {"empty": "0 bytes", "truncated": "truncated", "text": "not a torch"}[kind] in skipped[0]
+    assert len(skipped) == 1 and {"empty": "0 bytes", "truncated": "truncated", "text": "not a PyTorch checkpoint"}[kind] in skipped[0]
     assert "1 newer skipped" in caplog.text
     assert sorted(p.name for p in models.glob("checkpoint*.pt")) == ["checkpoint_epoch=2.pt", "checkpoint_epoch=3.pt"]
     # this run's, complete
