@@ -14,7 +14,7 @@ altogether. Here:
   only once the new one is complete.
 - :class:`AtomicCheckpointSaver` is MONAI's ``CheckpointSaver`` (same arguments) with its savers replaced by
   :class:`AtomicDiskSaver`: the bundles' ``validate#best_model_saver`` (``models/model.pt``) and the training-state
-  saver of :class:`medsemiseg.bundle_utils.TrainCheckpointer`.
+  saver of :class:`medsemiseg.bundle.resume.TrainCheckpointer`.
 - :func:`keep_copy` keeps an earlier run's ``model.pt`` as a dated copy before a new run replaces it.
 - :func:`read_checkpoint` loads a checkpoint or says in words why it cannot (0 bytes, truncated, not a torch file)
   instead of PyTorch's "mmap can only be used with files saved with ...", and :func:`newest_loadable_checkpoint`
@@ -104,7 +104,7 @@ def atomic_save(obj: Any, path: str | os.PathLike, save: Callable[..., Any] = to
 def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that killed :func:`atomic_save` calls left in ``folder`` (logged), and return them.
 
-    Only for a folder no other process writes to: :class:`~medsemiseg.bundle_utils.TrainCheckpointer` calls it
+    Only for a folder no other process writes to: :class:`~medsemiseg.bundle.resume.TrainCheckpointer` calls it
     when a training starts, holding the folder's training lock."""
     d = Path(folder)
     if not d.is_dir():

@@ -8,7 +8,7 @@ innermost exception is no better: it is often a library's ("Expecting property n
 buffer of ...") that the project already explained one level up.
 
 :func:`last_line` picks the message to end on: the *outermost project error* of the chain (an exception whose
-class is defined in this package: :class:`~medsemiseg.bundle_utils.BundleConfigError`,
+class is defined in this package: :class:`~medsemiseg.bundle.settings.BundleConfigError`,
 :class:`~medsemiseg.data.io.DataReadError`, :class:`~medsemiseg.engines.trainer.NonFiniteLossError`, ...), whose
 message names the file or key and the fix; only when the chain holds none, its root cause.
 
@@ -18,8 +18,9 @@ traceback as Python does, still followed by the same last line. While installed,
 (MONAI's ``StatsHandler`` logs ``Exception: ...`` with its traceback when an engine fails) keep their message
 and lose the traceback unless ``MEDSEMISEG_DEBUG`` is set, so the failure is not printed twice at length.
 
-It is installed only when the process is MONAI's bundle CLI (``python -m monai.bundle``), the moment a bundle
-config first imports :mod:`medsemiseg.bundle_utils`; importing the package anywhere else changes nothing.
+The bundle configs install it first thing in ``initialize`` (:func:`medsemiseg.bundle.cli.install_failure_report`),
+which does so only when the process is MONAI's bundle CLI (``python -m monai.bundle``); importing the package changes
+nothing.
 ``python -m medsemiseg.prepare`` reports its failures through :func:`report` in its own ``main``.
 """
 
@@ -105,7 +106,7 @@ def last_line(exc: BaseException) -> str:
 
 
 def where(exc: BaseException) -> str | None:
-    """``"medsemiseg/bundle_utils.py:412 (resolve_datalist)"``: the frame that raised the exception :func:`last_line`
+    """``"medsemiseg/bundle/datalists.py:112 (resolve_datalist)"``: the frame that raised the exception :func:`last_line`
     reports (the innermost frame of its traceback), a path inside the package relative to its parent folder."""
     chosen = project_error(exc) or root_cause(exc)
     frames = traceback.extract_tb(chosen.__traceback__)

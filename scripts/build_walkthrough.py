@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import medsemiseg
-from medsemiseg.bundle_utils import load_split
+from medsemiseg.data.datalist import load_split
 from medsemiseg.data.builtin import ensure_synthetic_datalist
 from medsemiseg.data.io import read_image, read_mask
 

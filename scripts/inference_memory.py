@@ -3,7 +3,7 @@
     python scripts/inference_memory.py --volumes 6 --size 512 --slices 100
 
 Writes ``--volumes`` random CT volumes (``size x size x slices``, float32 NIfTI) into a temporary folder, then, in a
-fresh process, runs ``bundle_utils.inference_items`` on the folder and passes every item through the bundles'
+fresh process, runs ``medsemiseg.bundle.inputs.inference_items`` on the folder and passes every item through the bundles'
 loader (``LoadSliced``) in the data loader's order, and prints that process's peak resident memory (``ru_maxrss``)
 next to the size of one volume and of all of them. No network runs: this isolates what the data path holds.
 Inference that kept every slice of every input in its item list needed about all volumes' size; with
@@ -21,10 +21,10 @@ from pathlib import Path
 
 _MEASURE = r"""
 import json, resource, sys, time
-from medsemiseg import bundle_utils
+from medsemiseg.bundle.inputs import inference_items
 from medsemiseg.data.io import LoadSliced
 start = time.perf_counter()
-items = bundle_utils.inference_items(sys.argv[1], "covid", sys.argv[2])
+items = inference_items(sys.argv[1], "covid", sys.argv[2])
 listed = time.perf_counter() - start
 load = LoadSliced("image")
 for it in items:
@@ -35,7 +35,7 @@ print(json.dumps({"items": len(items), "peak_mib": resource.getrusage(resource.R
 
 _BASELINE = r"""
 import json, resource
-import medsemiseg.bundle_utils, medsemiseg.data.io, monai, nibabel, torch  # what the measured process imports
+import medsemiseg.bundle.inputs, medsemiseg.data.io, monai, nibabel, torch  # what the measured process imports
 print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

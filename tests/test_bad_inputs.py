@@ -477,7 +477,7 @@ def test_inferring_refuses_bad_input(case, bundle_runs):
 
 
 def test_checkpoint_problems_are_named_without_running_a_bundle(tmp_path):
-    from medsemiseg.bundle_utils import CheckpointError, trained_checkpoint
+    from medsemiseg.bundle.checkpoints import CheckpointError, trained_checkpoint
     from medsemiseg.networks import get_network
 
     net = get_network("unet", 1, 4)
@@ -515,7 +515,7 @@ def _saved(obj, path: Path) -> Path:
 
 
 def test_every_numeric_setting_is_checked_naming_its_key():
-    from medsemiseg.bundle_utils import NUMERIC_SETTINGS, BundleConfigError, check_settings
+    from medsemiseg.bundle.settings import NUMERIC_SETTINGS, BundleConfigError, check_settings
 
     good = {"seed": 0, "max_epochs": 5, "epoch_length": 12, "val_interval": 1, "batch_size": 4,
             "unlabeled_batch_size": 4, "num_workers": 0, "learning_rate": 1e-3}

@@ -19,8 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from medsemiseg import bundle_utils
-from medsemiseg.bundle_utils import BundleConfigError, find_bundle_root, latest_checkpoint, resolve_datalist
+import medsemiseg.bundle.inputs as bundle_inputs
+from medsemiseg.bundle.checkpoints import check_trained_on
+from medsemiseg.bundle.cli import check_cli_overrides, find_bundle_root
+from medsemiseg.bundle.datalists import effective_fraction, resolve_datalist
+from medsemiseg.bundle.inputs import inference_items
+from medsemiseg.bundle.settings import BundleConfigError, as_bool, check_device, check_image_size, eval_at_network_size
+from medsemiseg.bundle.writer import PredictionWriter
+from medsemiseg.checkpoint_io import checkpoint_files
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"
@@ -181,7 +187,7 @@ def test_find_bundle_root_from_every_way_of_naming_the_config(tmp_path, monkeypa
     monkeypatch.chdir(BUNDLES / "chase")  # model-zoo style: from inside the bundle
     assert find_bundle_root("chase", argv=["x", "--config_file", "configs/train.json"]) == str(BUNDLES / "chase")
     monkeypatch.chdir(tmp_path)  # no config on the command line: the checkout's bundle, said out loud
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
         assert find_bundle_root("covid", argv=["python"]) == covid
     assert f"using {covid}" in caplog.text and "bundle_root" in caplog.text
     with pytest.raises(BundleConfigError, match="--bundle_root"):
@@ -215,14 +221,14 @@ def _prepared_pictures(tmp_path: Path, n: int = 8, **kw) -> Path:
 
 def test_datalist_choice_is_logged_and_a_prepared_fraction_not_used_is_warned(tmp_path, caplog):
     prep = _prepared_pictures(tmp_path, labeled_fraction="1/2")
-    with caplog.at_level("INFO", logger="medsemiseg.bundle_utils"):
+    with caplog.at_level("INFO", logger="medsemiseg.bundle"):
         path = resolve_datalist(prep, "chase", tmp_path / "cache", "1/4", 0)
     assert Path(path).name == "datalist_1-4_seed0.json"
     text = caplog.text
     assert "prepared with labelled fraction 1/2" in text and "--labeled_fraction 1/2" in text
     assert f"datalist {path}: 1 labeled, 3 unlabeled, 2 validation, 2 test" in text
     caplog.clear()
-    with caplog.at_level("INFO", logger="medsemiseg.bundle_utils"):
+    with caplog.at_level("INFO", logger="medsemiseg.bundle"):
         resolve_datalist(prep, "chase", tmp_path / "cache", "1/2", 0)
     assert "prepared with" not in caplog.text  # the prepared fraction itself: nothing to warn about
 
@@ -231,7 +237,7 @@ def test_datalist_classes_must_match_the_bundle(tmp_path, caplog):
     prep = _prepared_pictures(tmp_path, class_names=["background", "tumour"])
     with pytest.raises(BundleConfigError, match=r"declares 2 classes \['background', 'tumour'\].*--classes"):
         resolve_datalist(prep, "covid", tmp_path, "1/8", 0, ["background", "ground-glass", "consolidation", "effusion"])
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
         resolve_datalist(prep, "chase", tmp_path, "1/8", 0, ["background", "vessel"])
     assert "names its classes ['background', 'tumour']" in caplog.text
 
@@ -282,8 +288,8 @@ def covid_run(tmp_path_factory, cache_dir) -> Path:
 def test_training_writes_checkpoints_logs_and_a_validation_miou(covid_run):
     models = covid_run / "models"
     assert (models / "model.pt").is_file(), "best-by-validation-mIoU checkpoint missing"
-    latest = latest_checkpoint(models)
-    assert latest is not None and latest.endswith("checkpoint_epoch=1.pt")
+    latest = str(checkpoint_files(models)[0])
+    assert latest.endswith("checkpoint_epoch=1.pt")
     state = torch.load(latest, weights_only=True)
     # full training state: network, optimiser, scheduler, trainer counters, EMA teacher, discriminator + its optimiser
     assert {"model", "optimizer", "lr_scheduler", "trainer", "teacher", "sufd"} <= set(state)
@@ -344,7 +350,7 @@ def test_evaluation_scores_the_written_predictions_against_the_stored_labels(tmp
         a, b = scores["original"]["per_class"][c]["iou"], expected["per_class"][c]["iou"]
         assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-6), c
     with pytest.raises(BundleConfigError, match="eval_resolution must be"):
-        bundle_utils.eval_at_network_size("full")
+        eval_at_network_size("full")
 
 
 def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_run, cache_dir, caplog):
@@ -471,7 +477,7 @@ def test_inference_inputs_from_a_prepared_pool_folder_are_its_test_split(cache_d
     datalist = Path(resolve_datalist(None, "covid", cache_dir, "1/8", 0))
     folder = datalist.parent
     assert (folder / "pool.json").is_file()
-    items = bundle_utils.inference_items(str(folder), "covid", cache_dir)
+    items = inference_items(str(folder), "covid", cache_dir)
     test = json.loads(datalist.read_text())["test"]
     assert sorted(it["name"] for it in items) == sorted(Path(d["image"]).name[: -len(".nii.gz")] for d in test)
 
@@ -556,7 +562,7 @@ def test_full_label_upper_bound_without_unlabelled_images(tmp_path, cache_dir):
     wf = workflow("chase", "training", **ov, method="supervised")
     assert len(wf.parser.get_parsed_content("train#unlabeled_dataset")) == 0
     wf.run()
-    assert latest_checkpoint(tmp_path / "models") is not None
+    assert checkpoint_files(tmp_path / "models")
     with pytest.raises(Exception) as err:  # MONAI wraps it in "Failed to evaluate ConfigExpression"
         workflow("chase", "training", **ov, method="fixmatch").parser.get_parsed_content("train#trainer")
     chain = [err.value]
@@ -606,13 +612,13 @@ def test_inference_output_names_never_collide_and_the_log_names_each_source(tmp_
     _tiny_nifti(inputs / "a.nii.gz")
     _tiny_png(inputs / "a.png")
     _tiny_nifti(inputs / "a_1.nii.gz")  # a real input whose name a naive "_1" suffix would take
-    items = bundle_utils.inference_items(str(inputs), "covid", tmp_path)
+    items = inference_items(str(inputs), "covid", tmp_path)
     by_source = {it["source"]: it["name"] for it in items}
     assert len(by_source) == 5 and len(set(by_source.values())) == 5
     assert by_source[str(inputs / "a_1.nii.gz")] == "a_1"  # the real a_1 keeps its name
     assert by_source[str(inputs / "a")] == "a"
-    writer = bundle_utils.PredictionWriter(tmp_path / "out")
-    with caplog.at_level("INFO", logger="medsemiseg.bundle_utils"):
+    writer = PredictionWriter(tmp_path / "out")
+    with caplog.at_level("INFO", logger="medsemiseg.bundle"):
         _write_fake_predictions(writer, items)
     assert len(writer.written) == 5 and len(set(writer.written)) == 5
     assert len(list((tmp_path / "out").glob("*_seg.nii.gz"))) == 5
@@ -634,7 +640,7 @@ def test_inference_folder_with_loose_dicom_files_groups_them_by_series(tmp_path)
     _tiny_png(folder / "other_scan.png")
     shutil.copytree(_pydicom_file("dicomdirtests/77654033/CT2"), folder / "sub")  # a series sub-folder
     (folder / "notes.txt").write_text("skipped")
-    items = bundle_utils.inference_items(str(folder), "covid", tmp_path)
+    items = inference_items(str(folder), "covid", tmp_path)
     counts: dict[str, int] = {}
     for it in items:
         counts[it["name"]] = it["num_slices"]
@@ -644,13 +650,13 @@ def test_inference_folder_with_loose_dicom_files_groups_them_by_series(tmp_path)
     singles.mkdir()
     for rel in ("CT_small.dcm", "MR_small.dcm", "dicomdirtests/77654033/CR1/6154"):
         shutil.copy(_pydicom_file(rel), singles / Path(rel).name)
-    names = sorted(it["name"] for it in bundle_utils.inference_items(str(singles), "covid", tmp_path))
+    names = sorted(it["name"] for it in inference_items(str(singles), "covid", tmp_path))
     assert names == ["6154", "CT_small", "MR_small"]
     # a folder holding exactly one series and nothing else is one input, as before
     pure = tmp_path / "pure"
     shutil.copytree(_pydicom_file("dicomdirtests/98892001/CT5N"), pure)
-    assert bundle_utils._inputs_in_folder(pure) == [pure]
-    items = bundle_utils.inference_items(str(pure), "covid", tmp_path)
+    assert bundle_inputs._inputs_in_folder(pure) == [pure]
+    items = inference_items(str(pure), "covid", tmp_path)
     assert {it["name"] for it in items} == {"pure"} and len(items) == 5
 
 
@@ -665,14 +671,14 @@ def test_inference_holds_one_volume_at_a_time_and_reads_each_input_at_most_twice
         affine[:3, 3] = (i, -i, 10 * i)
         nib.save(nib.Nifti1Image(rng.normal(size=(6, 7, z)).astype(np.float32), affine), str(folder / f"ct{i}.nii.gz"))
     reads: list[str] = []
-    real_read = bundle_utils._read_input
+    real_read = bundle_inputs._read_input
 
     def counting_read(src, task, in_channels):
         reads.append(Path(str(src)).name)
         return real_read(src, task, in_channels)
 
-    monkeypatch.setattr(bundle_utils, "_read_input", counting_read)
-    items = bundle_utils.inference_items(str(folder), "covid", tmp_path)
+    monkeypatch.setattr(bundle_inputs, "_read_input", counting_read)
+    items = inference_items(str(folder), "covid", tmp_path)
     assert len(items) == 12 and sorted(reads) == ["ct0.nii.gz", "ct1.nii.gz", "ct2.nii.gz"]  # listed: each read once
     assert all(isinstance(it["image"], LazySlice) for it in items)  # ... and no slice kept in the items
     first = items[0]["source"]
@@ -686,17 +692,17 @@ def test_inference_holds_one_volume_at_a_time_and_reads_each_input_at_most_twice
         np.testing.assert_allclose(np.asarray(got.affine), np.asarray(want.affine))
         assert LazySlice._last[0] == it["source"]  # one volume in memory: the current input's
     assert sorted(reads) == sorted({Path(it["source"]).name for it in items} - {Path(first).name})  # not the first
-    writer = bundle_utils.PredictionWriter(tmp_path / "out")
+    writer = PredictionWriter(tmp_path / "out")
     writer._check_complete(None)
     assert LazySlice._last is None  # the end of the run lets the last volume go
 
 
 def test_inference_on_unevenly_spaced_series_warns_and_keeps_the_mean_step(tmp_path, caplog):
     ct2 = _pydicom_file("dicomdirtests/77654033/CT2")  # z = -99.48, 103.02, 104.27, 105.52
-    items = bundle_utils.inference_items(str(ct2), "covid", tmp_path)
+    items = inference_items(str(ct2), "covid", tmp_path)
     assert len(items) == 4
-    writer = bundle_utils.PredictionWriter(tmp_path / "out")
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+    writer = PredictionWriter(tmp_path / "out")
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
         _write_fake_predictions(writer, items)
     out = nib.load(tmp_path / "out" / "CT2_seg.nii.gz")
     assert out.shape == (16, 16, 4)
@@ -709,8 +715,8 @@ def test_inference_on_unevenly_spaced_series_warns_and_keeps_the_mean_step(tmp_p
 
 def test_inference_on_a_dicom_without_orientation_writes_a_diagonal_affine(tmp_path):
     cr = _pydicom_file("dicomdirtests/77654033/CR1/6154")  # CR: no ImageOrientationPatient, ImagerPixelSpacing 0.1
-    items = bundle_utils.inference_items(str(cr), "covid", tmp_path)
-    writer = bundle_utils.PredictionWriter(tmp_path / "out")
+    items = inference_items(str(cr), "covid", tmp_path)
+    writer = PredictionWriter(tmp_path / "out")
     _write_fake_predictions(writer, items)
     np.testing.assert_allclose(nib.load(tmp_path / "out" / "6154_seg.nii.gz").affine, np.diag([0.1, 0.1, 1, 1]))
 
@@ -720,13 +726,13 @@ def test_inference_channel_mismatch_names_the_file_and_the_fix(tmp_path):
 
     rgb = _tiny_png(tmp_path / "photo.png", rgb=True)
     with pytest.raises(DataReadError, match=r"photo.png: .*3 channels.*expects 1.*chase") as err:
-        bundle_utils.inference_items(str(rgb), "covid", tmp_path, in_channels=1)
+        inference_items(str(rgb), "covid", tmp_path, in_channels=1)
     assert "grey" in str(err.value)
     ct = _pydicom_file("CT_small.dcm")
     with pytest.raises(DataReadError, match=r"CT_small.dcm: .*1 channel.*expects 3.*covid"):
-        bundle_utils.inference_items(str(ct), "chase", tmp_path, in_channels=3)
+        inference_items(str(ct), "chase", tmp_path, in_channels=3)
     grey = _tiny_png(tmp_path / "grey.png")  # a grey picture for the RGB network: repeated to 3 channels
-    (item,) = bundle_utils.inference_items(str(grey), "chase", tmp_path, in_channels=3)
+    (item,) = inference_items(str(grey), "chase", tmp_path, in_channels=3)
     assert tuple(item["image"].shape) == (3, 8, 6) and bool(torch.all(item["image"] == item["image"][:1]))
     # the bundles pass their network's in_channels: the whole chase workflow runs on the grey picture
     save_random_model("chase", tmp_path / "models")
@@ -763,13 +769,13 @@ def test_missing_model_says_to_train_first_or_pass_ckpt_path(tmp_path):
 def test_inference_warns_on_non_ct_dicom_and_refuses_rtdose(tmp_path, caplog):
     from medsemiseg.data.io import DataReadError
 
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
-        bundle_utils.inference_items(str(_pydicom_file("CT_small.dcm")), "covid", tmp_path)
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
+        inference_items(str(_pydicom_file("CT_small.dcm")), "covid", tmp_path)
         assert not caplog.records
-        bundle_utils.inference_items(str(_pydicom_file("MR_small.dcm")), "covid", tmp_path)
+        inference_items(str(_pydicom_file("MR_small.dcm")), "covid", tmp_path)
     assert "MR_small.dcm" in caplog.text and "modality MR" in caplog.text and "CT" in caplog.text
     with pytest.raises(DataReadError, match="rtdose.dcm: .*RTDOSE.*not an image"):
-        bundle_utils.inference_items(str(_pydicom_file("rtdose.dcm")), "covid", tmp_path)
+        inference_items(str(_pydicom_file("rtdose.dcm")), "covid", tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ settings robustness
@@ -787,7 +793,7 @@ def _messages(exc: BaseException) -> list[str]:
 @pytest.mark.parametrize("text, value", [("false", False), ("False", False), ("0", False), ("no", False),
                                          ("true", True), ("True", True), ("1", True), (True, True), (0, False)])
 def test_switches_accept_command_line_spellings(text, value):
-    assert bundle_utils.as_bool(text, "amp") is value
+    assert as_bool(text, "amp") is value
 
 
 def test_switch_given_as_false_string_is_false_in_the_bundle(cache_dir):
@@ -797,14 +803,14 @@ def test_switch_given_as_false_string_is_false_in_the_bundle(cache_dir):
     wf = workflow("chase", "inferring", **TINY, write_png="false", cache_dir=cache_dir)
     assert wf.parser.get_parsed_content("infer#handlers#1").png is False
     with pytest.raises(BundleConfigError, match=r"amp must be true or false, got 'maybe'"):
-        bundle_utils.as_bool("maybe", "amp")
+        as_bool("maybe", "amp")
 
 
 def test_cuda_device_on_a_machine_without_one_names_the_setting(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BundleConfigError, match=r"device 'cuda:0' asks for a CUDA GPU.*--device cpu"):
-        bundle_utils.check_device("cuda:0")
-    assert bundle_utils.check_device("cpu") == torch.device("cpu")
+        check_device("cuda:0")
+    assert check_device("cpu") == torch.device("cpu")
 
 
 def _lrs_during(wf) -> list[float]:
@@ -908,13 +914,13 @@ def test_resume_keeps_n_saved_states_across_runs(tmp_path, cache_dir):
 def test_covid_inference_on_a_picture_warns_it_is_not_hounsfield_units(tmp_path, caplog):
     _tiny_png(tmp_path / "slice.png")
     _tiny_nifti(tmp_path / "ct.nii.gz")
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
-        bundle_utils.inference_items(str(tmp_path / "slice.png"), "covid", tmp_path)
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
+        inference_items(str(tmp_path / "slice.png"), "covid", tmp_path)
     assert "slice.png" in caplog.text and "not Hounsfield units" in caplog.text and "DICOM or NIfTI" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
-        bundle_utils.inference_items(str(tmp_path / "ct.nii.gz"), "covid", tmp_path)
-        bundle_utils.inference_items(str(tmp_path / "slice.png"), "chase", tmp_path)
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
+        inference_items(str(tmp_path / "ct.nii.gz"), "covid", tmp_path)
+        inference_items(str(tmp_path / "slice.png"), "chase", tmp_path)
     assert "Hounsfield" not in caplog.text
 
 
@@ -966,7 +972,7 @@ def _bundle_argv(*overrides: str) -> list[str]:
 def test_a_misspelt_override_stops_the_run_naming_the_closest_key(monkeypatch):
     # MONAI adds an unknown --key to the config and runs on: --labelled_fraction 1/4 trained at the default 1/8
     monkeypatch.chdir(REPO)
-    check = bundle_utils.check_cli_overrides
+    check = check_cli_overrides
     check(_bundle_argv("--max_epochs", "1", "--intensity#window_center", "-600", "--train#checkpointer#n_saved", "3",
                        "--labeled_fraction=1/4", "--meta_file", "bundles/covid/configs/metadata.json"))
     with pytest.raises(BundleConfigError, match=r"--labelled_fraction: .*did you mean --labeled_fraction"):
@@ -989,19 +995,19 @@ def test_a_misspelt_override_stops_the_run_naming_the_closest_key(monkeypatch):
 @pytest.mark.parametrize("value", [100, [100], [64, 0], [64.5, 64], "64", [True, 64]])
 def test_image_size_must_be_two_whole_numbers(value):
     with pytest.raises(BundleConfigError, match=r"image_size=.*--image_size \"\["):
-        bundle_utils.check_image_size(value)
-    assert bundle_utils.check_image_size((64, 96)) == [64, 96]
+        check_image_size(value)
+    assert check_image_size((64, 96)) == [64, 96]
 
 
 def test_default_fraction_is_the_prepared_one_and_channels_must_fit(tmp_path, caplog):
     # a user who prepared with --labeled-fraction full used to train at the bundle's 1/8 unless they repeated it
     prep = _prepared_pictures(tmp_path, labeled_fraction="full")
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
         path = resolve_datalist(prep, "chase", tmp_path / "cache", None, 0)
     dl = json.loads(Path(path).read_text())
     assert len(dl["labeled"]) == 4 and not dl["unlabeled"] and "prepared with" not in caplog.text
     assert dl["meta"]["labeled_fraction"] == "full"  # was "1", which reads back as a count of one image
-    assert bundle_utils.effective_fraction(None, None) == "1/8" and bundle_utils.effective_fraction(prep, "1/4") == "1/4"
+    assert effective_fraction(None, None) == "1/8" and effective_fraction(prep, "1/4") == "1/4"
     # grey pictures given to the RGB bundle: refused up front, naming the bundle to use (was a crash mid-training)
     with pytest.raises(BundleConfigError, match=r"grey \(CT\) images \(meta.in_channels 1\).*bundles/covid"):
         resolve_datalist(prep, "chase", tmp_path / "cache", None, 0, in_channels=3)
@@ -1019,16 +1025,16 @@ def test_evaluating_or_inferring_other_data_than_the_model_was_trained_on_is_war
     models.mkdir()
     (models / "run.json").write_text(json.dumps({"method": "supmix_sufd", "dataset_dir": str(tmp_path / "my_ct")}))
     ckpt = models / "model.pt"
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
-        bundle_utils.check_trained_on(ckpt, None, "evaluating")  # forgot --dataset_dir: the synthetic phantoms
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
+        check_trained_on(ckpt, None, "evaluating")  # forgot --dataset_dir: the synthetic phantoms
     assert "trained on " + str(tmp_path / "my_ct") in caplog.text and "built-in synthetic" in caplog.text
     assert f"--dataset_dir {tmp_path / 'my_ct'}" in caplog.text
     for args in ((str(tmp_path / "my_ct"), "evaluating"), (str(tmp_path / "new_scan.nii.gz"), "inferring")):
         caplog.clear()
-        with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
-            bundle_utils.check_trained_on(ckpt, *args)
+        with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
+            check_trained_on(ckpt, *args)
         assert caplog.text == ""
-    bundle_utils.check_trained_on(tmp_path / "elsewhere" / "model.pt", None)  # no run.json: nothing to compare
+    check_trained_on(tmp_path / "elsewhere" / "model.pt", None)  # no run.json: nothing to compare
 
 
 def test_inference_folder_skips_files_named_like_masks(tmp_path, caplog):
@@ -1037,8 +1043,8 @@ def test_inference_folder_skips_files_named_like_masks(tmp_path, caplog):
         _tiny_png(tmp_path / name.replace(".jpg", ".png"), rgb=True)
     for name in ("Image_01L_1stHO.png", "Image_01L_2ndHO.png", "Image_01R_1stHO.png", "case_mask.nii.gz"):
         _tiny_png(tmp_path / name) if name.endswith(".png") else _tiny_nifti(tmp_path / name)
-    with caplog.at_level("WARNING", logger="medsemiseg.bundle_utils"):
-        inputs = bundle_utils._inputs_in_folder(tmp_path)
+    with caplog.at_level("WARNING", logger="medsemiseg.bundle"):
+        inputs = bundle_inputs._inputs_in_folder(tmp_path)
     assert [p.name for p in inputs] == ["Image_01L.png", "Image_01R.png"]
     assert "skipped 4 file(s) named like label masks" in caplog.text
 

@@ -1,6 +1,6 @@
 """Losing no work: atomic checkpoint and ``model.pt`` writes, resumption past damaged checkpoints, an earlier run's
 best model kept, and a failed training exiting as an error rather than an abort (``medsemiseg.checkpoint_io`` and
-its use by ``bundle_utils.TrainCheckpointer`` and the bundles' ``validate#best_model_saver``).
+its use by ``medsemiseg.bundle.resume.TrainCheckpointer`` and the bundles' ``validate#best_model_saver``).
 
 The bundle tests train with ``test_bundles``' tiny settings (64x64 images, two iterations per epoch).
 """

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from medsemiseg import cli_errors
-from medsemiseg.bundle_utils import BundleConfigError
+from medsemiseg.bundle.settings import BundleConfigError
 from medsemiseg.data.io import DataReadError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -153,11 +153,11 @@ def test_a_colour_dicom_for_the_ct_network_is_not_told_to_use_pil(tmp_path):
 
     from PIL import Image
 
-    from medsemiseg import bundle_utils
+    from medsemiseg.bundle.inputs import inference_items
 
     dicom = Path(shutil.copy(_file("SC_rgb.dcm"), tmp_path / "capture.dcm"))
     with pytest.raises(DataReadError) as info:
-        bundle_utils.inference_items(str(dicom), "covid", tmp_path, in_channels=1)
+        inference_items(str(dicom), "covid", tmp_path, in_channels=1)
     message = str(info.value)
     assert message.startswith(str(dicom)) and "3 channels (RGB colour)" in message
     assert "PIL" not in message and "Image.open" not in message
@@ -165,4 +165,4 @@ def test_a_colour_dicom_for_the_ct_network_is_not_told_to_use_pil(tmp_path):
     picture = tmp_path / "photo.png"
     Image.fromarray(np.zeros((8, 6, 3), np.uint8)).save(picture)
     with pytest.raises(DataReadError, match=r"PIL: Image.open\(path\).convert\('L'\)"):
-        bundle_utils.inference_items(str(picture), "covid", tmp_path, in_channels=1)
+        inference_items(str(picture), "covid", tmp_path, in_channels=1)

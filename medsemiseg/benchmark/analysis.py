@@ -106,7 +106,7 @@ def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[
     method = parser.get_parsed_content("train#method")
     classes = list(parser.get_parsed_content("classes"))
     k = len(classes)
-    from medsemiseg.bundle_utils import load_split
+    from medsemiseg.data.datalist import load_split
 
     labelled = load_split(datalist, "labeled")[:max_items]
     data_u = [pre(dict(it)) for it in items]

@@ -106,7 +106,7 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
     Raises :class:`ConfigError` when the grid's cells do not share network, image size, batch sizes, device and AMP
     (one cost run could not stand for all of them) or when the image is not square.
     """
-    from medsemiseg.bundle_utils import as_bool as _as_bool
+    from medsemiseg.bundle.settings import as_bool as _as_bool
 
     from .cost import TASKS, CostSettings
 

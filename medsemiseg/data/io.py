@@ -49,6 +49,7 @@ __all__ = [
     "group_dicom_series",
     "is_seg_header",
     "is_supported_file",
+    "item_value",
     "iter_slices",
     "list_dicom_files",
     "num_slices",
@@ -859,6 +860,16 @@ def _slice(img: MetaTensor, k: int) -> MetaTensor:
     out.meta["spacing"] = np.asarray(img.meta.get("spacing", np.ones(3)), dtype=float)[:2]
     out.meta["slice_index"] = k
     return out
+
+
+def item_value(value: Any) -> Any:
+    """One field of a decollated inference item as a plain value: a one-element tensor or list (how MONAI's data
+    loader batches ``name``, ``slice``, ``affine``...) unwrapped, a larger tensor as a NumPy array."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return item_value(value[0])
+    return value
 
 
 class LazySlice:

@@ -70,7 +70,7 @@ def input_reference(datalist: str | os.PathLike, transform: Any, limit: int = RE
     training images of ``datalist`` (half labelled, the rest unlabelled, taken evenly), each read through
     ``transform`` (the bundle's deterministic ``preprocessing``: it draws no random numbers, so the training run
     is unchanged). The bundles record it in ``run.json`` (``input_reference``)."""
-    from medsemiseg.bundle_utils import load_split
+    from medsemiseg.data.datalist import load_split
 
     labelled = load_split(datalist, "labeled", allow_empty=True)
     unlabelled = load_split(datalist, "unlabeled", allow_empty=True)
@@ -158,19 +158,19 @@ class InputDistributionCheck:
             self._add({**b, **o})
 
     def _add(self, item: Mapping) -> None:
-        from medsemiseg.bundle_utils import _scalar
+        from medsemiseg.data.io import item_value
 
-        name = str(_scalar(item.get("name", item.get("source", "?"))))
+        name = str(item_value(item.get("name", item.get("source", "?"))))
         stats = image_statistics(item[self.image_key], item.get(self.pred_key))
         sums = self._sums.setdefault(name, {})
         for key, value in stats.items():
             sums[key] = sums.get(key, 0.0) + value
         self._counts[name] = self._counts.get(name, 0) + 1
-        k, n = int(_scalar(item.get("slice", -1))), int(_scalar(item.get("num_slices", 1)))
+        k, n = int(item_value(item.get("slice", -1))), int(item_value(item.get("num_slices", 1)))
         if k < 0 or self._counts[name] >= n:
             count = self._counts.pop(name)
             mean = {key: value / count for key, value in self._sums.pop(name).items()}
-            self._judge(str(_scalar(item.get("source", name))), mean)
+            self._judge(str(item_value(item.get("source", name))), mean)
 
     def _judge(self, source: str, stats: Mapping[str, float]) -> None:
         reference = self.reference or {}

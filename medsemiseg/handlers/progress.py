@@ -38,7 +38,7 @@ class ProgressLogger:
     about ``parts`` lines per pass whatever the data set size. ``k`` and ``N`` count images: the images seen so far
     (batch sizes summed) out of the data loader's data set when the epoch covers the loader exactly once; otherwise
     (an ``epoch_length`` that is not the loader's length) the line counts iterations instead
-    (``"k/N iterations"``). Inference items (:func:`medsemiseg.bundle_utils.inference_items`: ``name``, ``slice``,
+    (``"k/N iterations"``). Inference items (:func:`medsemiseg.bundle.inputs.inference_items`: ``name``, ``slice``,
     ``num_slices``) are counted as inputs, not slices: four inputs of 13 slices in all log ``"inferring: k/4
     inputs"``, an input counted once its last slice is done, about ``parts`` lines per pass.
 

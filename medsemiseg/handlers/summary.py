@@ -53,7 +53,7 @@ class RunSummary:
             ``best=True``) or the evaluator itself (``None``: the engine this is attached to; its final value).
         best: report ``best_metric`` / ``best_metric_epoch`` of ``metric_engine`` (training) instead of its last
             key metric value (evaluating).
-        writer: a :class:`~medsemiseg.bundle_utils.PredictionWriter`: the number of label maps it wrote and of
+        writer: a :class:`~medsemiseg.bundle.writer.PredictionWriter`: the number of label maps it wrote and of
             inputs they come from (inferring).
         name: the ``logging`` logger.
     """
@@ -112,7 +112,7 @@ class RunSummary:
         return f"{len(files)} label map(s) of {len(inputs)} input(s){where}"
 
     def _output_paths(self) -> list[str]:
-        from medsemiseg.bundle_utils import latest_checkpoint
+        from medsemiseg.checkpoint_io import checkpoint_files
 
         shown = []
         for what, path in self.outputs.items():
@@ -120,8 +120,8 @@ class RunSummary:
                 continue
             p = Path(str(path))
             if what == "checkpoint" and p.is_dir():
-                newest = latest_checkpoint(p)
-                p = Path(newest) if newest else p / "(none)"
+                newest = checkpoint_files(p)
+                p = newest[0] if newest else p / "(none)"
             if p.exists():
                 shown.append(f"{what} {_shown(p)}")
         return shown

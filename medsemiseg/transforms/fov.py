@@ -32,7 +32,7 @@ FOV_MODES = ("auto", "true", "false")
 
 
 def fov_mode(value: Any) -> str:
-    """``eval_fov`` as ``"auto"``, ``"true"`` or ``"false"`` (switch spellings as :func:`bundle_utils.as_bool`)."""
+    """``eval_fov`` as ``"auto"``, ``"true"`` or ``"false"`` (switch spellings as :func:`medsemiseg.bundle.settings.as_bool`)."""
     text = str(value).strip().lower()
     if text == "auto":
         return "auto"
