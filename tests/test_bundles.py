@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,12 +135,45 @@ def test_bundles_have_monai_train_and_infer_properties(task, tmp_path, cache_dir
         wf.finalize()
 
 
-def test_bundles_share_everything_but_the_task_keys():
-    covid = json.loads((BUNDLES / "covid/configs/train.json").read_text())
-    chase = json.loads((BUNDLES / "chase/configs/train.json").read_text())
-    assert covid.keys() == chase.keys()
-    differing = {k for k in covid if covid[k] != chase[k]}
-    assert differing <= TASK_KEYS, f"bundle configs drifted apart outside the task keys: {differing - TASK_KEYS}"
+def _bundle_builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_bundles", REPO / "scripts" / "build_bundles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bundle_configs_are_the_shared_template_with_their_task_keys():
+    """Each bundle's train.json is what scripts/build_bundles.py writes from bundles/workflow.template.json and the
+    bundle's own task keys: the shared workflow exists once."""
+    build = _bundle_builder()
+    template = json.loads(build.TEMPLATE.read_text())
+    assert set(build.task_keys(template)) == TASK_KEYS
+    assert {p.parent.parent.name for p in build.bundle_configs()} == set(TASKS)
+    stale = {str(p.relative_to(REPO)): build.shared_keys_changed(p) for p in build.out_of_date()}
+    assert not stale, (f"out of date (differing shared keys): {stale}; edit bundles/workflow.template.json (or a "
+                       "bundle's task keys in its train.json) and run `python scripts/build_bundles.py`")
+
+
+def test_bundle_builder_names_a_shared_key_edited_in_one_bundle(tmp_path, monkeypatch):
+    build = _bundle_builder()
+    shutil.copy(build.TEMPLATE, tmp_path / build.TEMPLATE.name)
+    for task in TASKS:
+        shutil.copytree(BUNDLES / task / "configs", tmp_path / task / "configs")
+    monkeypatch.setattr(build, "BUNDLES", tmp_path)
+    monkeypatch.setattr(build, "REPO", tmp_path)
+    monkeypatch.setattr(build, "TEMPLATE", tmp_path / build.TEMPLATE.name)
+    assert build.out_of_date() == {}
+    covid = tmp_path / "covid" / "configs" / "train.json"
+    config = json.loads(covid.read_text())
+    config["learning_rate"], config["image_size"] = 0.01, [96, 96]  # a shared key and a task key
+    covid.write_text(json.dumps(config, indent=4))
+    assert set(build.out_of_date()) == {covid} and build.shared_keys_changed(covid) == ["learning_rate"]
+    assert build.main(["--check"]) == 1
+    assert build.main([]) == 0 and build.out_of_date() == {}
+    rebuilt = json.loads(covid.read_text())
+    assert rebuilt["learning_rate"] == 0.001 and rebuilt["image_size"] == [96, 96]  # the template's, the bundle's own
 
 
 @pytest.mark.parametrize("task", TASKS)
