@@ -46,7 +46,7 @@ from monai.utils import set_determinism  # noqa: E402
 
 from medsemiseg.data.synthetic import COVID_CLASSES, ct_phantom_volume  # noqa: E402
 from medsemiseg.engines import SemiSupervisedTrainer  # noqa: E402
-from medsemiseg.methods import METHOD_NAMES, create_method  # noqa: E402
+from medsemiseg.methods import create_method, method_names  # noqa: E402
 from medsemiseg.metrics import compute_segmentation_report  # noqa: E402
 from medsemiseg.networks import UNet  # noqa: E402
 from medsemiseg.transforms.intensity import CTWindowd  # noqa: E402
@@ -57,7 +57,7 @@ SHORT = {"background": "bg", "ground-glass": "GGO", "consolidation": "cons", "pl
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHOD_NAMES), help="comma-separated method names")
+    p.add_argument("--methods", default=",".join(method_names()), help="comma-separated method names")
     p.add_argument("--iterations", type=int, default=400, help="training iterations per method")
     p.add_argument("--size", type=int, default=64, help="slice size in pixels (phantoms are size x size)")
     p.add_argument("--n-labeled", type=int, default=8, help="labelled training slices")

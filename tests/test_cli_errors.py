@@ -92,7 +92,7 @@ def test_bundle_cli_failure_is_two_lines_and_the_traceback_comes_with_the_debug_
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     hint, last = proc.stderr.strip().splitlines()[-2:]
-    assert hint.startswith("training failed in medsemiseg/methods/__init__.py:"), proc.stderr[-2000:]
+    assert hint.startswith("training failed in medsemiseg/methods/registry.py:"), proc.stderr[-2000:]
     assert last.startswith("error: ValueError: unknown method 'foo'; valid names:"), proc.stderr[-2000:]
 
     proc = _bundle_cli("--method", "foo", debug=True, out=tmp_path)

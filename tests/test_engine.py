@@ -179,7 +179,7 @@ def test_checkpoint_round_trip_includes_teacher_and_discriminator(tmp_path):
     CheckpointLoader(load_path=str(ckpt), load_dict=load_dict, map_location="cpu")(trainer2)
     same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     assert same(net, net2)
-    assert same(method.teacher, method2.teacher)
+    assert same(method.base.teacher, method2.base.teacher)
     assert same(method.discriminator, method2.discriminator)
     assert method2.discriminator_step.optimizer.state_dict()["state"]  # Adam moments restored
     assert trainer2.state.iteration == 3 and trainer2.state.epoch == 1
@@ -334,9 +334,9 @@ def test_amp_path_of_every_method_with_cpu_autocast_standing_in_for_cuda(name, m
 
 @pytest.mark.gpu
 def test_amp_on_cuda_trains_every_method():
-    from medsemiseg.methods import METHOD_NAMES
+    from medsemiseg.methods import method_names
 
-    for name in METHOD_NAMES:
+    for name in method_names():
         lab, unl = _loaders()
         net = _net().cuda()
         method = create_method(name, net, K) if name == "supervised" else create_method(name, net, K, strong_augment=StrongAugment(seed=0))

@@ -13,7 +13,6 @@ from monai.data import DataLoader, Dataset
 from medsemiseg.engines import SemiSupervisedTrainer
 from medsemiseg.losses import masked_cross_entropy, masked_dice_loss
 from medsemiseg.methods import (
-    METHOD_NAMES,
     SUFD,
     ClassMix,
     FixMatch,
@@ -21,6 +20,7 @@ from medsemiseg.methods import (
     UniMatch,
     canonical_method_name,
     create_method,
+    method_names,
 )
 from medsemiseg.networks import UNet
 from medsemiseg.transforms.views import StrongAugment
@@ -76,7 +76,7 @@ def _make(name: str, net: torch.nn.Module, **options):
     return create_method(name, net, K, **options)
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
+@pytest.mark.parametrize("name", method_names())
 def test_method_trains_through_the_trainer(name):
     lab, unl = _data()
     net = _net()
@@ -320,8 +320,9 @@ def test_labeled_logits_ignore_the_unlabeled_batch_unless_joint_forward(cls):
 
 
 def test_fixmatch_weak_pass_builds_no_graph_unless_sufd_needs_its_features(monkeypatch):
-    """The separate weak forward only makes (detached) pseudo-labels: it used to keep an autograd graph (memory) for
-    nothing. Loss and gradients are unchanged; SUFD on FixMatch still runs it with autograd (its adversarial term)."""
+    """The separate weak forward only makes (detached) pseudo-labels, so it keeps no autograd graph; loss and
+    gradients are those of a weak pass with a graph. SUFD on FixMatch asks for the weak view's features and gets them
+    with autograd (its adversarial term trains through them)."""
     import contextlib
 
     labeled, unlabeled = _batch(2, 3)
@@ -363,7 +364,7 @@ def test_requires_unlabeled_follows_the_method_class_without_building_it():
     from medsemiseg.methods import requires_unlabeled
 
     assert not requires_unlabeled("supervised")
-    assert all(requires_unlabeled(m) for m in METHOD_NAMES if m != "supervised")
+    assert all(requires_unlabeled(m) for m in method_names() if m != "supervised")
     assert requires_unlabeled("SupMix+SUFD") and requires_unlabeled("unimatch_sufd")
     with pytest.raises(ValueError, match="unknown method"):
         requires_unlabeled("meanteacher")
@@ -449,7 +450,7 @@ def test_bad_options_given_to_the_classes_directly_name_the_class():
         SUFD(base, torch.nn.Conv2d(16, 1, 1), adv_weight=-1)
     # valid edge values are accepted as they are
     m = create_method("supmix_sufd", net, K, conf_threshold=1, adv_weight=0, warmup_iters=3.0, with_classmix=1)
-    assert m.conf_threshold == 1.0 and m.adv_weight == 0.0 and m.warmup_iters == 3 and m.with_classmix is True
+    assert m.base.conf_threshold == 1.0 and m.adv_weight == 0.0 and m.warmup_iters == 3 and m.base.with_classmix is True
 
 
 @pytest.mark.parametrize("name, base, base_option", [("supmix_sufd", "SupMix", "supmix_mode"),

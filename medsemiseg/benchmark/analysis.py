@@ -115,7 +115,8 @@ def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[
     y_u = torch.stack([torch.as_tensor(d["label"]) for d in data_u]).long()[:, 0]
     x_l = torch.stack([torch.as_tensor(d["image"]) for d in data_l]).float()
     objs = method.checkpoint_objects()
-    thr = float(getattr(method, "conf_threshold", 0.95))
+    # the pseudo-label threshold is the base method's for a SUFD variant
+    thr = float(getattr(getattr(method, "base", method), "conf_threshold", 0.95))
     teacher_obj = objs.get("teacher")
     disc_obj = objs.get("sufd")
     rows = []

@@ -15,7 +15,8 @@ attached) on fixed in-memory batches of the same sizes for every method, and rep
   torch's allocator and is not used;
 - **FLOPs per iteration**: counted by ``torch.utils.flop_counter.FlopCounterMode`` over one whole iteration
   (forward passes, backward, the discriminator step; EMA updates are element-wise and not counted), and the
-  **FLOP floor**: the forward/backward passes a method cannot avoid (table :data:`FLOOR_PASSES`) times the measured
+  **FLOP floor**: the forward/backward passes a method cannot avoid (its module's declared
+  :class:`~medsemiseg.methods.registry.FlopFloor`, read from the method registry) times the measured
   FLOPs of one image through the segmentation network (``F``), through its encoder alone (``E``) and through the
   discriminator (``G``), with backward ≈ 2 × forward. ``measured / floor`` above 1 is work an implementation does beyond the minimum (extra
   passes, a batch that runs with grad where no-grad would do).
@@ -42,8 +43,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
-    "FLOOR_PASSES",
     "TASKS",
+    "measurable_methods",
     "CostSettings",
     "floor_units",
     "measure_method",
@@ -55,46 +56,21 @@ __all__ = [
 #: the data-set shapes of the two tasks: (image channels, classes)
 TASKS = {"covid": (1, 4), "chase": (3, 2)}
 
-#: The passes a method cannot avoid per iteration, in units of one image through the segmentation network
-#: (forward F; backward ≈ 2F, so a trained pass costs 3F), through its encoder alone (E; the decoder and head are
-#: F - E) and through the discriminator (G). ``l``/``u`` multiply the labelled/unlabelled batch sizes. Sources: the
-#: issue text and BASELINES.md: supervised 1 fwd+bwd on the labelled batch; ClassMix/SupMix: +1 no-grad teacher fwd
-#: on the weak unlabelled batch, +1 fwd+bwd on the mixed batch; FixMatch: +1 no-grad fwd on weak, +1 fwd+bwd on
-#: strong; UniMatch: the weak view's encoder fwd+bwd (3E) + its clean decode without grad (F - E, the pseudo-label)
-#: + the perturbed decode fwd+bwd (3(F - E)) + 2 strong views fwd+bwd (6F); SUFD on a ClassMix/SupMix base: the
-#: student never sees the weak unlabelled images there, so their features need the student's encoder fwd+bwd (3E,
-#: the adversarial gradient flows through it), D fwd+bwd on labelled and unlabelled features (its own step, 3G) and
-#: D fwd + input-gradient bwd on the unlabelled features for the adversarial term (2G: D is frozen there, so no
-#: weight gradients).
-FLOOR_PASSES: dict[str, dict[str, dict[str, float]]] = {
-    "supervised": {"F": {"l": 3}, "E": {}, "G": {}},
-    "classmix": {"F": {"l": 3, "u": 1 + 3}, "E": {}, "G": {}},
-    "supmix": {"F": {"l": 3, "u": 1 + 3}, "E": {}, "G": {}},
-    "fixmatch": {"F": {"l": 3, "u": 1 + 3}, "E": {}, "G": {}},
-    "unimatch": {"F": {"l": 3, "u": 1 + 3 + 2 * 3}, "E": {"u": 3 - 1 - 3}, "G": {}},
-    "sufd": {"F": {"l": 3, "u": 1 + 3}, "E": {"u": 3}, "G": {"l": 3, "u": 3 + 2}},
-    "supmix_sufd": {"F": {"l": 3, "u": 1 + 3}, "E": {"u": 3}, "G": {"l": 3, "u": 3 + 2}},
-}
+def measurable_methods() -> list[str]:
+    """The registered methods that declare a FLOP floor (the listed ones first, in their order)."""
+    from medsemiseg.methods import registry
 
-FLOOR_TEXT = {
-    "supervised": "1 fwd+bwd (labelled)",
-    "classmix": "sup + teacher fwd (u) + fwd+bwd (mixed u)",
-    "supmix": "sup + teacher fwd (u) + fwd+bwd (mixed u)",
-    "fixmatch": "sup + no-grad fwd (weak u) + fwd+bwd (strong u)",
-    "unimatch": "sup + enc fwd+bwd (weak u) + clean dec fwd + FP dec fwd+bwd + 2 fwd+bwd (strong u)",
-    "sufd": "classmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)",
-    "supmix_sufd": "supmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)",
-}
+    return [name for name, spec in registry.specs().items() if spec.floor is not None]
 
 
 def floor_units(method: str, b_l: int, b_u: int) -> tuple[float, float, float]:
     """(F-units, E-units, G-units) of the FLOP floor of ``method`` with batch sizes ``b_l``, ``b_u``."""
-    p = FLOOR_PASSES[method]
+    from medsemiseg.methods import registry
 
-    def units(d: dict[str, float]) -> float:
-        return d.get("l", 0) * b_l + d.get("u", 0) * b_u
-
-    return units(p["F"]), units(p["E"]), units(p["G"])
+    floor = registry.get(method).floor
+    if floor is None:
+        raise ValueError(f"method {method!r} declares no FLOP floor; measurable: {measurable_methods()}")
+    return floor.units(b_l, b_u)
 
 
 @dataclasses.dataclass
@@ -215,7 +191,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
     from ignite.engine import Events
 
     from medsemiseg.engines import SemiSupervisedTrainer
-    from medsemiseg.methods import create_method
+    from medsemiseg.methods import create_method, registry
     from medsemiseg.networks import FeatureDiscriminator, get_network
 
     if s.threads:
@@ -227,7 +203,8 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
     torch.manual_seed(s.seed)
     net = get_network(s.network, in_ch, num_classes, **s.network_kwargs).to(device)
     options = dict(s.method_options.get(method_name, {}))
-    if method_name.endswith("sufd"):
+    spec = registry.get(method_name)
+    if "warmup_iters" in spec.options:
         options.setdefault("warmup_iters", 0)  # measure the steady state: adversarial term on from the start
     method = create_method(method_name, net, num_classes, **options)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
@@ -297,8 +274,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
         feat = net.encode(x1)[-1]
         disc = FeatureDiscriminator(in_channels=int(net.feature_channels)).to(device)
         g_img = _count_flops(lambda: disc(feat))
-    fu, eu, gu = floor_units(method_name, s.batch_size, s.unlabeled_batch_size) if method_name in FLOOR_PASSES else (
-        float("nan"),) * 3
+    fu, eu, gu = spec.floor.units(s.batch_size, s.unlabeled_batch_size) if spec.floor else (float("nan"),) * 3
     floor = fu * f_img + eu * e_img + gu * g_img
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {
@@ -317,7 +293,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
         "flops_per_image_fwd": f_img,
         "flops_encoder_per_image_fwd": e_img,
         "flops_disc_per_image_fwd": g_img,
-        "floor_passes": FLOOR_TEXT.get(method_name, ""),
+        "floor_passes": spec.floor.text if spec.floor else "",
     }
 
 
@@ -422,7 +398,8 @@ def cost_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m medsemiseg.benchmark.cost", description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", nargs="+", default=list(FLOOR_PASSES), help="methods to measure (supervised first)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="methods to measure (supervised first); default: every registered method with a FLOP floor")
     p.add_argument("--task", choices=sorted(TASKS), default="covid", help="image channels / classes of this task")
     p.add_argument("--network", default="unet")
     p.add_argument("--network-kwargs", default="{}", help='JSON, e.g. \'{"features": [16,32,64,128,256,16]}\'')
@@ -446,9 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         s = CostSettings(**json.loads(a._settings))
         Path(a._out).write_text(json.dumps(measure_method(a._worker, s)))
         return 0
-    unknown = [m for m in a.methods if m not in FLOOR_PASSES]
+    measurable = measurable_methods()
+    a.methods = measurable if a.methods is None else a.methods
+    unknown = [m for m in a.methods if m not in measurable]
     if unknown:
-        p.error(f"unknown method(s) {unknown}; choose from {list(FLOOR_PASSES)}")
+        p.error(f"unknown method(s) {unknown}; choose from {measurable} (the registered methods with a FLOP floor)")
     if a.amp and not a.device.startswith("cuda"):
         p.error("--amp needs --device cuda (autocast on CPU is not what the bundles run)")
     try:

@@ -76,8 +76,13 @@ FAILED = "failed.json"
 STARTED = "started.json"
 LOCK = "runner.lock"
 
-#: the methods the engine knows (medsemiseg.methods.create_method); used only to catch typos early.
-KNOWN_METHODS = ("supervised", "classmix", "fixmatch", "unimatch", "supmix", "sufd", "supmix_sufd")
+
+def known_methods() -> list[str]:
+    """The method names a grid may use: every registered method (:mod:`medsemiseg.methods.registry`), listed ones
+    first; a misspelt one stops the grid before any cell runs."""
+    from medsemiseg.methods import registry
+
+    return list(registry.specs())
 
 
 class ConfigError(ValueError):
@@ -308,9 +313,10 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
     methods = raw["methods"]
     if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
         raise err("'methods' must be a non-empty list of method names, e.g. [supervised, classmix, supmix_sufd]")
-    bad = [m for m in methods if m not in KNOWN_METHODS]
+    known = known_methods()
+    bad = [m for m in methods if m not in known]
     if bad:
-        raise err(f"unknown method(s) {bad}; known: {list(KNOWN_METHODS)}")
+        raise err(f"unknown method(s) {bad}; known: {known}")
     if len(set(methods)) != len(methods):
         raise err("'methods' lists a method twice")
 
@@ -334,7 +340,7 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
         except ValueError as e:
             raise err(f"labelled fraction {f.label!r}: {e}") from None
         if f.methods is not None:
-            missing = [m for m in f.methods if m not in KNOWN_METHODS]
+            missing = [m for m in f.methods if m not in known]
             if missing:
                 raise err(f"fraction {f.label!r} names unknown method(s) {missing}")
 
@@ -356,7 +362,7 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
     if not isinstance(method_overrides, dict) or not all(isinstance(v, dict) for v in method_overrides.values()):
         raise err("'method_overrides' must map a method name to a mapping of overrides")
     for m in method_overrides:
-        if m not in KNOWN_METHODS:
+        if m not in known:
             raise err(f"'method_overrides' names unknown method {m!r}")
 
     rules = raw.get("cell_overrides") or []
@@ -440,12 +446,12 @@ def load_config(path: str | os.PathLike, output_dir: str | os.PathLike | None = 
     _check_override_keys(cfg, err)
     if cfg.published is not None:  # a malformed table should stop the grid before hours of training, not after
         for paper, ours in cfg.published["methods"].items():
-            if ours not in KNOWN_METHODS:
-                close = difflib.get_close_matches(ours, KNOWN_METHODS, n=1)
+            if ours not in known:
+                close = difflib.get_close_matches(ours, known, n=1)
                 raise err(f"'published: methods' maps {paper!r} to {ours!r}, which is not one of our methods "
-                          f"{list(KNOWN_METHODS)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                          f"{known}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         try:
-            read_published(cfg.published, cfg.classes, KNOWN_METHODS)
+            read_published(cfg.published, cfg.classes, known)
         except ValueError as e:
             raise err(f"'published': {e}") from e
     return cfg

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .grid import KNOWN_METHODS, BenchmarkConfig, iter_done, not_in_table
+from .grid import BenchmarkConfig, iter_done, known_methods, not_in_table
 from .paired import BASELINE, paired_differences, paired_markdown
 from .published import difference_markdown, published_markdown, read_published
 
@@ -189,7 +189,7 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
                 foreground_first = [c for c in classes if c != "background"]
                 parts.append(paired_markdown(paired, classes, cfg.task, minority_first=foreground_first))
     if cfg.published is not None:
-        table = read_published(cfg.published, classes, KNOWN_METHODS)
+        table = read_published(cfg.published, classes, known_methods())
         parts.append(published_markdown(table, cfg.task))
         diff = difference_markdown(table, summary, cfg.task)
         parts.append(diff if diff else f"### {cfg.task}: ours minus published\n\n(no (fraction, method) in both yet)\n")

@@ -7,6 +7,15 @@ A *method* is a small object the :class:`~medsemiseg.engines.SemiSupervisedTrain
     # unlabeled = {"image": (B_u, C, X, Y) float} (the weak view) or None
     # out = {"loss": total (with grad), "pred": logits of labeled["image"], "loss_sup": ..., ...}
 
+A method that wraps another (SUFD) asks its base step for the student's features explicitly::
+
+    out = base(engine, labeled, unlabeled, features=FeatureRequest("encoder", -1))
+    # out["features"] = {"labeled": (B_l, C_f, h, w), "unlabeled": (B_u, C_f, h, w) or None}
+
+``"unlabeled"`` is the weak unlabelled batch's map when the base step runs the student on it (FixMatch, UniMatch;
+then with autograd, so a loss on it reaches the network), else ``None`` (ClassMix and SupMix run only the teacher on
+the weak view).
+
 Methods hold their hyper-parameters as plain keyword arguments (so a MONAI bundle builds them with ``_target_``)
 and list the event handlers they need across iterations (EMA teacher, discriminator step, ramp-up) in
 ``handlers``; the trainer attaches them. :meth:`Method.checkpoint_objects` names the stateful ones so a bundle
@@ -24,6 +33,7 @@ Conventions shared by all methods (recorded in ``docs/methods.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -34,7 +44,8 @@ import torch.nn.functional as F
 
 from medsemiseg.losses import default_supervised_loss
 
-__all__ = ["Method", "label_map", "student_forward", "partner", "pair_indices", "confidence_and_label"]
+__all__ = ["FeatureRequest", "Method", "features_output", "label_map", "student_forward", "partner", "pair_indices",
+           "confidence_and_label"]
 
 
 # -- option checks: every public constructor option of every method is checked with a message naming the method, the
@@ -165,8 +176,41 @@ def student_forward(
     return network(x), None
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureRequest:
+    """Which student feature map a wrapping method asks a base step to return in ``out["features"]``.
+
+    Args:
+        source: ``"encoder"`` (``network.encode(x)[index]``) or ``"prediction"`` (the soft-max of the logits).
+        index: the encoder level for ``"encoder"`` (-1: the deepest).
+    """
+
+    source: str = "encoder"
+    index: int = -1
+
+    def pick(self, feats: Sequence[torch.Tensor] | None, logits: torch.Tensor | None) -> torch.Tensor | None:
+        """The requested map from one student forward's encoder features and logits (``None`` if it has none)."""
+        if self.source == "prediction":
+            return torch.softmax(logits.float(), dim=1) if logits is not None else None
+        return feats[self.index] if feats is not None else None
+
+
+def features_output(
+    request: FeatureRequest | None,
+    labeled: tuple[Sequence[torch.Tensor] | None, torch.Tensor | None],
+    unlabeled: tuple[Sequence[torch.Tensor] | None, torch.Tensor | None] | None = None,
+) -> dict:
+    """``{"features": {"labeled": ..., "unlabeled": ...}}`` for a base step's output when ``request`` is given (each
+    from a ``(encoder features, logits)`` pair of a student forward; ``unlabeled`` ``None`` when the step has no
+    student forward of the weak view), else ``{}``."""
+    if request is None:
+        return {}
+    return {"features": {"labeled": request.pick(*labeled),
+                         "unlabeled": request.pick(*unlabeled) if unlabeled is not None else None}}
+
+
 class Method:
-    """Base class: supervised loss, feature capture for SUFD, handlers, checkpoint objects.
+    """Base class: supervised loss, handlers, checkpoint objects.
 
     Args:
         num_classes: classes including background.
@@ -190,8 +234,6 @@ class Method:
         self.sup_loss = sup_loss
         self._default_sup_loss: Callable | None = None
         self.handlers: list = []
-        # set by SUFD: None, or ("encoder", index) / ("prediction", None): what to expose as "_feat_l"/"_feat_u"
-        self.capture: tuple[str, int | None] | None = None
 
     # -- pieces used by subclasses ------------------------------------------------------------------
     def supervised_loss(self, engine: Any, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -206,18 +248,6 @@ class Method:
             label = label.unsqueeze(1)
         return fn(pred.float(), label).mean()
 
-    def _store_features(
-        self, out: dict, which: str, feats: Sequence[torch.Tensor] | None, logits: torch.Tensor | None
-    ) -> None:
-        """Expose the student's features of the labelled (``which="l"``) or weak unlabelled (``"u"``) batch."""
-        if self.capture is None:
-            return
-        kind, index = self.capture
-        if kind == "prediction" and logits is not None:
-            out[f"_feat_{which}"] = torch.softmax(logits.float(), dim=1)
-        elif kind == "encoder" and feats is not None:
-            out[f"_feat_{which}"] = feats[index if index is not None else -1]
-
     @staticmethod
     def _require_unlabeled(unlabeled: dict | None, name: str) -> torch.Tensor:
         if unlabeled is None or "image" not in unlabeled:
@@ -228,7 +258,10 @@ class Method:
         """Stateful pieces to add to ``CheckpointSaver(save_dict=...)``/``CheckpointLoader(load_dict=...)``."""
         return {}
 
-    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:  # pragma: no cover - abstract
+    def __call__(
+        self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
+    ) -> dict:  # pragma: no cover - abstract
+        """One training step: the output dict of the module docstring; with ``features``, also ``out["features"]``."""
         raise NotImplementedError
 
 

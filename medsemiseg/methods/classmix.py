@@ -29,6 +29,7 @@ from medsemiseg.transforms.mixing import classmix_mask, mix
 
 from .base import (
     UNSUP_LOSSES,
+    FeatureRequest,
     Method,
     add_rampup,
     build_strong_augment,
@@ -37,12 +38,14 @@ from .base import (
     check_probability,
     check_weight,
     confidence_and_label,
+    features_output,
     label_map,
     partner,
     student_forward,
 )
+from .registry import FlopFloor, MethodSpec
 
-__all__ = ["ClassMix", "classmix_unlabeled"]
+__all__ = ["ClassMix", "classmix_unlabeled", "METHODS", "MEAN_TEACHER_FLOOR"]
 
 
 def classmix_unlabeled(
@@ -103,21 +106,24 @@ class ClassMix(Method):
     def checkpoint_objects(self) -> dict[str, Any]:
         return {"teacher": self.ema}
 
-    def _labeled_step(self, engine: Any, labeled: dict, out: dict) -> torch.Tensor:
+    def _labeled_step(self, engine: Any, labeled: dict, out: dict, features: FeatureRequest | None) -> torch.Tensor:
+        """The supervised term; puts the labelled logits (and, when asked, the features) into ``out``."""
         x_l, y_l = labeled["image"], labeled["label"]
         label_map(y_l)
-        pred_l, feats_l = student_forward(engine.network, x_l, need_features=self.capture is not None)
-        self._store_features(out, "l", feats_l, pred_l)
+        pred_l, feats_l = student_forward(engine.network, x_l, need_features=features is not None)
+        out.update(features_output(features, (feats_l, pred_l)))
         out["pred"] = pred_l
         return self.supervised_loss(engine, pred_l, y_l)
 
     def _teacher_pseudo_label(self, x_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return confidence_and_label(self.ema.predict(x_u))
 
-    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+    def __call__(
+        self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
+    ) -> dict:
         x_u = self._require_unlabeled(unlabeled, "ClassMix")
         out: dict = {}
-        loss_sup = self._labeled_step(engine, labeled, out)
+        loss_sup = self._labeled_step(engine, labeled, out, features)
 
         conf, plabel = self._teacher_pseudo_label(x_u)
         img_m, lab_m, conf_m, _ = classmix_unlabeled(x_u, conf, plabel, self.num_classes)
@@ -130,3 +136,12 @@ class ClassMix(Method):
         loss = loss_sup + self.unsup_weight * self.unsup_scale * loss_unsup
         out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=mask_ratio, unsup_scale=self.unsup_scale)
         return out
+
+
+#: a mean-teacher mixing step: the supervised pass, the teacher's no-grad forward of the weak unlabelled batch and
+#: the student's trained pass over the mixed batch (SupMix does the same passes)
+MEAN_TEACHER_FLOOR = FlopFloor(network={"l": 3, "u": 1 + 3}, text="sup + teacher fwd (u) + fwd+bwd (mixed u)")
+
+METHODS = (
+    MethodSpec("classmix", ClassMix, "ClassMix with an EMA mean teacher", floor=MEAN_TEACHER_FLOOR, order=10),
+)

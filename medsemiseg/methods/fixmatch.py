@@ -38,18 +38,21 @@ from medsemiseg.transforms.mixing import cutmix_box_mask, mix
 
 from .base import (
     UNSUP_LOSSES,
+    FeatureRequest,
     Method,
     build_strong_augment,
     check_choice,
     check_flag,
     check_probability,
     confidence_and_label,
+    features_output,
     label_map,
     partner,
     student_forward,
 )
+from .registry import FlopFloor, MethodSpec
 
-__all__ = ["FixMatch", "cutmix_strong_view"]
+__all__ = ["FixMatch", "cutmix_strong_view", "METHODS"]
 
 
 def cutmix_strong_view(
@@ -97,12 +100,16 @@ class FixMatch(Method):
         self.cutmix_p = check_probability(owner, "cutmix_p", cutmix_p)
         self.strong_augment = build_strong_augment(strong_augment, owner)
 
-    def _student_forwards(self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, need_feats: bool):
-        """Student on the labelled and weak batches: ``(labelled logits, weak logits)``; features go to ``out``.
+    def _student_forwards(
+        self, engine: Any, labeled: dict, x_u: torch.Tensor, out: dict, features: FeatureRequest | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student on the labelled and weak batches: ``(labelled logits, weak logits)``; the asked-for features go
+        to ``out``.
 
         One forward of ``cat(x_l, x_u)`` when ``joint_forward``, else one per batch (the weak one without autograd
-        unless SUFD captures its features).
+        unless ``features`` asks for its map, which a wrapper's loss then trains through).
         """
+        need_feats = features is not None
         x_l = labeled["image"]
         label_map(labeled["label"])
         n_l = x_l.shape[0]
@@ -114,19 +121,20 @@ class FixMatch(Method):
             f_u = [f[n_l:] for f in feats] if feats is not None else None
         else:
             pred_l, f_l = student_forward(engine.network, x_l, need_feats)
-            # the weak pass only yields pseudo-labels (detached): no autograd graph unless SUFD needs its features
+            # the weak pass only yields pseudo-labels (detached): no autograd graph unless its features are asked for
             # (BatchNorm statistics and dropout draws are the same either way; it saves the graph's memory)
             with torch.set_grad_enabled(need_feats and torch.is_grad_enabled()):
                 pred_u_w, f_u = student_forward(engine.network, x_u, need_feats)
-        self._store_features(out, "l", f_l, pred_l)
-        self._store_features(out, "u", f_u, pred_u_w)
+        out.update(features_output(features, (f_l, pred_l), (f_u, pred_u_w)))
         out["pred"] = pred_l
         return pred_l, pred_u_w
 
-    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+    def __call__(
+        self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
+    ) -> dict:
         x_u = self._require_unlabeled(unlabeled, "FixMatch")
         out: dict = {}
-        pred_l, pred_u_w = self._student_forwards(engine, labeled, x_u, out, self.capture is not None)
+        pred_l, pred_u_w = self._student_forwards(engine, labeled, x_u, out, features)
         loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
 
         conf, plabel = confidence_and_label(pred_u_w)
@@ -139,3 +147,12 @@ class FixMatch(Method):
         loss = (loss_sup + loss_unsup) / 2.0
         out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=(conf >= self.conf_threshold).float().mean())
         return out
+
+
+METHODS = (
+    MethodSpec(
+        "fixmatch", FixMatch, "FixMatch with CutMix, confidence threshold 0.95",
+        floor=FlopFloor(network={"l": 3, "u": 1 + 3}, text="sup + no-grad fwd (weak u) + fwd+bwd (strong u)"),
+        order=20,
+    ),
+)

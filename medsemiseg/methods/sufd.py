@@ -6,11 +6,11 @@ unlabelled features indistinguishable from labelled ones.
 
 Per iteration (``SUFD(base, ...)`` wraps any base method):
 
-1. the base method runs and, because SUFD asked it to, exposes the student's features of the labelled batch and,
-   where its forward passes include one, of the weak unlabelled batch (``feats[feature_index]`` of
-   ``network.encode``, default the deepest; or the soft-max prediction with ``feature_source="prediction"``).
-   Missing ones are computed here with an extra student forward (ClassMix/SupMix never run the student on the weak
-   unlabelled view; the labelled features are then computed without grad, since only ``D`` sees them);
+1. the base method's step runs with a :class:`~medsemiseg.methods.base.FeatureRequest` and returns, in
+   ``out["features"]``, the student's features of the labelled batch and, where its forward passes include one, of
+   the weak unlabelled batch (``feats[feature_index]`` of ``network.encode``, default the deepest; or the soft-max
+   prediction with ``feature_source="prediction"``). A missing one is computed here with an extra student forward
+   (ClassMix/SupMix never run the student on the weak unlabelled view);
 2. after ``warmup_iters`` iterations, the adversarial term ``BCEWithLogits(D(f_u), 1)`` (make unlabelled look
    labelled), computed with ``D``'s parameters frozen so the segmentation backward leaves ``D`` untouched, is added
    to the base loss with weight ``adv_weight`` (default 0.001, adversarial-segmentation practice);
@@ -18,7 +18,8 @@ Per iteration (``SUFD(base, ...)`` wraps any base method):
    :class:`~medsemiseg.handlers.DiscriminatorStep` handler trains ``D`` (``BCE(D(f_l),1) + BCE(D(f_u),0)``, its own
    Adam optimiser, lr 1e-4, betas (0.9, 0.99)) after the segmentation optimiser step.
 
-``sufd`` is ClassMix + SUFD and ``supmix_sufd`` SupMix + SUFD (see :func:`medsemiseg.methods.create_method`).
+``sufd`` is ClassMix + SUFD and ``supmix_sufd`` SupMix + SUFD; ``fixmatch_sufd`` and ``unimatch_sufd`` are accepted
+too (:data:`METHODS`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import torch.nn.functional as F
 
 from medsemiseg.handlers.discriminator import DiscriminatorStep
 
-from .base import Method, check_choice, check_int, check_real, check_weight, student_forward
+from . import registry
+from .base import FeatureRequest, Method, check_choice, check_int, check_real, check_weight, student_forward
+from .registry import FlopFloor, MethodSpec
 
-__all__ = ["SUFD"]
+__all__ = ["SUFD", "METHODS"]
 
 
 class _Frozen:
@@ -115,15 +118,9 @@ class SUFD(Method):
         self.warmup_iters = warmup_iters
         self.feature_index = feature_index
         self.feature_source = feature_source
-        base.capture = (feature_source, self.feature_index if feature_source == "encoder" else None)
+        self.request = FeatureRequest(feature_source, feature_index)
         self.discriminator_step = DiscriminatorStep(discriminator, optimizer=d_optimizer, lr=d_lr, betas=d_betas)
         self.handlers = list(base.handlers) + [self.discriminator_step]
-
-    def __getattr__(self, name: str) -> Any:
-        # expose the base method's settings (teacher, thresholds...) on the combined method
-        if name in ("base", "__setstate__", "__getstate__"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         return {**self.base.checkpoint_objects(), "sufd": self.discriminator_step}
@@ -137,12 +134,16 @@ class SUFD(Method):
                 raise TypeError(f"SUFD(feature_source='encoder') needs network.encode(); {type(network).__name__} has none.")
             return network.encode(x)[self.feature_index]
 
-    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+    def __call__(
+        self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
+    ) -> dict:
+        if features is not None:
+            raise TypeError("SUFD returns no features to a wrapper: it is the outermost method of a step.")
         x_u = self._require_unlabeled(unlabeled, "SUFD")
-        out = self.base(engine, labeled, unlabeled)
+        out = self.base(engine, labeled, unlabeled, features=self.request)
         net = engine.network
-        f_l = out.pop("_feat_l", None)
-        f_u = out.pop("_feat_u", None)
+        given = out.pop("features")
+        f_l, f_u = given["labeled"], given["unlabeled"]
         if f_l is None:
             f_l = self._features(net, labeled["image"], grad=False)
         if f_u is None:
@@ -164,3 +165,84 @@ class SUFD(Method):
         out["feat_l"] = f_l.detach()
         out["feat_u"] = f_u.detach()
         return out
+
+
+#: SUFD's own options, and those of the discriminator it creates
+SUFD_OPTIONS = ("adv_weight", "warmup_iters", "feature_index", "feature_source", "d_lr", "d_betas", "d_optimizer")
+DISCRIMINATOR_OPTIONS = ("discriminator", "discriminator_kwargs")
+
+
+def _feature_channels(network: torch.nn.Module, num_classes: int, feature_source: str, feature_index: int) -> int:
+    if feature_source == "prediction":
+        return num_classes
+    if feature_index == -1 and hasattr(network, "feature_channels"):
+        return int(network.feature_channels)
+    channels = getattr(network, "encoder_channels", None)
+    if channels is not None:
+        return int(channels[feature_index])
+    raise ValueError(
+        f"create_method: cannot tell the channels of encoder level {feature_index} of {type(network).__name__} "
+        "(it has no feature_channels/encoder_channels); pass discriminator=FeatureDiscriminator(in_channels=...)."
+    )
+
+
+def build_sufd(spec: MethodSpec, network: torch.nn.Module, num_classes: int, options: dict, what: str) -> SUFD:
+    """``spec.base`` built with its options, wrapped in :class:`SUFD` with the rest; the discriminator, unless given,
+    is a ``FeatureDiscriminator`` on the network's device whose input channels fit the chosen feature map."""
+    base_spec = registry.get(str(spec.base))
+    base_valid = base_spec.options
+    unknown = sorted(k for k in options if k not in (*base_valid, *SUFD_OPTIONS, *DISCRIMINATOR_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{what}: unknown option(s) {unknown}; valid options: {base_valid} ({base_spec.cls.__name__}) and "
+            f"{list(SUFD_OPTIONS) + list(DISCRIMINATOR_OPTIONS)} (SUFD)."
+        )
+    sufd_opts = {k: options.pop(k) for k in SUFD_OPTIONS if k in options}
+    disc = options.pop("discriminator", None)
+    disc_kwargs = options.pop("discriminator_kwargs", None) or {}
+    if not isinstance(disc_kwargs, dict):
+        raise TypeError(f"SUFD(discriminator_kwargs={disc_kwargs!r}): must be a dict of FeatureDiscriminator arguments.")
+    base = base_spec.create(network, num_classes, options, what)
+    if disc is None:
+        from medsemiseg.networks import FeatureDiscriminator
+
+        source = sufd_opts.get("feature_source", "encoder")
+        check_choice("SUFD", "feature_source", source, ("encoder", "prediction"))
+        index = check_int("SUFD", "feature_index", sufd_opts.get("feature_index", -1), None, "an encoder level index")
+        levels = getattr(network, "encoder_channels", None)
+        if source == "encoder" and levels is not None and not -len(levels) <= index < len(levels):
+            raise ValueError(
+                f"SUFD(feature_index={index}): {type(network).__name__} has {len(levels)} encoder levels; use "
+                f"an index in {-len(levels)}..{len(levels) - 1} (-1: the deepest)."
+            )
+        disc = FeatureDiscriminator(in_channels=_feature_channels(network, num_classes, source, index),
+                                    **dict(disc_kwargs))
+    param = next(network.parameters(), None)
+    if param is not None:
+        disc = disc.to(param.device)
+    return SUFD(base, disc, **sufd_opts)
+
+
+def _sufd(name: str, base: str, summary: str, order: int, floor_text: str | None = None,
+          aliases: tuple[str, ...] = ()) -> MethodSpec:
+    # on a ClassMix / SupMix base the student never sees the weak unlabelled images, so their features need the
+    # student's encoder fwd+bwd (3E, the adversarial gradient flows through it); D fwd+bwd on labelled and unlabelled
+    # features (its own step, 3G) and D fwd + input-gradient bwd on the unlabelled ones for the adversarial term (2G:
+    # D is frozen there, no weight gradients)
+    floor = None if floor_text is None else FlopFloor(
+        network={"l": 3, "u": 1 + 3}, encoder={"u": 3}, discriminator={"l": 3, "u": 3 + 2}, text=floor_text)
+    return MethodSpec(
+        name, SUFD, summary, floor=floor, order=order, listed=floor is not None,
+        aliases=aliases, base=base, wrapper_options=SUFD_OPTIONS + DISCRIMINATOR_OPTIONS, build=build_sufd,
+    )
+
+
+METHODS = (
+    _sufd("sufd", "classmix", "ClassMix + the Sup-Unsup Feature Discriminator", 50,
+          "classmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)",
+          aliases=("classmix_sufd",)),
+    _sufd("supmix_sufd", "supmix", "SupMix + SUFD, the paper's full method", 60,
+          "supmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)"),
+    _sufd("fixmatch_sufd", "fixmatch", "FixMatch + SUFD", 70),
+    _sufd("unimatch_sufd", "unimatch", "UniMatch + SUFD", 80),
+)

@@ -31,10 +31,11 @@ import torch
 from medsemiseg.losses import unsupervised_loss
 from medsemiseg.transforms.mixing import select_supmix_classes, supmix_paste
 
-from .base import build_strong_augment, check_choice, check_flag, check_int, label_map, pair_indices
-from .classmix import ClassMix, classmix_unlabeled
+from .base import FeatureRequest, build_strong_augment, check_choice, check_flag, check_int, label_map, pair_indices
+from .classmix import MEAN_TEACHER_FLOOR, ClassMix, classmix_unlabeled
+from .registry import MethodSpec
 
-__all__ = ["SupMix"]
+__all__ = ["SupMix", "METHODS"]
 
 
 class SupMix(ClassMix):
@@ -114,10 +115,12 @@ class SupMix(ClassMix):
         self.with_classmix = check_flag(owner, "with_classmix", with_classmix)
         self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
 
-    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+    def __call__(
+        self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
+    ) -> dict:
         x_u = self._require_unlabeled(unlabeled, "SupMix")
         out: dict = {}
-        loss_sup = self._labeled_step(engine, labeled, out)
+        loss_sup = self._labeled_step(engine, labeled, out, features)
 
         conf, plabel = self._teacher_pseudo_label(x_u)
         img_u, lab_u, conf_u = x_u, plabel, conf
@@ -147,3 +150,11 @@ class SupMix(ClassMix):
             unsup_scale=self.unsup_scale,
         )
         return out
+
+
+METHODS = (
+    MethodSpec(
+        "supmix", SupMix, "the paper's SupMix: labelled regions pasted by their ground truth, on the mean teacher",
+        floor=MEAN_TEACHER_FLOOR, order=40,
+    ),
+)

@@ -18,10 +18,19 @@ import torch
 
 from medsemiseg.losses import unsupervised_loss
 
-from .base import check_probability, check_weight, confidence_and_label, dropout_features, label_map
+from .base import (
+    FeatureRequest,
+    check_probability,
+    check_weight,
+    confidence_and_label,
+    dropout_features,
+    features_output,
+    label_map,
+)
 from .fixmatch import FixMatch, cutmix_strong_view
+from .registry import FlopFloor, MethodSpec
 
-__all__ = ["UniMatch"]
+__all__ = ["UniMatch", "METHODS"]
 
 
 class UniMatch(FixMatch):
@@ -63,7 +72,9 @@ class UniMatch(FixMatch):
         except (TypeError, ValueError):
             raise bad_weights from None
 
-    def __call__(self, engine: Any, labeled: dict, unlabeled: dict | None) -> dict:
+    def __call__(
+        self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
+    ) -> dict:
         x_u = self._require_unlabeled(unlabeled, "UniMatch")
         net = engine.network
         if not (hasattr(net, "encode") and hasattr(net, "decode")):
@@ -89,8 +100,7 @@ class UniMatch(FixMatch):
             feats_u = net.encode(x_u.to(x_l.dtype))
             feats_fp = dropout_features(feats_u, self.fp_dropout)
             pred_u_w, pred_fp = net.decode([torch.cat([f, g]) for f, g in zip(feats_u, feats_fp)], size).chunk(2)
-        self._store_features(out, "l", feats_l, pred_l)
-        self._store_features(out, "u", feats_u, pred_u_w)
+        out.update(features_output(features, (feats_l, pred_l), (feats_u, pred_u_w)))
         out["pred"] = pred_l
         loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
 
@@ -118,3 +128,15 @@ class UniMatch(FixMatch):
             mask_ratio=(conf >= thr).float().mean(),
         )
         return out
+
+
+METHODS = (
+    MethodSpec(
+        "unimatch", UniMatch, "UniMatch: two strong views and feature perturbation",
+        # the weak view's encoder fwd+bwd (3E) + its clean decode without grad (F - E) + the perturbed decode
+        # fwd+bwd (3(F - E)) + two strong views fwd+bwd (6F)
+        floor=FlopFloor(network={"l": 3, "u": 1 + 3 + 2 * 3}, encoder={"u": 3 - 1 - 3},
+                        text="sup + enc fwd+bwd (weak u) + clean dec fwd + FP dec fwd+bwd + 2 fwd+bwd (strong u)"),
+        order=30,
+    ),
+)
