@@ -99,7 +99,7 @@ fi
 if wanted probe; then
   step probe_cell "$PY" -m medsemiseg.benchmark "$PROBE" --methods supmix_sufd --fractions 1/8 --seeds 0 \
     --no-progress --no-report
-  probe_dir=$("$PY" -c "import sys; from medsemiseg.benchmark.grid import load_config
+  probe_dir=$("$PY" -c "import sys; from medsemiseg.benchmark.config import load_config
 print(load_config(sys.argv[1]).task_dir)" "$PROBE")
   [ -d "$probe_dir" ] && tar -czf "$RESULTS/probe_cell.tar.gz" --exclude='*.pt' --exclude='*.ts' "$probe_dir"
 fi

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medsemiseg.benchmark import cells as grid_cells
+from medsemiseg.benchmark import config as grid_config
 from medsemiseg.benchmark import grid, plots, results
 from medsemiseg.benchmark.__main__ import main as cli_main
-from medsemiseg.benchmark.grid import ConfigError, load_config
+from medsemiseg.benchmark.config import ConfigError, load_config
 from medsemiseg.methods import method_names
 
 FAKE_BUNDLE = textwrap.dedent(
@@ -129,7 +131,7 @@ def _write_config(tmp_path: Path, **extra) -> Path:
 
 def test_cells_enumerate_grid_with_supervised_only_upper_bound(tmp_path):
     cfg = load_config(_write_config(tmp_path))
-    cells = grid.enumerate_cells(cfg)
+    cells = grid_config.enumerate_cells(cfg)
     # 3 methods x 2 fractions x 2 seeds + supervised x full x 2 seeds
     assert len(cells) == 3 * 2 * 2 + 2
     assert [c.key for c in cells if c.fraction.label == "full"] == ["chase/supervised/full/seed0",
@@ -142,7 +144,7 @@ def test_cells_enumerate_grid_with_supervised_only_upper_bound(tmp_path):
 
 def test_train_command_carries_overrides_in_precedence_order(tmp_path):
     cfg = load_config(_write_config(tmp_path))
-    cell = [c for c in grid.enumerate_cells(cfg) if c.method == "supmix_sufd"][0]
+    cell = [c for c in grid_config.enumerate_cells(cfg) if c.method == "supmix_sufd"][0]
     cmd = cfg.train_command(cell)
     assert cmd[0] == sys.executable and cmd[2] == "training"
     assert cmd[3:5] == ["--config_file", str(tmp_path / "bundle" / "train.json")]
@@ -210,7 +212,7 @@ def test_shipped_configs_parse_and_cover_the_paper_grid():
                 cfg = load_config(path)
             finally:
                 os.chdir(old)
-            assert len(grid.enumerate_cells(cfg)) == (3 * 7 + 1) * len(cfg.seeds)
+            assert len(grid_config.enumerate_cells(cfg)) == (3 * 7 + 1) * len(cfg.seeds)
 
 
 def test_parse_metrics_forms():
@@ -247,8 +249,8 @@ def test_grid_runs_then_rerun_skips_finished_cells(tmp_path):
     res, lines = _run(cfg)
     assert [r.status for r in res] == ["done"] * 5
     expected = {}
-    for c in grid.enumerate_cells(cfg):
-        done = json.loads((c.directory / grid.DONE).read_text())
+    for c in grid_config.enumerate_cells(cfg):
+        done = json.loads((c.directory / grid_cells.DONE).read_text())
         assert done["method"] == c.method and 0 < done["metrics"]["miou"] < 1
         # the progress line gives the mIoU in percent, with its unit (as results.md), not a bare "0.74"
         assert any(ln.startswith("[") and f"] {c.key}: mIoU {100 * done['metrics']['miou']:.2f} %  (" in ln
@@ -258,7 +260,7 @@ def test_grid_runs_then_rerun_skips_finished_cells(tmp_path):
         assert (c.directory / "calls.txt").read_text().split() == expected[c.key]
     res2, lines2 = _run(cfg)
     assert [r.status for r in res2] == ["skipped"] * 5
-    for c in grid.enumerate_cells(cfg):  # nothing was called again
+    for c in grid_config.enumerate_cells(cfg):  # nothing was called again
         assert (c.directory / "calls.txt").read_text().split() == expected[c.key]
     assert "0 to run" in lines2[0]
 
@@ -270,9 +272,9 @@ def test_failed_cell_is_recorded_not_fatal_and_retried(tmp_path, monkeypatch):
     res, _ = _run(cfg)
     assert {r.cell.method: r.status for r in res} == {"supervised": "done", "classmix": "failed"}
     failed_dir = [r.cell.directory for r in res if r.status == "failed"][0]
-    info = json.loads((failed_dir / grid.FAILED).read_text())
+    info = json.loads((failed_dir / grid_cells.FAILED).read_text())
     assert info["step"] == "training" and info["returncode"] == 3 and "fake failure" in info["log_tail"]
-    assert not (failed_dir / grid.DONE).exists()
+    assert not (failed_dir / grid_cells.DONE).exists()
     # not retried when asked not to
     res_keep, _ = _run(cfg, rerun_failed=False)
     assert {r.cell.method: r.status for r in res_keep} == {"supervised": "skipped", "classmix": "failed"}
@@ -280,7 +282,7 @@ def test_failed_cell_is_recorded_not_fatal_and_retried(tmp_path, monkeypatch):
     monkeypatch.delenv("FAKE_FAIL")
     res2, _ = _run(cfg)
     assert {r.cell.method: r.status for r in res2} == {"supervised": "skipped", "classmix": "done"}
-    assert not (failed_dir / grid.FAILED).exists()
+    assert not (failed_dir / grid_cells.FAILED).exists()
 
 
 def test_evaluation_failure_reruns_only_evaluation(tmp_path, monkeypatch):
@@ -288,7 +290,7 @@ def test_evaluation_failure_reruns_only_evaluation(tmp_path, monkeypatch):
                                     upper_bound=None))
     monkeypatch.setenv("FAKE_FAIL", "evaluating:supervised/1/8/0")
     (res,), _ = _run(cfg)
-    assert res.status == "failed" and grid.cell_status(cfg, res.cell) == "trained"
+    assert res.status == "failed" and grid_cells.cell_status(cfg, res.cell) == "trained"
     monkeypatch.delenv("FAKE_FAIL")
     (res2,), _ = _run(cfg)
     assert res2.status == "done"
@@ -302,23 +304,23 @@ def test_changed_config_makes_cells_stale_and_refuses_to_mix(tmp_path):
     _run(cfg)
     cfg2 = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"],
                                      upper_bound=None, overrides={"max_epochs": 2}))
-    cell = grid.enumerate_cells(cfg2)[0]
-    assert grid.cell_status(cfg2, cell) == "stale"
+    cell = grid_config.enumerate_cells(cfg2)[0]
+    assert grid_cells.cell_status(cfg2, cell) == "stale"
     with pytest.raises(ConfigError, match="different command"):
         _run(cfg2)
     (res,), lines = _run(cfg2, rerun_stale=True)
     assert res.status == "done"
-    assert (cell.directory.parent / "seed0.stale-1" / grid.DONE).is_file()
-    assert grid.cell_status(cfg2, cell) == "done"
+    assert (cell.directory.parent / "seed0.stale-1" / grid_cells.DONE).is_file()
+    assert grid_cells.cell_status(cfg2, cell) == "done"
 
 
 def test_partial_cell_is_rerun_into_same_folder(tmp_path):
     cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"],
                                     upper_bound=None))
-    cell = grid.enumerate_cells(cfg)[0]
+    cell = grid_config.enumerate_cells(cfg)[0]
     cell.directory.mkdir(parents=True)
     (cell.directory / "checkpoint_iter_3.pt").write_text("half-trained")  # a killed run
-    assert grid.cell_status(cfg, cell) == "partial"
+    assert grid_cells.cell_status(cfg, cell) == "partial"
     (res,), _ = _run(cfg)
     assert res.status == "done" and (cell.directory / "checkpoint_iter_3.pt").is_file()
 
@@ -539,7 +541,7 @@ def test_cell_overrides_apply_to_matching_cells_only(tmp_path):
     rules = [{"fractions": ["1/8"], "seeds": [0], "overrides": {"train#checkpointer#n_saved": 100}},
              {"methods": ["supmix_sufd"], "overrides": {"method_options": {"adv_weight": 0.01}}}]
     cfg = load_config(_write_config(tmp_path, cell_overrides=rules))
-    for c in grid.enumerate_cells(cfg):
+    for c in grid_config.enumerate_cells(cfg):
         ov = cfg.cell_overrides(c)
         assert ("train#checkpointer#n_saved" in ov) == (c.fraction.label == "1/8" and c.seed == 0), c.key
         assert ("method_options" in ov) == (c.method == "supmix_sufd"), c.key
@@ -612,34 +614,34 @@ def test_shipped_seed_studies_extend_the_quick_grids():
             seeds = load_config(root / "configs" / f"benchmark_{task}_quick_seeds.yaml")
             assert seeds.overrides == quick.overrides and seeds.seeds == [0, 1, 2]
             assert seeds.output_dir != quick.output_dir  # its own tables; never overwrites the quick grid's
-            assert len(grid.enumerate_cells(seeds)) == 4 * 3
+            assert len(grid_config.enumerate_cells(seeds)) == 4 * 3
             # the longer-schedule study: the same cells, five times the iterations, nothing else changed
             long = load_config(root / "configs" / f"benchmark_{task}_long_seeds.yaml")
-            assert [c.key for c in grid.enumerate_cells(long)] == [c.key for c in grid.enumerate_cells(seeds)]
+            assert [c.key for c in grid_config.enumerate_cells(long)] == [c.key for c in grid_config.enumerate_cells(seeds)]
             assert long.overrides["max_epochs"] == 5 * quick.overrides["max_epochs"]
             rest = {k: v for k, v in long.overrides.items() if k not in ("max_epochs", "val_interval")}
             assert rest == {k: v for k, v in quick.overrides.items() if k not in ("max_epochs", "val_interval")}
             assert long.output_dir not in (quick.output_dir, seeds.output_dir)
             # the seed study with the bundles' current loaders: train_sampling is the only change
             epoch = load_config(root / "configs" / f"benchmark_{task}_quick_seeds_epoch.yaml")
-            assert [c.key for c in grid.enumerate_cells(epoch)] == [c.key for c in grid.enumerate_cells(seeds)]
+            assert [c.key for c in grid_config.enumerate_cells(epoch)] == [c.key for c in grid_config.enumerate_cells(seeds)]
             assert seeds.overrides["train_sampling"] == "pass" and epoch.overrides["train_sampling"] == "epoch"
             assert {**epoch.overrides, "train_sampling": "pass"} == seeds.overrides
             assert epoch.output_dir not in (quick.output_dir, seeds.output_dir, long.output_dir)
         # the GPU probe: the paper grid's cells, 10 of their 200 epochs, nothing else
         paper = load_config(root / "configs" / "benchmark_covid.yaml")
         probe = load_config(root / "configs" / "benchmark_covid_probe.yaml")
-        assert [c.key for c in grid.enumerate_cells(probe)] == [c.key for c in grid.enumerate_cells(paper)]
-        for c, c_paper in zip(grid.enumerate_cells(probe), grid.enumerate_cells(paper)):
+        assert [c.key for c in grid_config.enumerate_cells(probe)] == [c.key for c in grid_config.enumerate_cells(paper)]
+        for c, c_paper in zip(grid_config.enumerate_cells(probe), grid_config.enumerate_cells(paper)):
             ov, ov_paper = probe.cell_overrides(c), paper.cell_overrides(c_paper)
             assert (ov.pop("max_epochs"), ov_paper.pop("max_epochs")) == (10, 200)
             assert ov.pop("output_dir") != ov_paper.pop("output_dir") and ov == ov_paper
         # the rare-class ablation: SupMix + SUFD cells of the long CT study, pasting consolidation too; nothing else
         rare = load_config(root / "configs" / "benchmark_covid_long_paste_rare.yaml")
         long = load_config(root / "configs" / "benchmark_covid_long_seeds.yaml")
-        cells = grid.enumerate_cells(rare)
-        assert [c.key for c in cells] == [c.key for c in grid.enumerate_cells(long) if c.method == "supmix_sufd"]
-        for c, c_long in zip(cells, (c for c in grid.enumerate_cells(long) if c.method == "supmix_sufd")):
+        cells = grid_config.enumerate_cells(rare)
+        assert [c.key for c in cells] == [c.key for c in grid_config.enumerate_cells(long) if c.method == "supmix_sufd"]
+        for c, c_long in zip(cells, (c for c in grid_config.enumerate_cells(long) if c.method == "supmix_sufd")):
             ov, ov_long = rare.cell_overrides(c), long.cell_overrides(c_long)
             assert ov.pop("method_options") == {"supmix_classes": [1, 2]} and "method_options" not in ov_long
             assert ov.pop("output_dir") != ov_long.pop("output_dir") and ov == ov_long
@@ -665,13 +667,13 @@ def _projection_grid(tmp_path, finished: dict[str, tuple[float, float]], **extra
     path = _write_config(tmp_path, seeds=[0], method_overrides={}, **extra)
     (tmp_path / "bundle" / "train.json").write_text(json.dumps(_TRAIN_DEFAULTS))
     cfg = load_config(path)
-    for c in grid.enumerate_cells(cfg):
+    for c in grid_config.enumerate_cells(cfg):
         key = f"{c.method}/{c.fraction.label}"
         if key in finished:
             c.directory.mkdir(parents=True, exist_ok=True)
             train_s, eval_s = finished[key]
-            (c.directory / grid.DONE).write_text(json.dumps({
-                "train_command": grid._portable(cfg.train_command(c)), "train_s": train_s, "eval_s": eval_s,
+            (c.directory / grid_cells.DONE).write_text(json.dumps({
+                "train_command": grid_cells.portable_command(cfg.train_command(c)), "train_s": train_s, "eval_s": eval_s,
                 "metrics": {"miou": 0.5}}))
     report = {"settings": {"network": "unet", "image_size": 32}, "machine": "test",
               "results": [{"method": m, "s_per_iter": s} for m, s in _STEP_S.items()]}
@@ -682,7 +684,7 @@ def test_projection_reads_the_schedule_as_the_bundle_resolves_it(tmp_path):
     from medsemiseg.benchmark.projection import cell_schedule
 
     cfg, _ = _projection_grid(tmp_path, {}, overrides={"epoch_length": 7})
-    sch = cell_schedule(cfg, grid.enumerate_cells(cfg)[0])
+    sch = cell_schedule(cfg, grid_config.enumerate_cells(cfg)[0])
     assert sch["iterations"] == 2 * 7 and sch["device"] == "cpu" and sch["image_size"] == [32, 32]
 
 
@@ -785,12 +787,12 @@ def _probe_of(cfg, tmp_path, finished: dict[str, tuple[float, float]], **overrid
     path.write_text(yaml.safe_dump({"extends": str(Path(cfg.source).resolve()), "output_dir": str(tmp_path / "probe_runs"),
                                     "cell_overrides": [{"overrides": {"max_epochs": 1, **overrides}}]}))
     probe = load_config(path)
-    for c in grid.enumerate_cells(probe):
+    for c in grid_config.enumerate_cells(probe):
         if f"{c.method}/{c.fraction.label}" in finished:
             c.directory.mkdir(parents=True, exist_ok=True)
             train_s, eval_s = finished[f"{c.method}/{c.fraction.label}"]
-            (c.directory / grid.DONE).write_text(json.dumps({
-                "train_command": grid._portable(probe.train_command(c)), "train_s": train_s, "eval_s": eval_s,
+            (c.directory / grid_cells.DONE).write_text(json.dumps({
+                "train_command": grid_cells.portable_command(probe.train_command(c)), "train_s": train_s, "eval_s": eval_s,
                 "metrics": {"miou": 0.5}}))
     return probe
 
@@ -855,7 +857,7 @@ def test_projection_counts_a_probe_cells_start_up_once(tmp_path):
     assert epochs_from_log(log) == [2.3]
     cfg, report = _projection_grid(tmp_path, {})
     probe = _probe_of(cfg, tmp_path, {"classmix/1/8": (2.5, 1.0)})
-    cell = next(c for c in grid.enumerate_cells(probe) if c.method == "classmix" and c.fraction.label == "1/8")
+    cell = next(c for c in grid_config.enumerate_cells(probe) if c.method == "classmix" and c.fraction.label == "1/8")
     (cell.directory / "train.log").write_text(log)
     proj = project_grid(cfg, report, probe=probe)
     rows = {r["method"]: r for r in proj["rows"]}
@@ -881,14 +883,14 @@ def test_projection_from_a_probe_cell_stopped_early(tmp_path):
                            "x Epoch[12] Complete. Time taken: 01:02:03.250\n") == [3723.25]
     cfg, report = _projection_grid(tmp_path, {})
     probe = _probe_of(cfg, tmp_path, {})
-    cell = next(c for c in grid.enumerate_cells(probe) if c.method == "supmix_sufd" and c.fraction.label == "1/8")
+    cell = next(c for c in grid_config.enumerate_cells(probe) if c.method == "supmix_sufd" and c.fraction.label == "1/8")
     cell.directory.mkdir(parents=True)
     (cell.directory / "train.log").write_text(
         "$ python -m monai.bundle run training\nTraceback: No module named 'fire'\n"
         "$ python -m monai.bundle run training\n2026 - INFO - Epoch[1] Complete. Time taken: 00:00:03.500\n"
         "Epoch: 2/1, Iter: 3/10 -- loss: 0.4\n")
-    (cell.directory / grid.STARTED).write_text(json.dumps(
-        {"train_command": grid._portable(probe.train_command(cell)) + ["--num_workers", "4"]}))
+    (cell.directory / grid_cells.STARTED).write_text(json.dumps(
+        {"train_command": grid_cells.portable_command(probe.train_command(cell)) + ["--num_workers", "4"]}))
     proj = project_grid(cfg, report, probe=probe)
     rows = {r["method"]: r for r in proj["rows"]}
     # 10 iterations in 3.5 s: 0.35 s each, 0.05 s beyond supmix_sufd's 0.3 s step; no evaluation time
@@ -934,18 +936,18 @@ def _one_cell(tmp_path, **extra):
 def test_unfinished_cell_run_with_other_settings_is_stale_not_resumed(tmp_path, monkeypatch, state):
     """A trained / failed / interrupted cell must not be resumed from a checkpoint made with other settings."""
     cfg = _one_cell(tmp_path, overrides={"max_epochs": 1, "batch_size": 4})
-    cell = grid.enumerate_cells(cfg)[0]
+    cell = grid_config.enumerate_cells(cfg)[0]
     step = "evaluating" if state == "trained" else "training"
     monkeypatch.setenv("FAKE_FAIL", f"{step}:supervised/1/8/0")
     (res,), _ = _run(cfg)
     assert res.status == "failed"
     if state == "partial":  # a killed runner: no marker but started.json (and a checkpoint)
-        (cell.directory / grid.FAILED).unlink()
+        (cell.directory / grid_cells.FAILED).unlink()
         (cell.directory / "checkpoint_epoch=4.pt").write_text("old weights")
-    assert grid.cell_status(cfg, cell) == state
+    assert grid_cells.cell_status(cfg, cell) == state
     monkeypatch.delenv("FAKE_FAIL")
     cfg2 = _one_cell(tmp_path, overrides={"max_epochs": 1, "batch_size": 2})
-    assert grid.cell_status(cfg2, cell) == "stale"
+    assert grid_cells.cell_status(cfg2, cell) == "stale"
     with pytest.raises(ConfigError, match="different command") as info:
         _run(cfg2)
     assert "--batch_size 4 -> 2" in str(info.value)  # the error says what changed
@@ -960,30 +962,30 @@ def test_cells_written_before_the_new_markers_are_not_stale(tmp_path):
     """Old cells lack started.json / eval_command: unknown is not stale (existing grids stay finished)."""
     cfg = _one_cell(tmp_path)
     _run(cfg)
-    cell = grid.enumerate_cells(cfg)[0]
-    done = json.loads((cell.directory / grid.DONE).read_text())
+    cell = grid_config.enumerate_cells(cfg)[0]
+    done = json.loads((cell.directory / grid_cells.DONE).read_text())
     del done["eval_command"]
-    (cell.directory / grid.DONE).write_text(json.dumps(done))
-    (cell.directory / grid.STARTED).unlink()
-    assert grid.cell_status(cfg, cell) == "done"
-    old_partial = grid.enumerate_cells(_one_cell(tmp_path, seeds=[1]))[0]
+    (cell.directory / grid_cells.DONE).write_text(json.dumps(done))
+    (cell.directory / grid_cells.STARTED).unlink()
+    assert grid_cells.cell_status(cfg, cell) == "done"
+    old_partial = grid_config.enumerate_cells(_one_cell(tmp_path, seeds=[1]))[0]
     old_partial.directory.mkdir(parents=True)
     (old_partial.directory / "checkpoint_epoch=2.pt").write_text("x")
-    assert grid.cell_status(cfg, old_partial) == "partial"
+    assert grid_cells.cell_status(cfg, old_partial) == "partial"
 
 
 def test_changed_evaluation_settings_make_a_cell_stale_and_re_evaluate_only(tmp_path):
     cfg = _one_cell(tmp_path)
     _run(cfg)
-    cell = grid.enumerate_cells(cfg)[0]
+    cell = grid_config.enumerate_cells(cfg)[0]
     cfg2 = _one_cell(tmp_path, evaluate={"workflow": "evaluating", "config_file": "evaluate.json",
                                          "overrides": {"eval_batch": 4}})
-    assert grid.cell_status(cfg2, cell) == "stale"
-    assert grid.stale_changes(cfg2, cell) == ("evaluation", ["--eval_batch (not set) -> 4"])
+    assert grid_cells.cell_status(cfg2, cell) == "stale"
+    assert grid_cells.stale_changes(cfg2, cell) == ("evaluation", ["--eval_batch (not set) -> 4"])
     with pytest.raises(ConfigError, match="evaluation command"):
         _run(cfg2)
     (res,), _ = _run(cfg2, rerun_stale=True)
-    assert res.status == "done" and grid.cell_status(cfg2, cell) == "done"
+    assert res.status == "done" and grid_cells.cell_status(cfg2, cell) == "done"
     assert (cell.directory / "done.stale-1.json").is_file()  # the old result is kept, the model is not retrained
     assert (cell.directory / "calls.txt").read_text().split() == ["training", "evaluating", "inferring",
                                                                   "evaluating", "inferring"]
@@ -992,8 +994,8 @@ def test_changed_evaluation_settings_make_a_cell_stale_and_re_evaluate_only(tmp_
 def test_command_diff_names_each_changed_argument():
     old = ["python", "-m", "x", "training", "--a", "1", "--b", "2", "--c", "3"]
     new = ["python", "-m", "x", "training", "--a", "1", "--b", "5", "--d", "4"]
-    assert grid.command_diff(old, new) == ["--b 2 -> 5", "--c 3 -> (not set)", "--d (not set) -> 4"]
-    assert grid.command_diff(old, old[:4] + ["--b", "2", "--a", "1", "--c", "3"]) == [
+    assert grid_cells.command_diff(old, new) == ["--b 2 -> 5", "--c 3 -> (not set)", "--d (not set) -> 4"]
+    assert grid_cells.command_diff(old, old[:4] + ["--b", "2", "--a", "1", "--c", "3"]) == [
         "the same arguments in another order"]
 
 
@@ -1070,8 +1072,8 @@ def test_failed_and_unfinished_cells_are_listed_under_the_table(tmp_path, monkey
 
 def test_training_time_accumulates_over_attempts_and_feeds_the_projection(tmp_path, monkeypatch):
     cfg = _one_cell(tmp_path)
-    cell = grid.enumerate_cells(cfg)[0]
-    cmd = grid._portable(cfg.train_command(cell))
+    cell = grid_config.enumerate_cells(cfg)[0]
+    cmd = grid_cells.portable_command(cfg.train_command(cell))
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -1079,19 +1081,19 @@ def test_training_time_accumulates_over_attempts_and_feeds_the_projection(tmp_pa
     monkeypatch.setattr(grid, "_run_logged", interrupted)
     with pytest.raises(KeyboardInterrupt):
         grid.run_cell(cfg, cell)
-    started = json.loads((cell.directory / grid.STARTED).read_text())
+    started = json.loads((cell.directory / grid_cells.STARTED).read_text())
     assert started["train_command"] == cmd
     assert started["attempts"][0]["outcome"] == "interrupted" and started["attempts"][0]["train_s"] is not None
     started["attempts"][0]["train_s"] = 100.0  # the interrupted attempt had trained for 100 s
-    (cell.directory / grid.STARTED).write_text(json.dumps(started))
+    (cell.directory / grid_cells.STARTED).write_text(json.dumps(started))
     monkeypatch.undo()
     (res,), _ = _run(cfg)
-    done = json.loads((cell.directory / grid.DONE).read_text())
+    done = json.loads((cell.directory / grid_cells.DONE).read_text())
     assert res.status == "done" and 100.0 <= done["train_s"] < 160.0 and done["train_attempts"] == 2
     from medsemiseg.benchmark.projection import _finished_cells
 
     (tmp_path / "bundle" / "train.json").write_text(json.dumps(_TRAIN_DEFAULTS))
-    (f,) = _finished_cells(cfg, {"supervised": 0.1}, grid.iter_done(cfg))
+    (f,) = _finished_cells(cfg, {"supervised": 0.1}, grid_cells.iter_done(cfg))
     assert f.train_s == done["train_s"]
 
 
@@ -1101,19 +1103,19 @@ def test_a_killed_attempt_counts_its_seconds_up_to_its_last_output(tmp_path, mon
     import os
 
     cfg = _one_cell(tmp_path)
-    cell = grid.enumerate_cells(cfg)[0]
+    cell = grid_config.enumerate_cells(cfg)[0]
     cell.directory.mkdir(parents=True)
     t0 = dt.datetime.now().replace(microsecond=0) - dt.timedelta(seconds=600)
-    started = {"train_command": grid._portable(cfg.train_command(cell)),
+    started = {"train_command": grid_cells.portable_command(cfg.train_command(cell)),
                "attempts": [{"started_at": t0.isoformat(), "train_s": None, "outcome": "running"}]}
-    (cell.directory / grid.STARTED).write_text(json.dumps(started))
+    (cell.directory / grid_cells.STARTED).write_text(json.dumps(started))
     log = cell.directory / "train.log"
     log.write_text("epoch 3 ...\n")
     os.utime(log, (t0.timestamp() + 250, t0.timestamp() + 250))  # its last output, 250 s in
     (res,), _ = _run(cfg)
-    attempts = json.loads((cell.directory / grid.STARTED).read_text())["attempts"]
+    attempts = json.loads((cell.directory / grid_cells.STARTED).read_text())["attempts"]
     assert attempts[0]["train_s"] == pytest.approx(250.0) and attempts[0]["outcome"].startswith("killed")
-    done = json.loads((cell.directory / grid.DONE).read_text())
+    done = json.loads((cell.directory / grid_cells.DONE).read_text())
     assert res.status == "done" and 250.0 <= done["train_s"] < 310.0 and done["train_attempts"] == 2
     # unknown start (a record written by hand, or corrupted): still 0, not an error
     assert grid._seconds_until_last_output(log, None) is None and grid._attempts_s([{"train_s": None}]) == 0.0

@@ -116,7 +116,7 @@ def test_a_throwaway_method_trains_through_the_bundle_and_the_cost_benchmark(thr
 
 
 def test_the_grid_accepts_a_registered_method(throwaway, tmp_path, monkeypatch):
-    from medsemiseg.benchmark.grid import load_config
+    from medsemiseg.benchmark.config import load_config
 
     config = tmp_path / "grid.yaml"
     config.write_text(textwrap.dedent(f"""

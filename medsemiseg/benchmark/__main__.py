@@ -19,7 +19,9 @@ import argparse
 import contextlib
 import sys
 
-from .grid import ConfigError, enumerate_cells, grid_lock, load_config, not_in_table, run_grid, stale_error
+from .cells import not_in_table, stale_error
+from .config import ConfigError, enumerate_cells, load_config
+from .grid import grid_lock, run_grid
 from .report import make_report
 
 

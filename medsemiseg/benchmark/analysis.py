@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .grid import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
+from .config import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
 
 __all__ = ["epoch_checkpoints", "hidden_labels", "ranking_auc", "analyse_cell", "analyse_grid", "plot_analysis", "main"]
 

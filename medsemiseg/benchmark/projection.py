@@ -47,8 +47,8 @@ from typing import Any, Callable, Iterable
 
 from medsemiseg.methods import requires_unlabeled
 
-from .grid import (DONE, BenchmarkConfig, Cell, ConfigError, _read_json, enumerate_cells, iter_done, load_config,
-                   stale_changes)
+from .cells import DONE, iter_done, read_marker, stale_changes
+from .config import BenchmarkConfig, Cell, ConfigError, enumerate_cells, load_config
 
 __all__ = [
     "cell_schedule",
@@ -258,7 +258,7 @@ def probe_cells(cfg: BenchmarkConfig, probe: BenchmarkConfig, step_s: dict[str, 
     # done.json read directly, not through iter_done: a probe kept in another folder (--probe-output-dir) records
     # another --output_dir and would count as stale; what else changed is reported (``changed``), not hidden
     done = [(c, d) for c in enumerate_cells(probe) if c.method in step_s
-            for d in [_read_json(c.directory / DONE)] if d and "train_s" in d]
+            for d in [read_marker(c.directory / DONE)] if d and "train_s" in d]
     out = []
     for cell, d in done:
         check(cell)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .grid import BenchmarkConfig, fraction_slug, iter_done, stale_error
+from .cells import iter_done, stale_error
+from .config import BenchmarkConfig, fraction_slug
 from .paired import paired_differences, plot_paired_differences
 from .results import class_names, collect_rows, summarize, write_tables
 
@@ -119,7 +120,7 @@ def _find(d: Path, pattern: str, name: str) -> Path | None:
 def make_report(cfg: BenchmarkConfig, log=print) -> dict[str, Path]:
     """Write tables and every figure that has data; return ``{name: path}`` of what was written.
 
-    Raises :class:`~medsemiseg.benchmark.grid.ConfigError` and writes nothing when the grid has stale cells: a
+    Raises :class:`~medsemiseg.benchmark.config.ConfigError` and writes nothing when the grid has stale cells: a
     table without them (or an empty one) must not replace the last good report."""
     error = stale_error(cfg, what="The report was not written (it would leave those cells out).")
     if error is not None:

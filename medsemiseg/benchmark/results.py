@@ -14,7 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .grid import BenchmarkConfig, iter_done, known_methods, not_in_table
+from .cells import iter_done, not_in_table
+from .config import BenchmarkConfig, known_methods
 from .paired import BASELINE, paired_differences, paired_markdown
 from .published import difference_markdown, published_markdown, read_published
 

@@ -7,7 +7,8 @@ A module of this package, or of another package named in the environment variabl
 - :func:`create_method` builds a method by name (the bundles' ``--method``, the cost benchmark, the scripts);
 - :func:`method_names` lists them (the grid's check of its ``methods``, the cost benchmark's default list);
 - :attr:`MethodSpec.floor` is the FLOP floor the cost benchmark compares a method's measured FLOPs with;
-- :attr:`MethodSpec.options` are the keyword options ``--method_options`` may set (the class's constructor).
+- :attr:`MethodSpec.options` are the keyword options ``--method_options`` may set (the class's constructor's, but
+  those starting with ``_``, which a subclass passes its base).
 
 Adding a method is one module: a :class:`~medsemiseg.methods.base.Method` subclass and its ``METHODS``; dropped into
 ``medsemiseg/methods/`` it is found by name, elsewhere it is found once its module is named in
@@ -102,7 +103,7 @@ class MethodSpec:
     @property
     def options(self) -> list[str]:
         """The keyword options :func:`create_method` accepts for this method."""
-        own = [p for p in inspect.signature(self.cls.__init__).parameters if p not in INPUTS]
+        own = [p for p in inspect.signature(self.cls.__init__).parameters if p not in INPUTS and not p.startswith("_")]
         if self.base is None:
             return own
         return get(self.base).options + list(self.wrapper_options)
@@ -132,7 +133,7 @@ def construct(cls: type, network: Any, num_classes: int, options: dict, what: st
             owner = wrappers[0].cls.__name__
             names = ", ".join(repr(s.name) for s in wrappers)
             raise TypeError(f"{what}: {unknown} are {owner} options; use a {owner} method ({names}).")
-        valid = [p for p in params if p not in INPUTS]
+        valid = [p for p in params if p not in INPUTS and not p.startswith("_")]
         raise TypeError(f"{what}: unknown option(s) {unknown}; valid options: {valid}.")
     args = (network, num_classes) if "network" in params else (num_classes,)
     return cls(*args, **options)
