@@ -1037,19 +1037,25 @@ def _files_by_stem(folder: Path, cache: dict | None) -> dict[str, list[Path]]:
     return index
 
 
+def _mask_folders(src: Path) -> list[Path]:
+    """The folders of ``src`` that hold masks by name: ``labels/final/`` (MONAI Label's datastore keeps its confirmed
+    labels there; ``labels/original/`` holds model predictions, never used), ``labels/``, ``masks/``."""
+    names = (Path("labels") / "final", "labels", "masks", "Labels", "Masks")
+    return [src / d for d in names if (src / d).is_dir()]
+
+
 def find_mask(image: Path, src: Path, listing_cache: dict | None = None) -> Path | None:
     """The mask of ``image`` by the documented rule (see ``docs/data.md``), or ``None``.
 
-    Looked for, in order: ``SRC/labels/<stem>.*``, ``SRC/masks/<stem>.*`` (also with a ``_mask``/``_label``/``_seg``
-    suffix there), then next to the image ``<stem>_mask.*``, ``<stem>_label.*``, ``<stem>_seg.*``, ``<stem>_gt.*``.
-    More than one match in the first place that has any is an error. ``listing_cache`` (a dict the caller keeps
-    for one data set) lists each folder once.
+    Looked for, in order: ``SRC/labels/final/<stem>.*`` (MONAI Label's datastore), ``SRC/labels/<stem>.*``,
+    ``SRC/masks/<stem>.*`` (also with a ``_mask``/``_label``/``_seg`` suffix there), then next to the image
+    ``<stem>_mask.*``, ``<stem>_label.*``, ``<stem>_seg.*``, ``<stem>_gt.*``. More than one match in the first place
+    that has any is an error. ``listing_cache`` (a dict the caller keeps for one data set) lists each folder once.
     """
     stem = file_stem(image)
     places: list[tuple[Path, list[str]]] = []
-    for d in ("labels", "masks", "Labels", "Masks"):
-        if (src / d).is_dir():
-            places.append((src / d, [stem] + [stem + s for s in _MASK_SUFFIXES]))
+    for folder in _mask_folders(src):
+        places.append((folder, [stem] + [stem + s for s in _MASK_SUFFIXES]))
     places.append((image.parent, [stem + s for s in _MASK_SUFFIXES]))
     for folder, stems in places:
         index = _files_by_stem(folder, listing_cache)
@@ -1096,8 +1102,7 @@ def _warn_orphan_masks(
     used = {m.resolve() for _, m in pairs if m is not None}
     unl_stems = {file_stem(p) for p in unl_images}  # masks of unlabeled/ images are ignored by design
     found: dict[Path, Path] = {}
-    places = [src / d for d in ("labels", "masks", "Labels", "Masks") if (src / d).is_dir()]
-    for folder in places:
+    for folder in _mask_folders(src):
         for q in sorted(folder.iterdir()):
             if q.is_file() and not q.name.startswith(".") and is_supported_file(q):
                 found.setdefault(q.resolve(), q)
@@ -1267,8 +1272,8 @@ def prepare_folder(
     if not any(m for _, m in pairs):
         raise DataReadError(
             src,
-            "no image has a mask: put masks in labels/<name>.* or next to the image as <name>_mask.* "
-            "(docs/data.md, 'folder').",
+            "no image has a mask: put masks in labels/<name>.* or next to the image as <name>_mask.* (a MONAI "
+            "Label datastore: save labels as final, labels/final/<name>.*; docs/data.md, 'folder').",
         )
     orphans = _warn_orphan_masks(src, img_root, pairs, unl_images)
     parse_fraction(labeled_fraction)
