@@ -6,12 +6,14 @@ Reads the bundle the way MONAI Label's ``monailabel.tasks.infer.bundle.BundleInf
 ``configs/metadata.json`` -- without importing ``monailabel.transform.post`` (which needs ``torchvision``). The
 bundle's ``postprocessing`` inverts its resize (``Invertd``), so the label map already has the input's size and
 MONAI Label's ``Restored`` step is not needed; only the channel axis is squeezed so the returned label map has the
-input image's 2D shape.
+input image's 2D shape -- or, for a NIfTI study stored as X x Y x 1, that shape.
 
 The result is written by :meth:`BundleInferTask.writer`: a NIfTI label map through nibabel with the input's affine
 (MONAI Label's default ITK writer drops the affine of 2D arrays: 1 mm pixels at the origin) and, unless the request
 says otherwise, as ``uint8`` (a class index; float32 broke PNG/JPEG output with HTTP 500); a picture input gets a
-lossless ``.png`` label map rather than a JPEG one.
+lossless ``.png`` label map rather than a JPEG one, and a DICOM study (``.dcm``) a NIfTI label map with the slice's
+position and spacing rather than a DICOM file without them. A bundle installed without weights answers 409 until
+it has been trained (MONAI Label would serve the network's random initial weights).
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def local_bundles(app_dir: str, conf: Dict[str, str]) -> Dict[str, str]:
         path = os.path.join(app_dir, "model", name)
         if not os.path.isfile(os.path.join(path, "configs", "inference.json")):
             raise FileNotFoundError(
-                f"{path}: no bundle there (configs/inference.json missing). Copy it in first, e.g. "
-                f"`cp -rL bundles/{name} {os.path.join(app_dir, 'model', name)}`, with a trained models/model.pt."
+                f"{path}: no bundle there (configs/inference.json missing). Install it first: "
+                f"`python -m medsemiseg.labelapp install bundles/{name} --app {app_dir}`."
             )
         logger.info(f"+++ Adding Bundle from Local: {name} => {path}")
         found[name] = path
@@ -60,11 +62,8 @@ class BundleInferTask(BasicInferTask):
         self.bundle_config.config.update({"bundle_root": path})  # type: ignore[union-attr]
 
         model_path = os.path.join(path, "models", model_file)
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(
-                f"{model_path}: no trained weights; train the bundle (python -m monai.bundle run training ...) and "
-                "copy its models/model.pt here."
-            )
+        if not os.path.isfile(model_path):  # installed --untrained: /infer answers 409 until /train has trained it
+            logger.warning(f"{model_path}: no trained weights yet; POST /train/{os.path.basename(path)} trains them.")
         network = self.bundle_config.get_parsed_content("network_def", instantiate=True)
 
         with open(os.path.join(path, "configs", "metadata.json")) as fp:
@@ -91,11 +90,19 @@ class BundleInferTask(BasicInferTask):
         """Run the inference; a failure reaches the client as HTTP 422 with its message (MONAI Label's default is a
         bare "500 Internal Server Error", the message only in the server log): an unreadable study, a 3D volume,
         a study with other channels than the bundle's network takes."""
+        from fastapi import HTTPException
+
+        if not os.path.isfile(self.path[0]):  # MONAI Label would serve the network's random initial weights
+            name = os.path.basename(self.bundle_path)
+            raise HTTPException(
+                status_code=409,
+                detail=f"model {name!r} has no trained weights yet ({self.path[0]}): save the labels of at least two "
+                f"studies as final and POST /train/{name}, or install trained weights (python -m medsemiseg.labelapp "
+                f"install bundles/{name} --model <model.pt>).",
+            )
         try:
             return super().__call__(request, callbacks)
         except Exception as e:  # noqa: BLE001 - every failure of one request is reported to that request
-            from fastapi import HTTPException
-
             logger.exception("inference failed")
             raise HTTPException(status_code=422, detail=f"medsemiseg bundle inference failed: {type(e).__name__}: {e}") from e
 
@@ -132,6 +139,8 @@ class BundleInferTask(BasicInferTask):
         ext = data.get("result_extension") or file_ext(path)
         if not data.get("result_extension") and path.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")):
             data["result_extension"] = ext = ".png"
+        if not data.get("result_extension") and path.lower().endswith(".dcm"):
+            data["result_extension"] = ext = ".nii.gz"  # a label map with the slice's geometry, not a bare DICOM
         if self.labels is not None:
             data["labels"] = self.labels
         if str(ext).lower() in (".nii", ".nii.gz") and data.get("result_write_to_file", True):
@@ -143,7 +152,23 @@ class BundleInferTask(BasicInferTask):
             pred = data[self.output_label_key]
             affine = np.asarray(pred.affine if hasattr(pred, "affine") else np.eye(4), dtype=np.float64)
             array = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred).astype(data["result_dtype"])
+            array = array.reshape(_study_shape(path, array.shape))
             out = tempfile.NamedTemporaryFile(suffix=str(ext)).name
             nib.save(nib.Nifti1Image(array, affine), out)
             return out, data.get(self.output_json_key, {})
         return Writer(label=self.output_label_key, json=self.output_json_key)(data)
+
+
+def _study_shape(path: str, shape: Sequence[int]) -> tuple:
+    """The shape the label map of the study at ``path`` is returned in: the study's own for a NIfTI study stored
+    with singleton axes (X x Y x 1, as SimpleITK writes one slice), else ``shape`` (the network's 2D output)."""
+    if not path.lower().endswith((".nii", ".nii.gz")):
+        return tuple(shape)
+    import nibabel as nib
+
+    try:
+        study = tuple(int(s) for s in nib.load(path).shape)
+    except Exception:  # noqa: BLE001 - the label map keeps its shape; reading the study already succeeded
+        return tuple(shape)
+    squeezed = tuple(s for s in study if s != 1) or (1,)
+    return study if squeezed == tuple(s for s in shape if s != 1) else tuple(shape)

@@ -1,0 +1,3 @@
+from .datastore import DatastoreTrainTask
+
+__all__ = ["DatastoreTrainTask"]
