@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsemiseg.data.prepare_public import prepare_covid_semiseg, prepare_drive
+from medsemiseg.data.prepare import prepare_covid_semiseg, prepare_drive
 
 from layouts import make_covid_semiseg, make_drive
 from test_bundles import TINY, workflow

@@ -790,7 +790,7 @@ def test_mask_lookup_lists_each_folder_once(tmp_path, monkeypatch):
 
 def test_progress_prints_plain_lines_when_stderr_is_not_a_terminal(capsys):
     # tqdm disables itself off a terminal: a preparation logged to a file showed nothing until its summary
-    from medsemiseg.data.prepare import _progress
+    from medsemiseg.data.prepare.core import _progress
 
     assert list(_progress(range(20), 20, "covid tr_im", True)) == list(range(20))
     lines = capsys.readouterr().err.splitlines()

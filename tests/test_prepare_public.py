@@ -13,7 +13,7 @@ from PIL import Image
 
 from medsemiseg.data.io import read_mask
 from medsemiseg.data.prepare import main
-from medsemiseg.data.prepare_public import prepare_covid_semiseg, prepare_drive
+from medsemiseg.data.prepare import prepare_covid_semiseg, prepare_drive
 
 from layouts import make_covid_semiseg, make_drive, palette_png
 

@@ -119,9 +119,9 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
 def _mask_name_suffixes() -> tuple[str, ...]:
     """Name endings of label masks: ``prepare folder``'s own list (``_mask``, ``_seg``: also this package's outputs),
     CHASE_DB1's ``_1stHO`` / ``_2ndHO`` and DRIVE-style ``_manual1``; lower case."""
-    from medsemiseg.data.prepare import _MASK_SUFFIXES
+    from medsemiseg.data.prepare import MASK_SUFFIXES
 
-    return tuple(s.lower() for s in _MASK_SUFFIXES) + ("_1stho", "_2ndho", "_manual1")
+    return tuple(s.lower() for s in MASK_SUFFIXES) + ("_1stho", "_2ndho", "_manual1")
 
 
 def _looks_like_mask(path: Path) -> bool:
