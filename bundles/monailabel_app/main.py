@@ -126,7 +126,7 @@ class MyApp(MONAILabelApp):
                 raise HTTPException(
                     status_code=404,
                     detail=f"no study {image!r} in the datastore {self.studies}: give the id of a study listed by "
-                    "GET /datastore/?output=all, or add it first (PUT /datastore/?image=<id> with the file).",
+                    "GET /datastore/?output=all, or add it first (PUT /datastore/image?image=<id> with the file).",
                 )
         return super().infer(request, datastore)
 
