@@ -234,6 +234,37 @@ class Method:
         self.sup_loss = sup_loss
         self._default_sup_loss: Callable | None = None
         self.handlers: list = []
+        self.class_balance = None  # :class:`~.class_balance.ClassBalance` when a class-aware option is on
+
+    def _setup_class_balance(self, threshold_mode: str, tau: float, adaptive: bool = False,
+                             adaptive_tolerance: float = 0.9, threshold_floor: float = 0.5) -> None:
+        """``threshold_mode`` (``"fixed"``: every pixel against ``tau``; ``"classwise"``: FlexMatch-style
+        thresholds per class) and adaptive SupMix both need the running class statistics of
+        :mod:`.class_balance`; they are kept (and checkpointed, and logged every epoch) only when one is on."""
+        from .class_balance import THRESHOLD_MODES, ClassBalance, ClassBalanceLogger
+
+        owner = type(self).__name__
+        self.threshold_mode = check_choice(owner, "threshold_mode", threshold_mode, THRESHOLD_MODES)
+        if self.threshold_mode == "classwise" or adaptive:
+            tolerance = check_real(owner, "adaptive_tolerance", adaptive_tolerance, 0.0, 1.0)
+            floor = check_real(owner, "threshold_floor", threshold_floor, 0.0, tau)
+            self.class_balance = ClassBalance(self.num_classes, tau, floor=floor, tolerance=tolerance)
+            self.handlers.append(ClassBalanceLogger(self.class_balance, self.threshold_mode == "classwise", adaptive))
+
+    def confident(self, conf: torch.Tensor, plabel: torch.Tensor, tau: float) -> torch.Tensor:
+        """Which pseudo-labelled pixels count: ``conf >= tau`` or, with ``threshold_mode="classwise"``, ``conf`` at
+        least its class's threshold."""
+        if self.class_balance is not None and self.threshold_mode == "classwise":
+            return self.class_balance.confident(conf, plabel)
+        return conf >= tau
+
+    def observe_classes(self, label: torch.Tensor, conf: torch.Tensor, plabel: torch.Tensor, tau: float) -> None:
+        """Feed one iteration's labelled ground truth and weak-view pseudo-labels to the class statistics (no-op
+        without a class-aware option)."""
+        if self.class_balance is None:
+            return
+        self.class_balance.observe_labels(label)
+        self.class_balance.observe_pseudo_labels(plabel, self.confident(conf, plabel, tau), conf)
 
     # -- pieces used by subclasses ------------------------------------------------------------------
     def supervised_loss(self, engine: Any, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -256,7 +287,7 @@ class Method:
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Stateful pieces to add to ``CheckpointSaver(save_dict=...)``/``CheckpointLoader(load_dict=...)``."""
-        return {}
+        return {} if self.class_balance is None else {"class_balance": self.class_balance}
 
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None

@@ -73,6 +73,8 @@ class ClassMix(Method):
         unsup_loss: ``"ce"`` (ClassMix) or ``"dice"``/``"ce+dice"`` (the scalar weight then multiplies the loss).
         strong_augment: strong-view callable; default ``StrongAugment()``.
         sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
+        threshold_mode: ``"fixed"`` (``conf_threshold`` for every class) or ``"classwise"`` (FlexMatch-style per-class
+            thresholds, :mod:`.class_balance`); ``threshold_floor``: the lowest class-wise threshold.
     """
 
     def __init__(
@@ -86,10 +88,14 @@ class ClassMix(Method):
         unsup_loss: str = "ce",
         strong_augment: Callable | None = None,
         sup_loss: Callable | None = None,
+        threshold_mode: str = "fixed",
+        threshold_floor: float = 0.5,
     ) -> None:
         super().__init__(num_classes, sup_loss)
         owner = type(self).__name__
         self.conf_threshold = check_probability(owner, "conf_threshold", conf_threshold, "a confidence threshold")
+        self._setup_class_balance(threshold_mode, self.conf_threshold, threshold_floor=threshold_floor,
+                                  **self._class_balance_options())
         self.unsup_weight = check_weight(owner, "unsup_weight", unsup_weight)
         ema_alpha = check_probability(owner, "ema_alpha", ema_alpha, "an EMA decay")
         rampup_iters = check_int(owner, "rampup_iters", rampup_iters, 0, "a number of iterations")
@@ -99,12 +105,16 @@ class ClassMix(Method):
         self.handlers.append(self.ema)
         add_rampup(self, rampup_iters)
 
+    def _class_balance_options(self) -> dict[str, Any]:
+        """Further :meth:`_setup_class_balance` options of a subclass (SupMix: adaptive class choice)."""
+        return {}
+
     @property
     def teacher(self) -> torch.nn.Module:
         return self.ema.teacher
 
     def checkpoint_objects(self) -> dict[str, Any]:
-        return {"teacher": self.ema}
+        return {"teacher": self.ema, **super().checkpoint_objects()}
 
     def _labeled_step(self, engine: Any, labeled: dict, out: dict, features: FeatureRequest | None) -> torch.Tensor:
         """The supervised term; puts the labelled logits (and, when asked, the features) into ``out``."""
@@ -126,11 +136,12 @@ class ClassMix(Method):
         loss_sup = self._labeled_step(engine, labeled, out, features)
 
         conf, plabel = self._teacher_pseudo_label(x_u)
+        self.observe_classes(labeled["label"], conf, plabel, self.conf_threshold)
         img_m, lab_m, conf_m, _ = classmix_unlabeled(x_u, conf, plabel, self.num_classes)
         with torch.no_grad():
             x_s = self.strong_augment(img_m)
         pred_s = engine.network(x_s)
-        mask_ratio = (conf_m >= self.conf_threshold).float().mean()
+        mask_ratio = self.confident(conf_m, lab_m, self.conf_threshold).float().mean()
         loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_m, mask_ratio)
 
         loss = loss_sup + self.unsup_weight * self.unsup_scale * loss_unsup

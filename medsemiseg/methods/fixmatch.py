@@ -80,6 +80,8 @@ class FixMatch(Method):
         sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
         joint_forward: one ``cat(labelled, weak)`` forward as in the references (``True``), or two forwards so that
             batch-norm statistics are computed per set (``False``, default; module docstring says why).
+        threshold_mode: ``"fixed"`` (``conf_threshold`` for every class) or ``"classwise"`` (FlexMatch-style per-class
+            thresholds, :mod:`.class_balance`); ``threshold_floor``: the lowest class-wise threshold.
     """
 
     def __init__(
@@ -91,12 +93,15 @@ class FixMatch(Method):
         strong_augment: Callable | None = None,
         sup_loss: Callable | None = None,
         joint_forward: bool = False,
+        threshold_mode: str = "fixed",
+        threshold_floor: float = 0.5,
     ) -> None:
         super().__init__(num_classes, sup_loss)
         owner = type(self).__name__
         self.joint_forward = check_flag(owner, "joint_forward", joint_forward)
         self.unsup_loss = check_choice(owner, "unsup_loss", unsup_loss, UNSUP_LOSSES)
         self.conf_threshold = check_probability(owner, "conf_threshold", conf_threshold, "a confidence threshold")
+        self._setup_class_balance(threshold_mode, self.conf_threshold, threshold_floor=threshold_floor)
         self.cutmix_p = check_probability(owner, "cutmix_p", cutmix_p)
         self.strong_augment = build_strong_augment(strong_augment, owner)
 
@@ -138,14 +143,16 @@ class FixMatch(Method):
         loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
 
         conf, plabel = confidence_and_label(pred_u_w)
+        self.observe_classes(labeled["label"], conf, plabel, self.conf_threshold)
         with torch.no_grad():
             strong = self.strong_augment(x_u)
         x_s, lab_s, conf_s, _ = cutmix_strong_view(strong, plabel, conf, self.cutmix_p)
         pred_s = engine.network(x_s)
-        loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_s, conf_s >= self.conf_threshold)
+        loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_s, self.confident(conf_s, lab_s, self.conf_threshold))
 
         loss = (loss_sup + loss_unsup) / 2.0
-        out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=(conf >= self.conf_threshold).float().mean())
+        mask_ratio = self.confident(conf, plabel, self.conf_threshold).float().mean()
+        out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=mask_ratio)
         return out
 
 

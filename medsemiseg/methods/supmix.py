@@ -9,7 +9,9 @@ unlabelled image and onto that image's pseudo-label:
 3. (option ``with_classmix=True``: first ClassMix the unlabelled batch with its partner, as in :mod:`.classmix`);
 4. pair each unlabelled image with a labelled one (random permutation of the labelled batch, cycled), choose the
    classes to paste (:func:`~medsemiseg.transforms.mixing.select_supmix_classes`: ``"fixed"`` hand-chosen minority
-   classes as in the paper, ``"all"`` foreground classes, or ``"random_half"``) and paste
+   classes as in the paper, ``"all"`` foreground classes, or ``"random_half"``; or ``"adaptive"``: the foreground
+   classes whose share of the teacher's confident pseudo-labels falls short of their labelled prior,
+   :mod:`.class_balance`) and paste
    (:func:`~medsemiseg.transforms.mixing.supmix_paste`): mixed image, mixed target, confidence 1 on pasted pixels;
 5. strong (photometric) view of the mixed batch, student forward;
 6. unsupervised loss (CE by default) against the mixed target with a *pixel-wise* confidence mask
@@ -29,13 +31,15 @@ from typing import Any
 import torch
 
 from medsemiseg.losses import unsupervised_loss
-from medsemiseg.transforms.mixing import select_supmix_classes, supmix_paste
+from medsemiseg.transforms.mixing import classes_present, select_supmix_classes, supmix_paste
 
 from .base import FeatureRequest, build_strong_augment, check_choice, check_flag, check_int, label_map, pair_indices
 from .classmix import MEAN_TEACHER_FLOOR, ClassMix, classmix_unlabeled
 from .registry import MethodSpec
 
-__all__ = ["SupMix", "METHODS"]
+__all__ = ["SupMix", "METHODS", "SUPMIX_MODES"]
+
+SUPMIX_MODES = ("fixed", "all", "random_half", "adaptive")
 
 
 class SupMix(ClassMix):
@@ -44,7 +48,10 @@ class SupMix(ClassMix):
     Args:
         network: the student; the EMA teacher is copied from it.
         num_classes: classes including background.
-        supmix_mode: ``"fixed"`` (paste ``supmix_classes``), ``"all"`` or ``"random_half"``.
+        supmix_mode: ``"fixed"`` (paste ``supmix_classes``), ``"all"``, ``"random_half"`` or ``"adaptive"`` (classes
+            chosen from the data during training, :class:`~.class_balance.ClassBalance`; ``supmix_classes`` unused).
+        adaptive_tolerance: ``"adaptive"`` pastes classes whose confident pseudo-label share is below this multiple
+            of their prior (0.9).
         supmix_classes: class ids for ``"fixed"`` (paper: ``[1]`` = ground-glass on COVID-19, ``[1]`` = vessel on
             CHASE_DB1).
         include_background: for ``"all"``/``"random_half"``, whether background may be pasted.
@@ -53,6 +60,7 @@ class SupMix(ClassMix):
         labeled_pairing: ``"random"`` (a random permutation of the labelled batch, cycled) or ``"cycle"``.
         unsup_weight, ema_alpha, rampup_iters, strong_augment, sup_loss: as :class:`~.classmix.ClassMix`.
         unsup_loss: ``"ce"`` (default), ``"dice"`` or ``"ce+dice"``, all with the pixel-wise confidence mask.
+        threshold_mode, threshold_floor: as :class:`~.classmix.ClassMix` (``"classwise"``: per-class thresholds).
     """
 
     def __init__(
@@ -71,7 +79,16 @@ class SupMix(ClassMix):
         unsup_loss: str = "ce",
         strong_augment: Callable | None = None,
         sup_loss: Callable | None = None,
+        threshold_mode: str = "fixed",
+        threshold_floor: float = 0.5,
+        adaptive_tolerance: float = 0.9,
     ) -> None:
+        owner = type(self).__name__
+        mode = str(supmix_mode).lower()
+        if mode not in SUPMIX_MODES:
+            raise ValueError(f"{owner}(supmix_mode={supmix_mode!r}): must be one of {', '.join(map(repr, SUPMIX_MODES))}.")
+        self.supmix_mode = mode
+        self.adaptive_tolerance = adaptive_tolerance  # read by _class_balance_options during ClassMix.__init__
         super().__init__(
             network,
             num_classes,
@@ -82,11 +99,9 @@ class SupMix(ClassMix):
             unsup_loss=unsup_loss,
             strong_augment=build_strong_augment(strong_augment, type(self).__name__),
             sup_loss=sup_loss,
+            threshold_mode=threshold_mode,
+            threshold_floor=threshold_floor,
         )
-        owner = type(self).__name__
-        mode = str(supmix_mode).lower()
-        if mode not in ("fixed", "all", "random_half"):
-            raise ValueError(f"{owner}(supmix_mode={supmix_mode!r}): must be one of 'fixed', 'all', 'random_half'.")
         if supmix_classes is not None and (
             isinstance(supmix_classes, (str, bytes)) or not isinstance(supmix_classes, (list, tuple))
         ):
@@ -109,11 +124,19 @@ class SupMix(ClassMix):
             )
         if mode == "fixed" and not classes:
             raise ValueError(f"{owner}(supmix_mode='fixed') needs supmix_classes=[...], e.g. [1].")
-        self.supmix_mode = mode
         self.supmix_classes = classes or None
         self.include_background = check_flag(owner, "include_background", include_background)
         self.with_classmix = check_flag(owner, "with_classmix", with_classmix)
         self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
+
+    def _class_balance_options(self) -> dict[str, Any]:
+        return {"adaptive": self.supmix_mode == "adaptive", "adaptive_tolerance": self.adaptive_tolerance}
+
+    def _choose_classes(self, y_lp: torch.Tensor) -> torch.Tensor:
+        if self.supmix_mode == "adaptive":
+            return self.class_balance.choose(classes_present(y_lp, self.num_classes))
+        return select_supmix_classes(y_lp, self.num_classes, self.supmix_mode, self.supmix_classes,
+                                     self.include_background)
 
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
@@ -123,6 +146,7 @@ class SupMix(ClassMix):
         loss_sup = self._labeled_step(engine, labeled, out, features)
 
         conf, plabel = self._teacher_pseudo_label(x_u)
+        self.observe_classes(labeled["label"], conf, plabel, self.conf_threshold)
         img_u, lab_u, conf_u = x_u, plabel, conf
         if self.with_classmix:
             img_u, lab_u, conf_u, _ = classmix_unlabeled(x_u, conf, plabel, self.num_classes)
@@ -130,14 +154,12 @@ class SupMix(ClassMix):
         x_l, y_l = labeled["image"], label_map(labeled["label"])
         idx = pair_indices(x_u.shape[0], x_l.shape[0], self.labeled_pairing, device=x_l.device)
         x_lp, y_lp = x_l[idx], y_l[idx]
-        chosen = select_supmix_classes(
-            y_lp, self.num_classes, self.supmix_mode, self.supmix_classes, self.include_background
-        )
+        chosen = self._choose_classes(y_lp)
         img_m, lab_m, conf_m, paste = supmix_paste(img_u, lab_u, conf_u, x_lp.to(img_u.dtype), y_lp, chosen)
         with torch.no_grad():
             x_s = self.strong_augment(img_m)
         pred_s = engine.network(x_s)
-        valid = (conf_m >= self.conf_threshold) | paste  # pasted GT pixels always count
+        valid = self.confident(conf_m, lab_m, self.conf_threshold) | paste  # pasted GT pixels always count
         loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_m, valid)
 
         loss = loss_sup + self.unsup_weight * self.unsup_scale * loss_unsup

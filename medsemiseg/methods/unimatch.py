@@ -44,7 +44,7 @@ class UniMatch(FixMatch):
         loss_weights: weights ``>= 0`` of ``(L_s1, L_s2, L_fp)`` (0.25, 0.25, 0.5); the total is halved as in the
             reference.
         unsup_loss: ``"dice"`` (default), ``"ce"`` or ``"ce+dice"``.
-        strong_augment, sup_loss, joint_forward: as :class:`~.fixmatch.FixMatch`.
+        strong_augment, sup_loss, joint_forward, threshold_mode, threshold_floor: as :class:`~.fixmatch.FixMatch`.
     """
 
     def __init__(
@@ -58,8 +58,11 @@ class UniMatch(FixMatch):
         strong_augment: Callable | None = None,
         sup_loss: Callable | None = None,
         joint_forward: bool = False,
+        threshold_mode: str = "fixed",
+        threshold_floor: float = 0.5,
     ) -> None:
-        super().__init__(num_classes, conf_threshold, cutmix_p, unsup_loss, strong_augment, sup_loss, joint_forward)
+        super().__init__(num_classes, conf_threshold, cutmix_p, unsup_loss, strong_augment, sup_loss, joint_forward,
+                         threshold_mode, threshold_floor)
         owner = type(self).__name__
         bad_weights = ValueError(
             f"{owner}(loss_weights={loss_weights!r}): needs three weights >= 0 (s1, s2, fp), e.g. (0.25, 0.25, 0.5)."
@@ -105,6 +108,7 @@ class UniMatch(FixMatch):
         loss_sup = self.supervised_loss(engine, pred_l, labeled["label"])
 
         conf, plabel = confidence_and_label(pred_u_w)
+        self.observe_classes(labeled["label"], conf, plabel, self.conf_threshold)
         with torch.no_grad():
             s1 = self.strong_augment(x_u)
             s2 = self.strong_augment(x_u)
@@ -113,9 +117,10 @@ class UniMatch(FixMatch):
         pred_s1, pred_s2 = net(torch.cat([x_s1, x_s2])).chunk(2)
 
         thr = self.conf_threshold
-        loss_s1 = unsupervised_loss(self.unsup_loss, pred_s1, lab1, conf1 >= thr)
-        loss_s2 = unsupervised_loss(self.unsup_loss, pred_s2, lab2, conf2 >= thr)
-        loss_fp = unsupervised_loss(self.unsup_loss, pred_fp, plabel, conf >= thr)
+        confident = self.confident(conf, plabel, thr)
+        loss_s1 = unsupervised_loss(self.unsup_loss, pred_s1, lab1, self.confident(conf1, lab1, thr))
+        loss_s2 = unsupervised_loss(self.unsup_loss, pred_s2, lab2, self.confident(conf2, lab2, thr))
+        loss_fp = unsupervised_loss(self.unsup_loss, pred_fp, plabel, confident)
         w1, w2, wfp = self.loss_weights
         loss = (loss_sup + w1 * loss_s1 + w2 * loss_s2 + wfp * loss_fp) / 2.0
         out.update(
@@ -125,7 +130,7 @@ class UniMatch(FixMatch):
             loss_s2=loss_s2,
             loss_fp=loss_fp,
             loss_unsup=(loss_s1 + loss_s2) / 2.0,
-            mask_ratio=(conf >= thr).float().mean(),
+            mask_ratio=confident.float().mean(),
         )
         return out
 
