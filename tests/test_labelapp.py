@@ -216,6 +216,32 @@ def test_prepare_folder_reads_the_monailabel_datastore_layout(tmp_path):
         prepare_folder(store, tmp_path / "prepared2", progress=False)
 
 
+# ------------------------------------------------------------------------------------ X x Y x 1 studies
+
+
+def test_a_study_stored_as_x_y_1_gets_a_label_map_of_that_shape(tmp_path):
+    """What SimpleITK writes for one slice is X x Y x 1; the bundle's inferring (and the app, which shares
+    stored_shape) write its label map in that shape, on its grid; a 2D study and a volume keep theirs."""
+    from medsemiseg.bundle.writer import PredictionWriter, stored_shape
+
+    affine = np.diag([0.7, 0.7, 5.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((48, 40, 1), np.float32), affine), str(tmp_path / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((48, 40), np.float32), affine), str(tmp_path / "plain.nii.gz"))
+    writer = PredictionWriter(tmp_path / "out", num_classes=4)
+    pred = torch.zeros(1, 48, 40)
+    pred[0, 10:20, 5:9] = 2
+    for name in ("flat", "plain"):
+        writer._write_item({"pred": pred, "name": name, "affine": torch.as_tensor(affine), "spatial_shape": [48, 40],
+                            "source": str(tmp_path / f"{name}.nii.gz")})
+    flat = nib.load(tmp_path / "out" / "flat_seg.nii.gz")
+    assert flat.shape == (48, 40, 1) and np.allclose(flat.affine, affine)
+    assert np.array_equal(np.asarray(flat.dataobj)[..., 0], pred[0].numpy())
+    assert nib.load(tmp_path / "out" / "plain_seg.nii.gz").shape == (48, 40)
+    assert stored_shape(tmp_path / "flat.nii.gz", (48, 40, 7)) == (48, 40, 7)  # other pixels: unchanged
+    assert stored_shape(tmp_path / "missing.nii.gz", (48, 40)) == (48, 40)
+    assert stored_shape(None, (48, 40)) == (48, 40)
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 

@@ -338,6 +338,8 @@ def test_bundles_served_and_trained_by_monailabel(ml_python, tmp_path):
     # the same weights through the bundle's own inference give the same label maps, before and after training
     own_before = _own_inference(tmp_path / "covid_initial.pt", image, tmp_path / "own_before", cache)
     own_after = _own_inference(trained, image, tmp_path / "own_after", cache)
+    own_flat = _own_inference(tmp_path / "covid_initial.pt", studies / "flat.nii.gz", tmp_path / "own_flat", cache)
     assert np.array_equal(own_before, label)
+    assert np.array_equal(own_flat, np.asarray(flat_label.dataobj))  # both X x Y x 1
     assert not np.array_equal(own_before, own_after), "training changed no pixel of this slice: pick another slice"
     assert np.array_equal(own_after, np.asarray(_nifti(after).dataobj))

@@ -13,7 +13,7 @@ import torch
 
 from medsemiseg.data.io import item_value
 
-__all__ = ["PredictionWriter"]
+__all__ = ["PredictionWriter", "stored_shape"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class PredictionWriter:
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"{name}{self.suffix}.nii.gz"
-        nib.save(nib.Nifti1Image(label.astype(np.int16), affine), str(path))
+        nib.save(nib.Nifti1Image(label.reshape(stored_shape(source, label.shape)).astype(np.int16), affine), str(path))
         self.written.append(str(path))
         if source is not None:
             self.sources[str(path)] = source
@@ -147,3 +147,17 @@ class PredictionWriter:
             raise RuntimeError(f"PredictionWriter: volumes left incomplete (missing slices): {missing}.")
 
 
+def stored_shape(source: str | os.PathLike | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a label map of ``shape`` is written in for the input ``source``: the input's own when it is a NIfTI
+    file holding the same pixels with singleton axes (one slice stored as X x Y x 1, as SimpleITK writes it), else
+    ``shape``. A label map then matches its input voxel for voxel, as viewers and MONAI Label expect."""
+    if source is None or not str(source).lower().endswith((".nii", ".nii.gz")):
+        return tuple(shape)
+    import nibabel as nib
+
+    try:
+        own = tuple(int(s) for s in nib.load(str(source)).shape)
+    except Exception:  # noqa: BLE001 - the input was read already; the label map keeps the network's shape
+        return tuple(shape)
+    same = tuple(s for s in own if s != 1) == tuple(s for s in shape if s != 1)
+    return own if same and own != tuple(shape) else tuple(shape)

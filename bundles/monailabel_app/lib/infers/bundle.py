@@ -31,6 +31,8 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.transform.writer import Writer
 from monailabel.utils.others.generic import file_ext, strtobool
 
+from medsemiseg.bundle.writer import stored_shape
+
 logger = logging.getLogger(__name__)
 
 
@@ -152,23 +154,8 @@ class BundleInferTask(BasicInferTask):
             pred = data[self.output_label_key]
             affine = np.asarray(pred.affine if hasattr(pred, "affine") else np.eye(4), dtype=np.float64)
             array = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred).astype(data["result_dtype"])
-            array = array.reshape(_study_shape(path, array.shape))
+            array = array.reshape(stored_shape(path, array.shape))  # X x Y x 1 for such a study
             out = tempfile.NamedTemporaryFile(suffix=str(ext)).name
             nib.save(nib.Nifti1Image(array, affine), out)
             return out, data.get(self.output_json_key, {})
         return Writer(label=self.output_label_key, json=self.output_json_key)(data)
-
-
-def _study_shape(path: str, shape: Sequence[int]) -> tuple:
-    """The shape the label map of the study at ``path`` is returned in: the study's own for a NIfTI study stored
-    with singleton axes (X x Y x 1, as SimpleITK writes one slice), else ``shape`` (the network's 2D output)."""
-    if not path.lower().endswith((".nii", ".nii.gz")):
-        return tuple(shape)
-    import nibabel as nib
-
-    try:
-        study = tuple(int(s) for s in nib.load(path).shape)
-    except Exception:  # noqa: BLE001 - the label map keeps its shape; reading the study already succeeded
-        return tuple(shape)
-    squeezed = tuple(s for s in study if s != 1) or (1,)
-    return study if squeezed == tuple(s for s in shape if s != 1) else tuple(shape)
