@@ -7,7 +7,7 @@ fresh process, runs ``medsemiseg.bundle.inputs.inference_items`` on the folder a
 loader (``LoadSliced``) in the data loader's order, and prints that process's peak resident memory (``ru_maxrss``)
 next to the size of one volume and of all of them. No network runs: this isolates what the data path holds.
 Inference that kept every slice of every input in its item list needed about all volumes' size; with
-:class:`medsemiseg.data.io.LazySlice` it needs about two volumes (the one kept from the listing and the current one).
+:class:`medsemiseg.data.slices.LazySlice` it needs about two volumes (the one kept from the listing and the current one).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 _MEASURE = r"""
 import json, resource, sys, time
 from medsemiseg.bundle.inputs import inference_items
-from medsemiseg.data.io import LoadSliced
+from medsemiseg.data.slices import LoadSliced
 start = time.perf_counter()
 items = inference_items(sys.argv[1], "covid", sys.argv[2])
 listed = time.perf_counter() - start

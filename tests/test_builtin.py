@@ -9,7 +9,7 @@ import torch
 from monai.data import load_decathlon_datalist
 
 from medsemiseg.data.builtin import ensure_synthetic_datalist, synthetic_task_dir
-from medsemiseg.data.io import LoadSliced
+from medsemiseg.data.slices import LoadSliced
 from medsemiseg.data.splits import num_labeled
 
 pytest.importorskip("medsemiseg.data.synthetic")

@@ -25,7 +25,13 @@ from medsemiseg.bundle.checkpoints import check_trained_on
 from medsemiseg.bundle.cli import check_cli_overrides, find_bundle_root
 from medsemiseg.bundle.datalists import effective_fraction, resolve_datalist
 from medsemiseg.bundle.inputs import inference_items
-from medsemiseg.bundle.settings import BundleConfigError, as_bool, check_device, check_image_size, eval_at_network_size
+from medsemiseg.bundle.settings import (
+    BundleConfigError,
+    as_bool,
+    check_device,
+    check_image_size,
+    eval_at_network_size,
+)
 from medsemiseg.bundle.writer import PredictionWriter
 from medsemiseg.checkpoint_io import checkpoint_files
 
@@ -695,7 +701,8 @@ def test_inference_folder_with_loose_dicom_files_groups_them_by_series(tmp_path)
 
 
 def test_inference_holds_one_volume_at_a_time_and_reads_each_input_at_most_twice(tmp_path, monkeypatch):
-    from medsemiseg.data.io import LazySlice, LoadSliced, iter_slices, read_image
+    from medsemiseg.data.io import read_image
+    from medsemiseg.data.slices import LazySlice, LoadSliced, iter_slices
 
     folder = tmp_path / "studies"
     folder.mkdir()

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsemiseg.data.io import DICOM_DECODERS, DataReadError, read_image
+from medsemiseg.data.dicom import DICOM_DECODERS
+from medsemiseg.data.io import DataReadError, read_image
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medsemiseg.data.io import DataReadError, LoadSliced, detect_format, iter_slices, read_image, read_mask
+from medsemiseg.data.io import DataReadError, detect_format, read_image, read_mask
+from medsemiseg.data.slices import LoadSliced, iter_slices
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402
@@ -381,7 +382,7 @@ def test_dicom_without_orientation_gets_a_diagonal_affine(tmp_path):
 
 
 def test_read_dicom_series_from_a_file_list_equals_the_folder_read(tmp_path):
-    from medsemiseg.data.io import group_dicom_series, read_dicom_series
+    from medsemiseg.data.dicom import group_dicom_series, read_dicom_series
 
     folder = _series_dir(tmp_path / "ser", [5.0, 0.0, 2.5])
     whole = read_image(folder)

@@ -16,8 +16,9 @@ import torch
 from monai.data import load_decathlon_datalist
 from PIL import Image
 
-from medsemiseg.data.io import DataReadError, LoadSliced, read_image, read_mask
+from medsemiseg.data.io import DataReadError, read_image, read_mask
 from medsemiseg.data.prepare import main, prepare_chase, prepare_covid, prepare_folder, resplit_prepared
+from medsemiseg.data.slices import LoadSliced
 from medsemiseg.data.splits import num_labeled
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from medsemiseg import runlock
 
-from .cells import DONE, FAILED, STARTED, TRAINED, portable_command, cell_status, read_marker, stale_changes, stale_error
+from .cells import DONE, FAILED, STARTED, TRAINED, cell_status, portable_command, read_marker, stale_changes, stale_error
 from .config import BenchmarkConfig, Cell, ConfigError, enumerate_cells
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 ``inferring``'s ``dataset_dir`` is a DICOM file or series folder, a NIfTI file (2D, or 3D run slice by slice), a
 PNG/JPG/TIF, a folder of such inputs, or a prepared data set (its test split). :func:`inference_items` lists them as
-2D items the bundle's ``preprocessing`` reads (a 3D input as one :class:`~medsemiseg.data.io.LazySlice` per slice),
+2D items the bundle's ``preprocessing`` reads (a 3D input as one :class:`~medsemiseg.data.slices.LazySlice` per slice),
 with a unique output name each, and checks each input's modality and channels against the bundle's network; an input
 that cannot be read is skipped, and :func:`check_skipped_inputs` ends the run with an error naming every one of them
 once the others are written (:mod:`.writer`).
@@ -52,9 +52,9 @@ class _DicomGroup(NamedTuple):
 
 
 def _series_label(files: Sequence[Path], index: int) -> str:
-    from medsemiseg.data.io import _read_dicom_header
+    from medsemiseg.data.dicom import read_dicom_header
 
-    number = getattr(_read_dicom_header(files[0]), "SeriesNumber", None)
+    number = getattr(read_dicom_header(files[0]), "SeriesNumber", None)
     return str(number).strip() if number not in (None, "") else str(index)
 
 
@@ -67,7 +67,8 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
       there are several such series); every other supported file (NIfTI, picture) and every sub-folder holding
       DICOM files (a series folder) is an input of its own. Unsupported files are skipped.
     """
-    from medsemiseg.data.io import group_dicom_series, is_supported_file, list_dicom_files
+    from medsemiseg.data.dicom import group_dicom_series
+    from medsemiseg.data.io import is_supported_file, list_dicom_files
 
     dicoms = list_dicom_files(folder)
     dicom_set = set(dicoms)
@@ -89,12 +90,13 @@ def _inputs_in_folder(folder: Path) -> list[Path | _DicomGroup]:
         )
     if not dicoms:
         return others
-    from medsemiseg.data.io import DataReadError, _read_dicom_header
+    from medsemiseg.data.dicom import read_dicom_header
+    from medsemiseg.data.io import DataReadError
 
     unreadable = []
     for f in dicoms:  # a damaged file is an input of its own, which inference_items skips, naming it
         try:
-            _read_dicom_header(f)
+            read_dicom_header(f)
         except DataReadError:
             unreadable.append(f)
     if unreadable:
@@ -173,16 +175,17 @@ BUNDLE_FOR_CHANNELS = {1: ("covid", "grey CT images"), 3: ("chase", "RGB fundus 
 
 def _dicom_header_of(src: Any):
     """The header of a DICOM input (file, series folder or loose group; first file of a series), else ``None``."""
-    from medsemiseg.data.io import _read_dicom_header, detect_format, list_dicom_files
+    from medsemiseg.data.dicom import read_dicom_header
+    from medsemiseg.data.io import detect_format, list_dicom_files
 
     if isinstance(src, _DicomGroup):
-        return _read_dicom_header(src.files[0])
+        return read_dicom_header(src.files[0])
     p = Path(str(src))
     fmt = detect_format(p)
     if fmt == "dicom":
-        return _read_dicom_header(p)
+        return read_dicom_header(p)
     if fmt == "dicom-series":
-        return _read_dicom_header(list_dicom_files(p)[0])
+        return read_dicom_header(list_dicom_files(p)[0])
     return None
 
 
@@ -256,14 +259,15 @@ def _match_channels(img: Any, src: Any, task: str, in_channels: Any) -> tuple[An
 
 def _read_input(src: Any, task: str, in_channels: Any) -> tuple[Any, bool]:
     """An inference input as the network takes it, and whether its channels were changed (:func:`_match_channels`)."""
-    from medsemiseg.data.io import read_dicom_series, read_image
+    from medsemiseg.data.dicom import read_dicom_series
+    from medsemiseg.data.io import read_image
 
     img = read_dicom_series(src.files, name=src.folder) if isinstance(src, _DicomGroup) else read_image(src)
     return _match_channels(img, src, task, in_channels)
 
 
 def _read_volume(src: Any, task: str, in_channels: Any) -> Any:
-    """:func:`_read_input`'s image alone: what a :class:`~medsemiseg.data.io.LazySlice` of a 3D input reads."""
+    """:func:`_read_input`'s image alone: what a :class:`~medsemiseg.data.slices.LazySlice` of a 3D input reads."""
     return _read_input(src, task, in_channels)[0]
 
 
@@ -292,7 +296,7 @@ def inference_items(
     gets a warning.
 
     Every input is read here once, so bad inputs fail before the first prediction, but no volume is kept: a slice of
-    a 3D input is a :class:`~medsemiseg.data.io.LazySlice`, which reads its volume again when the data loader gets
+    a 3D input is a :class:`~medsemiseg.data.slices.LazySlice`, which reads its volume again when the data loader gets
     to it (one volume in memory at a time; the first input's is kept from here, so a single study is read once).
 
     Of several inputs, one that cannot be read (a :class:`~medsemiseg.data.io.DataReadError`: empty, truncated,
@@ -301,7 +305,8 @@ def inference_items(
     naming every skipped input (:func:`check_skipped_inputs`). A single input, or a folder none of whose inputs
     can be read, is an error at once.
     """
-    from medsemiseg.data.io import DataReadError, LazySlice, file_stem
+    from medsemiseg.data.io import DataReadError, file_stem
+    from medsemiseg.data.slices import LazySlice
 
     if is_empty(dataset_dir):
         sources: list[Any] = [d["image"] for d in load_split(resolve_datalist(None, task, cache_dir, labeled_fraction, seed), split)]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medsemiseg.data.io import item_value
+from medsemiseg.data.slices import item_value
 
 __all__ = ["PredictionWriter", "stored_shape"]
 
@@ -139,7 +139,7 @@ class PredictionWriter:
             )
 
     def _check_complete(self, engine: Any) -> None:
-        from medsemiseg.data.io import LazySlice
+        from medsemiseg.data.slices import LazySlice
 
         LazySlice.forget()  # the last input's volume, kept while its slices were read
         if self._volumes:

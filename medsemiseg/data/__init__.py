@@ -1,4 +1,5 @@
-"""Data layer: readers (:mod:`.io`), splits (:mod:`.splits`), preparation (:mod:`.prepare`), built-in data
+"""Data layer: readers (:mod:`.io`, :mod:`.dicom`), slices and the bundles' loading transform (:mod:`.slices`),
+datalists (:mod:`.datalist`), splits (:mod:`.splits`), preparation (:mod:`.prepare`), built-in data
 (:mod:`.builtin`) and synthetic phantoms (:mod:`.synthetic`).  No training logic lives here.
 
 Names are imported lazily (PEP 562): ``python -m medsemiseg.data.synthetic`` or ``from medsemiseg.data.splits
@@ -11,12 +12,12 @@ import importlib
 
 _EXPORTS = {
     "DataReadError": "io",
-    "LazySlice": "io",
-    "LoadSliced": "io",
+    "LazySlice": "slices",
+    "LoadSliced": "slices",
     "ProgressCacheDataset": "caching",
     "check_label_values": "io",
     "detect_format": "io",
-    "iter_slices": "io",
+    "iter_slices": "slices",
     "read_image": "io",
     "read_mask": "io",
     "carve_heldout": "splits",

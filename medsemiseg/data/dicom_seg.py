@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from .io import SEGMENTATION_STORAGE, DataReadError, is_seg_header
+from .dicom import SEGMENTATION_STORAGE, is_seg_header
+from .io import DataReadError
 
 __all__ = ["SEGMENTATION_STORAGE", "SegFrame", "SegObject", "read_seg", "seg_to_label_map", "segment_classes"]
 

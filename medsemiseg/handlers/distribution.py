@@ -158,7 +158,7 @@ class InputDistributionCheck:
             self._add({**b, **o})
 
     def _add(self, item: Mapping) -> None:
-        from medsemiseg.data.io import item_value
+        from medsemiseg.data.slices import item_value
 
         name = str(item_value(item.get("name", item.get("source", "?"))))
         stats = image_statistics(item[self.image_key], item.get(self.pred_key))

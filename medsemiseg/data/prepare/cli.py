@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..io import (
-    DataReadError,
-)
+from ..io import DataReadError
 from .chase import prepare_chase
 from .core import ORIENTATIONS, PrepareNote, PrepareWarning
 from .covid import prepare_covid

@@ -17,13 +17,13 @@ from ..io import (
     detect_format,
     file_stem,
     is_supported_file,
-    iter_slices,
     list_dicom_files,
     read_image,
     read_mask,
 )
 from ..kaggle_medseg import is_npy, read_npy_images, read_npy_masks
 from ..mask_geometry import align_mask
+from ..slices import iter_slices
 from ..splits import parse_fraction
 from .core import (
     COVID_CLASSES,
@@ -372,9 +372,9 @@ def _refuse_covid_255(lab: torch.Tensor, mask: Path) -> None:
     if not found.numel() or not bool(torch.all((found == 0) | (found == 1))) or not bool(torch.any(found == 1)):
         return  # the 0/255 conversion cannot have happened
     if mask.is_file() and detect_format(mask) == "dicom":
-        from ..io import _read_dicom_header, is_seg_header
+        from ..dicom import is_seg_header, read_dicom_header
 
-        if is_seg_header(_read_dicom_header(mask)):
+        if is_seg_header(read_dicom_header(mask)):
             return  # DICOM SEG segments get their class by label, never by 0/255
     raw = read_image(mask)
     if bool(torch.any(raw == 255)):

@@ -16,12 +16,12 @@ from ..io import (
     detect_format,
     file_stem,
     is_supported_file,
-    iter_slices,
     list_dicom_files,
     read_image,
     read_mask,
 )
 from ..mask_geometry import align_mask
+from ..slices import iter_slices
 from ..splits import parse_fraction
 from .core import (
     MASK_SUFFIXES,
@@ -170,9 +170,9 @@ _MAX_AUTO_CLASSES = 16  # more labels than this without --num-classes: not a lab
 
 
 def _is_dicom_seg(p: Path) -> bool:
-    from ..io import _read_dicom_header, is_seg_header
+    from ..dicom import is_seg_header, read_dicom_header
 
-    return p.is_file() and detect_format(p) == "dicom" and is_seg_header(_read_dicom_header(p))
+    return p.is_file() and detect_format(p) == "dicom" and is_seg_header(read_dicom_header(p))
 
 
 def _values_text(values: Sequence[int], files: Mapping[int, int] | None = None, limit: int = 10) -> str:
