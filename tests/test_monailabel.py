@@ -109,8 +109,9 @@ def _refused(url: str, params: dict | None = None, method: str = "POST") -> tupl
 def _put_label(base: str, image_id: str, label: Path) -> None:
     """``PUT /datastore/label?image=<id>&tag=final`` with the label file (multipart, as viewers send it)."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"label\"; filename=\"{label.name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + label.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"label\"; filename=\"{label.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n")
+    body = head.encode() + label.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     _call(f"{base}/datastore/label?image={image_id}&tag=final", "PUT", body,
           {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 

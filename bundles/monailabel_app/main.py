@@ -118,7 +118,9 @@ class MyApp(MONAILabelApp):
         answers 500, or reads the datastore folder itself as the study)."""
         model = request.get("model")
         if model not in self._infers:
-            raise HTTPException(status_code=404, detail=f"no model {model!r}: this app serves {', '.join(self._infers)}.")
+            raise HTTPException(
+                status_code=404, detail=f"no model {model!r}: this app serves {', '.join(self._infers)}."
+            )
         image = request.get("image")
         if isinstance(image, str) and image and not os.path.exists(image):
             store = datastore if datastore else self.datastore()

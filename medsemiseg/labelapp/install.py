@@ -34,7 +34,8 @@ def _check_bundle(bundle: Path) -> None:
     for needed in ("configs/inference.json", "configs/train.json", "configs/metadata.json"):
         if not (bundle / needed).is_file():
             raise InstallError(
-                f"{bundle}: not a bundle folder ({needed} missing); give a bundle such as bundles/covid or bundles/chase."
+                f"{bundle}: not a bundle folder ({needed} missing); give a bundle such as bundles/covid or "
+                "bundles/chase."
             )
 
 

@@ -100,12 +100,16 @@ def _options(key: str, value: Any) -> dict:
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError:
-            raise RequestError(f"{key}={value!r}: must be a JSON object, e.g. {key}={{\"adv_weight\": 0.01}}.") from None
+            raise RequestError(
+                f"{key}={value!r}: must be a JSON object, e.g. {key}={{\"adv_weight\": 0.01}}."
+            ) from None
     if not isinstance(value, dict):
         raise RequestError(f"{key}={value!r}: must be an object of method options, e.g. {{\"adv_weight\": 0.01}}.")
     for name, option in value.items():
         if not isinstance(option, (str, int, float, bool, list, type(None))):
-            raise RequestError(f"{key}#{name}={option!r}: an option value must be a number, text, true/false or a list.")
+            raise RequestError(
+                f"{key}#{name}={option!r}: an option value must be a number, text, true/false or a list."
+            )
     return value
 
 
@@ -123,7 +127,9 @@ def _val_split(key: str, value: Any) -> float | int:
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{key}={value!r}: give a share of the labelled studies below 1 (e.g. 0.2) or a count (e.g. 1).")
+        raise RequestError(
+            f"{key}={value!r}: give a share of the labelled studies below 1 (e.g. 0.2) or a count (e.g. 1)."
+        )
     if isinstance(value, float) and value.is_integer() and value >= 1:
         value = int(value)
     if isinstance(value, float) and not 0 < value < 1:

@@ -39,7 +39,14 @@ from typing import Any, Callable, Mapping
 
 from medsemiseg.labelapp.params import check_train_request
 
-__all__ = ["TrainingError", "bundle_channels", "bundle_classes", "lay_out_studies", "studies_for", "train_from_datastore"]
+__all__ = [
+    "TrainingError",
+    "bundle_channels",
+    "bundle_classes",
+    "lay_out_studies",
+    "studies_for",
+    "train_from_datastore",
+]
 
 MODEL_FILE = "model.pt"
 RUN_FILE = "run.json"
@@ -215,16 +222,17 @@ def _serve(run_models: Path, bundle: Path) -> Path:
     best = run_models / MODEL_FILE
     if not best.is_file():
         raise TrainingError(f"training finished without {best} (no validation ran?); the served model is unchanged.")
+    from medsemiseg.checkpoint_io import atomic_save
+
+    def copy(src: Path, out: Any) -> None:
+        with open(src, "rb") as f:
+            shutil.copyfileobj(f, out)
+
     served = bundle / "models"
     served.mkdir(exist_ok=True)
     for name in (MODEL_FILE, RUN_FILE):
-        if not (run_models / name).is_file():
-            continue
-        tmp = served / f".{name}.{os.getpid()}.tmp"
-        shutil.copyfile(run_models / name, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, served / name)
+        if (run_models / name).is_file():
+            atomic_save(run_models / name, served / name, save=copy)
     return served / MODEL_FILE
 
 
