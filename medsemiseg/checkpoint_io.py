@@ -157,8 +157,8 @@ class AtomicDiskSaver(DiskSaver):
     """ignite's ``DiskSaver`` that writes with :func:`atomic_save` and defers removals until the next save is complete.
 
     ignite's ``Checkpoint`` calls ``remove(old)`` and *then* saves the new file: with n_saved files kept, the oldest
-    went before its successor existed, and with a fixed name (MONAI's ``key_metric_filename="model.pt"``) the only
-    copy went. Here ``remove`` only notes the name; the noted files are deleted after the next save has been renamed
+    would go before its successor exists, and with a fixed name (MONAI's ``key_metric_filename="model.pt"``) the only
+    copy would. Here ``remove`` only notes the name; the noted files are deleted after the next save has been renamed
     into place (a name saved again is simply replaced). A save that fails leaves them, and the previous files, on
     disk.
 

@@ -3,7 +3,7 @@
 A training killed after its epoch-K checkpoint and rerun with ``--resume true`` must train exactly as the
 uninterrupted run would have. Model, optimiser and counters are not enough: the bundles' ``training`` list calls
 ``set_determinism(seed)`` again and MONAI's ``DataLoader`` re-seeds its dataset's random transforms when it is built,
-so without this record every resumed run replayed epoch 1's augmentations, shuffles and mixing draws.
+so without this record every resumed run would replay epoch 1's augmentations, shuffles and mixing draws.
 
 :class:`RandomState` saves and restores (``state_dict`` / ``load_state_dict``, for ignite's checkpointing):
 

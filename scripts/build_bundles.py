@@ -35,7 +35,8 @@ WIDTH = 120
 
 def bundle_configs() -> list[Path]:
     """Every bundle's ``configs/train.json`` (a bundle folder is one with ``configs/metadata.json``)."""
-    return sorted(p / "configs" / "train.json" for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
+    folders = [p for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file()]
+    return sorted(p / "configs" / "train.json" for p in folders)
 
 
 def task_keys(template: dict) -> list[str]:

@@ -59,7 +59,7 @@ def effective_fraction(dataset_dir: Any, labeled_fraction: Any) -> Any:
         if (folder / POOL_FILE).is_file() and (folder / DATALIST_FILE).is_file():
             chosen = meta_and_sizes(folder / DATALIST_FILE)[0].get("labeled_fraction")
             if not is_empty(chosen):
-                return "full" if str(chosen) == "1" else chosen  # "1": how folders prepared before 2026-11-26 wrote full
+                return "full" if str(chosen) == "1" else chosen  # "1": how earlier versions of prepare wrote full
     return DEFAULT_FRACTION
 
 
@@ -140,7 +140,7 @@ def _warn_if_prepared_otherwise(folder: Path, labeled_fraction: Any) -> None:
         return
     meta, sizes = meta_and_sizes(prepared)
     chosen = meta.get("labeled_fraction")
-    chosen = "full" if str(chosen) == "1" else chosen  # how folders prepared before 2026-11-26 wrote full
+    chosen = "full" if str(chosen) == "1" else chosen  # how earlier versions of prepare wrote full
     try:
         requested = fraction_text(labeled_fraction)
     except (ValueError, TypeError):

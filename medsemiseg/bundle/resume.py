@@ -71,11 +71,11 @@ class BestMetricRecord:
 class RunRecord:
     """The settings a training state only makes sense with, saved in each checkpoint and checked on resume.
 
-    Resuming a SupMix+SUFD state with ``--method supervised`` finished without a word, another network failed
-    with hundreds of missing ``state_dict`` keys, and a changed ``epoch_length`` was silently replaced by the
-    checkpoint's. Now a different method, network, class list or input channels is an error that names the
-    difference and the fix, and a different ``epoch_length`` a warning (ignite restores the checkpoint's), as is a
-    different ``train_sampling`` (a record without one was written when the loaders drew one pass at a time).
+    A state only continues the training it was saved from: resumed with another method, network, class list or
+    input channels it would finish without a word or fail on hundreds of missing ``state_dict`` keys, so any of these
+    differences is an error that names it and the fix. A different ``epoch_length`` is a warning (ignite restores
+    the checkpoint's), as is a different ``train_sampling`` (a record without one comes from loaders that drew one
+    pass at a time).
     """
 
     MUST_MATCH = ("method", "network_name", "network_kwargs", "classes", "in_channels")
@@ -154,8 +154,8 @@ def _schedule_of(scheduler: Any) -> dict | None:
 def _retarget_schedule(scheduler: Any, configured: dict | None) -> None:
     """After a resume: keep this run's schedule length and base rates, not the checkpoint's.
 
-    The checkpoint restores the scheduler's ``total_iters`` and ``base_lrs``, so a finished run extended with a
-    higher ``--max_epochs`` trained its extra epochs at learning rate 0, and a new ``--learning_rate`` was ignored.
+    The checkpoint restores the scheduler's ``total_iters`` and ``base_lrs``, with which a finished run extended to
+    a higher ``--max_epochs`` would train its extra epochs at learning rate 0 and ignore a new ``--learning_rate``.
     The decay is re-targeted to this run's length from the iteration reached (closed form, e.g.
     ``base * (1 - t / T) ** power``), and logged."""
     if configured is None:
@@ -182,8 +182,8 @@ class GradScalerState:
 
     A run with ``amp`` on CUDA scales its loss by a factor the ``GradScaler`` adapts as it goes (halved, and the
     optimiser step skipped, on every overflow; doubled after 2000 clean steps). Without this entry a resumed run
-    restarted at the initial scale 2**16: its first iterations overflowed again and their optimiser steps were skipped
-    where the uninterrupted run stepped, so the resume was not the same training. MONAI's ``Trainer.run()`` creates a
+    would restart at the initial scale 2**16: its first iterations would overflow again and skip optimiser steps
+    where the uninterrupted run steps, so it would not be the same training. MONAI's ``Trainer.run()`` creates a
     new ``engine.scaler`` each time it runs, so the scaler is looked up when saving and when loading
     (``CheckpointLoader`` loads at ``Events.STARTED``, after ``run()`` created it), never held. A disabled scaler
     (no CUDA) saves ``{}``; such an entry is not loaded into an enabled one (the scale then starts afresh, logged).

@@ -1,16 +1,15 @@
 """In which order the training streams draw their items (the bundles' ``train_sampling`` key).
 
-With few labelled images the labelled loader runs out every step or two: 9 labelled slices in batches of 8 gave a
-batch of 8, then a batch of 1, and a new pass (with num_workers > 0, its first batch is made from scratch, so the GPU
-waits; measured with ``scripts/loader_throughput.py``, docs/benchmarks.md). The reference implementations avoid
-both: UniMatch repeats the labelled list to the unlabelled set's length, SSL4MIS draws labelled and unlabelled
-indices from one endless batch sampler.
+With few labelled images a loader that makes one pass at a time runs out every step or two: 9 labelled slices in
+batches of 8 give a batch of 8, then a batch of 1, and a new pass (with num_workers > 0, its first batch is made
+from scratch, so the GPU waits; measured with ``scripts/loader_throughput.py``, docs/benchmarks.md). The reference
+implementations avoid both: UniMatch repeats the labelled list to the unlabelled set's length, SSL4MIS draws
+labelled and unlabelled indices from one endless batch sampler.
 
 ``"epoch"`` (the default) does what UniMatch does without caching an image twice: each pass of a loader is one
 epoch of ``epoch_length`` full batches, drawn from back-to-back shuffled permutations of the set (every item once
-per permutation, a permutation may span two batches). ``"pass"`` is the earlier behaviour: one shuffled pass over
-the set at a time, the labelled set's last batch partial; the quick grids keep it so their committed tables
-reproduce.
+per permutation, a permutation may span two batches). ``"pass"`` draws one shuffled pass over the set at a time,
+the labelled set's last batch partial; the quick grids use it, as their committed tables were measured with it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One closing line for each bundle workflow: how long it took, its score, and where its outputs went.
 
-A training ended on ignite's "Engine run finished" and never said where the model, the checkpoint and the logs were,
-nor its best validation score; ``evaluating`` and ``inferring`` likewise. :class:`RunSummary` is attached like MONAI's
+ignite ends a run on "Engine run finished", which says neither where the model, the checkpoint and the logs are nor
+the best validation score; ``evaluating`` and ``inferring`` likewise. :class:`RunSummary` is attached like MONAI's
 handlers (``train#handlers``, ``evaluate#handlers``, ``infer#handlers``) and logs at ``COMPLETED``::
 
     training: reached epoch 5 of 5 in 3 min 12 s; best val_mIoU 0.4123 at epoch 4; model bundles/covid/models/model.pt;

@@ -1,10 +1,10 @@
 """Validation every N epochs *and* after the last one.
 
 MONAI's ``ValidationHandler(interval=N)`` validates at epochs N, 2N, ...: with ``val_interval`` larger than
-``max_epochs`` a run never validated (so ``models/model.pt``, written by the validation's best-model saver, never
-appeared and ``evaluating`` had nothing to load), and with ``max_epochs`` not a multiple of it the final weights were
-never scored. This subclass adds the last epoch; for every shipped configuration (``max_epochs`` a multiple of
-``val_interval``) it validates at exactly the same epochs as MONAI's.
+``max_epochs`` a run would never validate (so ``models/model.pt``, written by the validation's best-model saver, would
+never appear and ``evaluating`` would have nothing to load), and with ``max_epochs`` not a multiple of it the final
+weights would never be scored. This subclass adds the last epoch; for every shipped configuration (``max_epochs`` a
+multiple of ``val_interval``) it validates at exactly the same epochs as MONAI's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Per-class IoU and Dice as MONAI metrics and ignite handlers (``key_val_metric`` / ``additional_metrics`` of the
-bundles' evaluators), and the second observer's agreement with the ground truth; definitions: :mod:`medsemiseg.metrics`."""
+bundles' evaluators), and the second observer's agreement with the ground truth (definitions:
+:mod:`medsemiseg.metrics`)."""
 
 from __future__ import annotations
 

@@ -60,8 +60,8 @@ def _image_sources(folder: Path, skip_dirs: set[str]) -> tuple[list[Path], list[
 
 
 def _files_by_stem(folder: Path, cache: dict | None) -> dict[str, list[Path]]:
-    """``{stem: [files]}`` of the supported files in ``folder``, listed once per ``cache`` (a folder of N images was
-    listed and sorted once per image: quadratic, 98 s of silence at 2000 images)."""
+    """``{stem: [files]}`` of the supported files in ``folder``, listed once per ``cache`` (the caller keeps one per
+    data set: listing and sorting the folder once per image would be quadratic in the number of images)."""
     if cache is not None and folder in cache:
         return cache[folder]
     index: dict[str, list[Path]] = {}
