@@ -40,3 +40,17 @@ def test_paired_differences_pair_seeds_and_report_the_share_of_the_label_gap():
     md = paired_markdown(entries, ["vessel"], "drive", minority_first=["vessel"])
     assert "| 1/8 | supmix | +3.00 | +2.00 | +4.00 | +3.00 [" in md and "] * |" in md and "+20 %" in md
     assert "1/8: 15.00" in md
+
+
+def test_a_variant_is_paired_with_supervised_and_with_its_fixed_twin():
+    from medsemiseg.benchmark.paired import variant_rows
+
+    base = _rows()
+    variant = [{**r, "miou": r["miou"] + 0.01} for r in base if r["method"] == "supmix"]
+    rows = variant_rows(base, variant, "adaptive")
+    vs_fixed = paired_differences(rows, ["vessel"], ["supmix (adaptive)"], ["1/8", "full"], baseline="supmix")
+    assert vs_fixed[0]["mIoU"]["diffs"] == pytest.approx([1.0, 1.0, 1.0])
+    vs_sup = paired_differences(rows, ["vessel"], ["supmix (adaptive)"], ["1/8", "full"])
+    assert vs_sup[0]["mIoU"]["diffs"] == pytest.approx([4.0, 3.0, 5.0])
+    md = paired_markdown(vs_fixed, ["vessel"], "drive", baseline="supmix")
+    assert "paired difference to supmix" in md and "| supmix (adaptive) | +1.00 |" in md

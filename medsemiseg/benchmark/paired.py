@@ -65,20 +65,21 @@ def label_gap(rows: Sequence[dict[str, Any]], fraction: str, full: str = "full",
 
 def paired_differences(
     rows: Sequence[dict[str, Any]], classes: Sequence[str], methods: Sequence[str], fractions: Sequence[str],
-    metric: str = "iou", full: str = "full",
+    metric: str = "iou", full: str = "full", baseline: str = BASELINE,
 ) -> list[dict[str, Any]]:
-    """One entry per (fraction, method other than supervised) with paired seeds: per-seed differences, their mean
-    and 95 % interval for mIoU and every class, and the share of the label gap (values in points, 0-100)."""
+    """One entry per (fraction, method other than ``baseline``) with paired seeds: per-seed differences to
+    ``baseline`` (supervised by default), their mean and 95 % interval for mIoU and every class, and the mean
+    difference's share of the label gap (values in points, 0-100)."""
     miou_key = "miou" if metric == "iou" else "miou_pooled"
     keys = [("mIoU", miou_key)] + [(c, f"{metric}/{c}") for c in classes]
     out = []
     for f in fractions:
         if f == full:
             continue
-        base = {r["seed"]: r for r in rows if r["method"] == BASELINE and r["fraction"] == f}
+        base = {r["seed"]: r for r in rows if r["method"] == baseline and r["fraction"] == f}
         gap = label_gap(rows, f, full, miou_key)
         for m in methods:
-            if m == BASELINE:
+            if m == baseline:
                 continue
             cells = {r["seed"]: r for r in rows if r["method"] == m and r["fraction"] == f}
             seeds = sorted(set(cells) & set(base))
@@ -111,10 +112,10 @@ def _ci(d: dict[str, Any]) -> str:
 
 
 def paired_markdown(entries: Sequence[dict[str, Any]], classes: Sequence[str], task: str,
-                    minority_first: Sequence[str] = ()) -> str:
-    """The ``results.md`` section: per method, mIoU difference to supervised per seed, mean [95 % interval], the
+                    minority_first: Sequence[str] = (), baseline: str = BASELINE) -> str:
+    """The ``results.md`` section: per method, mIoU difference to ``baseline`` per seed, mean [95 % interval], the
     share of the label gap, then each class's mean difference [interval] (``minority_first`` classes first)."""
-    title = (f"### {task}: paired difference to supervised (same fraction and seed = same labelled images), "
+    title = (f"### {task}: paired difference to {baseline} (same fraction and seed = same labelled images), "
              "points of IoU; mean [95 % t interval]; * = interval excludes 0")
     if not entries:
         return f"{title}\n\n(no method has a supervised cell of the same fraction and seed yet)\n"
@@ -168,3 +169,58 @@ def plot_paired_differences(entries: Sequence[dict[str, Any]], path: Path, title
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def variant_rows(base_rows: Sequence[dict[str, Any]], variant_rows_: Sequence[dict[str, Any]], label: str
+                 ) -> list[dict[str, Any]]:
+    """The base grid's rows plus a variant grid's, each variant method renamed ``<method> (<label>)``, so that
+    :func:`paired_differences` pairs a variant with supervised and with its fixed twin on the same seeds."""
+    renamed = [{**r, "method": f"{r['method']} ({label})"} for r in variant_rows_ if r["method"] != BASELINE]
+    return list(base_rows) + renamed
+
+
+def compare_grids(base, variant, label: str) -> str:
+    """``results.md``-style paired sections of a variant grid against its base grid (same task, fractions, seeds):
+    each variant method against supervised, then against the base grid's same method."""
+    from .results import class_names, collect_rows
+
+    rows_b = collect_rows(base)
+    rows = variant_rows(rows_b, collect_rows(variant), label)
+    classes = class_names(rows_b, base.classes)
+    fractions = [f.label for f in base.fractions]
+    variants = list(dict.fromkeys(r["method"] for r in rows if r["method"].endswith(f" ({label})")))
+    first = [c for c in classes if c != "background"]
+    parts = [paired_markdown(paired_differences(rows, classes, variants, fractions, base.table_metric),
+                             classes, f"{variant.task}, {label}", minority_first=first)]
+    for v in variants:
+        fixed = v[: -len(f" ({label})")]
+        entries = paired_differences(rows, classes, [v], fractions, base.table_metric, baseline=fixed)
+        parts.append(paired_markdown(entries, classes, f"{variant.task}, {label}", minority_first=first,
+                                     baseline=fixed))
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m medsemiseg.benchmark.paired BASE.yaml VARIANT.yaml --label adaptive``: print (and write next to
+    the variant's results) the variant's paired differences to supervised and to its fixed twin."""
+    import argparse
+
+    from .config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m medsemiseg.benchmark.paired", description=main.__doc__)
+    p.add_argument("base", help="the grid the variant changes (its supervised cells are the baseline)")
+    p.add_argument("variant", help="a grid of the same task, fractions and seeds with changed method options")
+    p.add_argument("--label", required=True, help="what the variant changes, e.g. adaptive (names its rows)")
+    a = p.parse_args(argv)
+    base, variant = load_config(a.base), load_config(a.variant)
+    md = compare_grids(base, variant, a.label)
+    out = variant.task_dir / f"paired_vs_{Path(a.base).stem}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    print(md)
+    print(f"-> {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
