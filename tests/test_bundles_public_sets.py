@@ -84,3 +84,16 @@ def test_chase_bundle_on_drive_patches_sliding_window_fov_and_second_observer(dr
     workflow("chase", "inferring", **{**ov, "dataset_dir": str(photo)}).run()
     out = np.asarray(nib.load(tmp_path / "outputs" / "01_test_seg.nii.gz").dataobj)
     assert out.shape == (48, 40)
+
+
+def test_patch_size_null_from_the_command_line_trains_whole_images(tmp_path):
+    """MONAI's CLI drops an override that parses to None (``--patch_size None``), so the bundles read the string
+    ``null`` as null, and the benchmark grid writes a YAML ``null`` so."""
+    from medsemiseg.benchmark.config import _override_args
+
+    assert _override_args({"patch_size": None}) == ["--patch_size", "null"]
+    wf = workflow("chase", "training", **{**TINY, "output_dir": str(tmp_path), "patch_size": "null"})
+    assert wf.parser.get_parsed_content("training_patch") is None
+    assert type(wf.parser.get_parsed_content("inferer")).__name__ == "SimpleInferer"
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert tuple(batch["image"].shape[-2:]) == tuple(TINY["image_size"])

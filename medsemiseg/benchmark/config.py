@@ -416,7 +416,9 @@ def _config_arg(cfg: BenchmarkConfig, files: list[str]) -> str:
 def _override_args(ov: dict[str, Any]) -> list[str]:
     args: list[str] = []
     for k, v in ov.items():
-        if isinstance(v, bool):
+        if v is None:
+            v = "null"  # MONAI's CLI drops an override whose value parses to None ("None"); the bundles read "null"
+        elif isinstance(v, bool):
             v = str(v)  # fire parses "True"/"False"
         elif isinstance(v, (list, dict)):
             v = json.dumps(v)
