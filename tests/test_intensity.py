@@ -88,3 +88,24 @@ def test_ct_intensity_by_kind_and_a_warning_when_the_data_contradict_it(caplog):
     assert "ct.nii.gz" in caplog.text and "--intensity_kind hu" in caplog.text
     with pytest.raises(ValueError, match="'hu'.*'uint8'"):
         CTIntensityd("image", kind="HUx")
+
+
+def test_grey_intensity_percentile_kind_stretches_any_scale_and_the_hu_warning_names_it(caplog):
+    from medsemiseg.transforms import CTIntensityd, GreyIntensityd
+
+    assert CTIntensityd is GreyIntensityd  # the earlier name of the same transform, for configs that use it
+    # an MR-like image on an arbitrary scale, 0..1000 in 1001 steps: the 0.5 / 99.5 percentiles are 5 and 995
+    mr = MetaTensor(torch.arange(1001.0).reshape(1, 7, 143), meta={"filename_or_obj": "mr.h5"})
+    out = GreyIntensityd("image", kind="percentile")({"image": mr})["image"]
+    assert out.min() == 0 and out.max() == 1  # clipped outside the percentile range
+    assert float(out[0, 0, 5]) == pytest.approx(0.0) and float(out[0, 3, 71]) == pytest.approx(0.5, abs=1e-6)
+    assert float(out[0, 0, 100]) == pytest.approx(95 / 990, abs=1e-6)
+    narrow = GreyIntensityd("image", kind="percentile", percentiles=(0, 100))({"image": mr})["image"]
+    assert float(narrow[0, 0, 100]) == pytest.approx(0.1, abs=1e-6)
+    with pytest.raises(ValueError, match="percentiles"):
+        GreyIntensityd("image", kind="percentile", percentiles=(99, 1))
+    # values normalised to 0-1 under the HU window: the warning says which kind fits them
+    unit = MetaTensor(torch.rand(1, 4, 4), meta={"filename_or_obj": "slice_0.h5"})
+    with caplog.at_level("WARNING", logger="medsemiseg.transforms.intensity"):
+        GreyIntensityd("image", kind="hu")({"image": unit})
+    assert "slice_0.h5" in caplog.text and "--intensity_kind percentile" in caplog.text

@@ -2,7 +2,8 @@
 
 ``python -m medsemiseg.prepare`` records both in the datalist's ``meta`` (``classes``: names in label order;
 ``intensity``: ``"hu"`` for CT in Hounsfield units, ``"uint8"`` for 8-bit display values such as photographs or
-COVID-SemiSeg's windowed JPG slices).  A bundle config reads them with :func:`declared_value`, so training on a
+COVID-SemiSeg's windowed JPG slices, ``"percentile"`` for grey values of any other scale: MR, ultrasound, HDF5
+slices normalised already).  A bundle config reads them with :func:`declared_value`, so training on a
 prepared folder needs no hand-written ``--classes`` or intensity override, and says at start what it took.
 
 Where the value comes from, first match wins:
@@ -25,10 +26,11 @@ __all__ = ["INTENSITY_KINDS", "declared_meta", "declared_value"]
 
 logger = logging.getLogger(__name__)
 
-#: the intensity kinds a data set can declare, and what the covid bundle does with each
+#: the intensity kinds a data set can declare, and what the covid bundle's GreyIntensityd does with each
 INTENSITY_KINDS = {
-    "hu": "CT in Hounsfield units: the bundle's HU window (CTWindowd)",
+    "hu": "CT in Hounsfield units: the bundle's HU window",
     "uint8": "8-bit display values 0-255: scaled to 0-1, no HU window",
+    "percentile": "grey values of any other scale: each image's 0.5-99.5 percentile range scaled to 0-1",
 }
 
 _META_FILES = ("datalist.json", "dataset.json")
@@ -96,7 +98,8 @@ def declared_value(dataset_dir: Any, key: str, default: Any = None, ckpt_path: A
     if key == "intensity" and value not in INTENSITY_KINDS:
         raise ValueError(
             f"{where}: intensity {value!r} is not one of {sorted(INTENSITY_KINDS)}; fix it there ('hu': CT in "
-            "Hounsfield units, 'uint8': 8-bit display values), or pass --intensity_kind hu|uint8."
+            "Hounsfield units, 'uint8': 8-bit display values, 'percentile': any other grey values), or pass "
+            "--intensity_kind hu|uint8|percentile."
         )
     shown = f"{value!r} ({INTENSITY_KINDS[value]})" if key == "intensity" else repr(_plain(value))
     _say(key, shown, origin)

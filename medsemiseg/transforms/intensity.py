@@ -1,4 +1,4 @@
-"""Intensity normalisation dictionary transforms: CT windowing and fundus scaling.
+"""Intensity normalisation dictionary transforms: CT windowing, grey scaling by kind, and fundus scaling.
 
 These are the only places where raw intensities become network inputs, so every bundle (train, evaluate,
 inference) normalises the same way.
@@ -11,11 +11,14 @@ all inside the window, so none of the four classes is clipped, while air and bon
 window (centre -600, width 1500) shifted by 100 HU toward soft tissue so that effusion and consolidation are not
 squeezed against the top of the range.
 
-Not every CT data set is in HU: COVID-SemiSeg's slices are 8-bit display values (already windowed, saved as JPG).
-:class:`CTIntensityd` is what the covid bundle uses: the HU window for ``kind="hu"``, a plain 0-255 -> 0-1 scaling
-for ``kind="uint8"``, the kind a prepared data set declares (:mod:`medsemiseg.data.declared`). Data whose values
-contradict the kind (an HU window over 0-255 values, which squeezes them into 0.83-1.0; 0-255 scaling over negative
-HU) are warned about once, naming the file.
+Not every grey data set is CT in HU: COVID-SemiSeg's slices are 8-bit display values (already windowed, saved as JPG),
+MR and ultrasound have no absolute scale, and data sets shipped as HDF5 hold values already normalised to 0-1.
+:class:`GreyIntensityd` is what the covid bundle uses for any one-channel data: the HU window for ``kind="hu"``, a
+plain 0-255 -> 0-1 scaling for ``kind="uint8"``, each image's 0.5-99.5 percentile range -> 0-1 for
+``kind="percentile"`` (any modality, any scale), the kind a prepared data set declares
+(:mod:`medsemiseg.data.declared`). Data whose values contradict the kind (an HU window over 0-255 values, which
+squeezes them into 0.83-1.0; 0-255 scaling over negative HU) are warned about once, naming the file.
+``CTIntensityd`` is its earlier name, kept for configs that use it.
 
 Fundus photographs arrive as RGB 0-255. :class:`FundusNormalized` divides by 255 (``[0, 1]``, the range the strong
 view expects) and optionally standardises each channel with a given mean and std.
@@ -29,9 +32,9 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, ScaleIntensityRange
+from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-__all__ = ["CTIntensityd", "CTWindowd", "FundusNormalized", "LUNG_WINDOW"]
+__all__ = ["CTIntensityd", "CTWindowd", "FundusNormalized", "GREY_KINDS", "GreyIntensityd", "LUNG_WINDOW"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +75,32 @@ class CTWindowd(MapTransform):
         return d
 
 
-class CTIntensityd(MapTransform):
-    """CT intensities to ``[0, 1]`` by the kind of values the data hold: HU window or 8-bit scaling.
+#: the kinds of grey values :class:`GreyIntensityd` scales, and how
+GREY_KINDS = {
+    "hu": "CT in Hounsfield units: the HU window",
+    "uint8": "8-bit grey values 0-255: divided by 255",
+    "percentile": "values of any other scale (MR, ultrasound, data normalised already): each image's 0.5-99.5 "
+                  "percentile range scaled to 0-1",
+}
+
+
+class GreyIntensityd(MapTransform):
+    """One-channel (grey) intensities of any modality to ``[0, 1]`` by the kind of values the data hold.
 
     Args:
-        keys: keys of the CT images (never the label).
-        kind: ``"hu"`` (Hounsfield units: :class:`CTWindowd` with ``window_center`` / ``window_width``) or
-            ``"uint8"`` (8-bit display values: divided by 255, clipped to ``[0, 1]``); ``None`` means ``"hu"``.
+        keys: keys of the images (never the label).
+        kind: ``"hu"`` (Hounsfield units: :class:`CTWindowd` with ``window_center`` / ``window_width``),
+            ``"uint8"`` (8-bit grey values: divided by 255, clipped to ``[0, 1]``) or ``"percentile"`` (each image's
+            ``percentiles`` range mapped to ``[0, 1]`` and clipped: MONAI's ``ScaleIntensityRangePercentiles``);
+            ``None`` means ``"hu"``. :data:`GREY_KINDS` says the same.
         window_center, window_width: the HU window (used with ``kind="hu"``).
+        percentiles: ``(lower, upper)`` percentiles of each image mapped to 0 and 1 (used with ``kind="percentile"``).
         allow_missing_keys: skip missing keys instead of raising.
 
     The first image whose values contradict ``kind`` is warned about (once per transform): under ``"hu"``, an image
     whose values all lie in 0..255 (8-bit display values: the window would squeeze them into its top sixth);
     under ``"uint8"``, one with values below 0 or above 255 (HU or 16-bit data).  The warning names the file and
-    the setting to change.
+    the setting to change.  ``"percentile"`` takes any values.
     """
 
     def __init__(
@@ -94,15 +109,23 @@ class CTIntensityd(MapTransform):
         kind: str | None = "hu",
         window_center: float = LUNG_WINDOW[0],
         window_width: float = LUNG_WINDOW[1],
+        percentiles: Sequence[float] = (0.5, 99.5),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         kind = "hu" if kind is None else str(kind).lower()
-        if kind not in ("hu", "uint8"):
-            raise ValueError(f"CTIntensityd(kind={kind!r}): use 'hu' (Hounsfield units) or 'uint8' (0-255 values).")
+        if kind not in GREY_KINDS:
+            raise ValueError(
+                f"{type(self).__name__}(kind={kind!r}): use one of "
+                + "; ".join(f"{k!r} ({v})" for k, v in GREY_KINDS.items()) + "."
+            )
+        lower, upper = (float(p) for p in percentiles)
+        if not 0 <= lower < upper <= 100:
+            raise ValueError(f"{type(self).__name__}(percentiles={tuple(percentiles)}): need 0 <= lower < upper <= 100.")
         self.kind = kind
         self.window = CTWindowd(keys, window_center, window_width, allow_missing_keys)
         self.scale = ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
+        self.stretch = ScaleIntensityRangePercentiles(lower, upper, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
         self._warned = False
 
     def _check(self, img: torch.Tensor, key: Hashable) -> None:
@@ -112,11 +135,14 @@ class CTIntensityd(MapTransform):
         name = getattr(img, "meta", {}).get("filename_or_obj", key)
         if self.kind == "hu" and lo >= 0 and hi <= 255:
             self._warned = True
+            looks, fix = (("values normalised to 0-1", "percentile") if hi <= 1 else ("8-bit display values", "uint8"))
             logger.warning(
-                f"{name}: values {lo:g}..{hi:g} look like 8-bit display values, not Hounsfield units, but they are "
-                f"windowed as HU ({self.window.window_center:g} +- {self.window.window_width / 2:g}), which squeezes "
-                "them into 0.83-1.0. If the data set holds 8-bit images, pass --intensity_kind uint8 (a folder "
-                "prepared by `prepare covid-semiseg` declares it itself)."
+                f"{name}: values {lo:g}..{hi:g} look like {looks}, not Hounsfield units, but they are windowed as "
+                f"HU ({self.window.window_center:g} +- {self.window.window_width / 2:g}), which squeezes them into "
+                f"{(lo - self.window.window_center) / self.window.window_width + 0.5:.2f}-"
+                f"{(hi - self.window.window_center) / self.window.window_width + 0.5:.2f}. Pass --intensity_kind {fix} "
+                "(8-bit grey: uint8; MR, ultrasound or normalised values: percentile), or declare it when preparing "
+                "(prepare folder --intensity)."
             )
         elif self.kind == "uint8" and (lo < 0 or hi > 255):
             self._warned = True
@@ -130,8 +156,13 @@ class CTIntensityd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             self._check(d[key], key)
-            d[key] = self.window.scaler(d[key]) if self.kind == "hu" else self.scale(d[key])
+            op = {"hu": self.window.scaler, "uint8": self.scale, "percentile": self.stretch}[self.kind]
+            d[key] = op(d[key])
         return d
+
+
+#: the earlier name of :class:`GreyIntensityd` (configs written for the covid bundle before it took any grey data)
+CTIntensityd = GreyIntensityd
 
 
 class FundusNormalized(MapTransform):
