@@ -15,6 +15,9 @@ so without this record every resumed run would replay epoch 1's augmentations, s
 - the trainer's data-stream positions (:meth:`SemiSupervisedTrainer.stream_state_dict`): which batch of the current
   labelled / unlabelled pass comes next, so a resume continues that pass's order instead of drawing a new one.
 
+Under ``torchrun`` every process draws its own random numbers (the bundles seed process ``r`` with ``seed + r``),
+so the record holds every process's state (``{"ranks": [...]}``) and each process resumes its own.
+
 Everything is stored as tensors and plain numbers, so checkpoints load with ``torch.load(weights_only=True)``.
 The state is restored by ``CheckpointLoader`` at ``Events.STARTED`` of ``trainer.run()``: after
 ``set_determinism`` and after every ``DataLoader`` was built (which is what re-seeded the transforms).
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +151,13 @@ def _loader_generators(loader: Any) -> list[torch.Generator]:
 
 
 def loader_rng_snapshot(loader: Any) -> dict:
-    """What decides the order of a data loader's next pass: torch's CPU generator and the loader's / sampler's own
-    generators (taken just before ``iter(loader)``)."""
-    return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in _loader_generators(loader)]}
+    """What decides the order of a data loader's next pass: torch's CPU generator, the loader's / sampler's own
+    generators and a distributed sampler's pass number (``set_epoch``), taken just before ``iter(loader)``."""
+    out = {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in _loader_generators(loader)]}
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, torch.utils.data.DistributedSampler):
+        out["sampler_epoch"] = int(sampler.epoch)
+    return out
 
 
 def restore_loader_rng(loader: Any, snapshot: Mapping) -> None:
@@ -157,6 +165,9 @@ def restore_loader_rng(loader: Any, snapshot: Mapping) -> None:
     gens = _loader_generators(loader)
     for g, s in zip(gens, snapshot.get("generators", [])):
         g.set_state(s.cpu())
+    sampler = getattr(loader, "sampler", None)
+    if "sampler_epoch" in snapshot and isinstance(sampler, torch.utils.data.DistributedSampler):
+        sampler.set_epoch(int(snapshot["sampler_epoch"]))
 
 
 class _ResumedBatches:
@@ -261,6 +272,16 @@ class RandomState:
         return random_objects(*roots)
 
     def state_dict(self) -> dict:
+        """This process's random state; with several processes (``torchrun``), every process's, gathered (all of
+        them call this at the same point: each one's checkpoint saver runs, rank 0's writes)."""
+        local = self._local_state_dict()
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return local
+        states: list = [None] * dist.get_world_size()
+        dist.all_gather_object(states, local)
+        return {"ranks": states}
+
+    def _local_state_dict(self) -> dict:
         out: dict = {
             "torch": torch.get_rng_state(),
             "numpy": _np_to_dict(np.random.get_state()),
@@ -275,6 +296,19 @@ class RandomState:
         return out
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Continue the saved streams: with a record of several processes, each process its own; a process the
+        record has no entry for (more processes than when it was saved) keeps its own streams (logged)."""
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if "ranks" in state or rank > 0:
+            saved = list(state["ranks"]) if "ranks" in state else [state]
+            if rank >= len(saved):
+                logger.warning(
+                    f"resume: the checkpoint holds the random state of {len(saved)} process(es); process {rank} keeps "
+                    "its own random streams (augmentations, mixing draws), so the run continues, but not as the "
+                    "saved one would have."
+                )
+                return
+            state = saved[rank]
         torch.set_rng_state(state["torch"].cpu())
         np.random.set_state(_np_from_dict(state["numpy"]))
         random.setstate(_py_from_dict(state["python"]))

@@ -17,17 +17,18 @@ LAYERS: dict[str, set[str]] = {
     "checkpoint_io": set(),
     "random_state": set(),
     "losses": set(),
+    "distributed": set(),
     # data, pure ops, models, scores
     "data": {"cli_errors"},
     "transforms": set(),
     "networks": set(),
     "metrics": set(),
     # pieces that live across iterations, the methods, the engine
-    "handlers": {"checkpoint_io", "data"},
-    "methods": {"handlers", "losses", "networks", "transforms"},
+    "handlers": {"checkpoint_io", "data", "distributed"},
+    "methods": {"distributed", "handlers", "losses", "networks", "transforms"},
     "engines": {"random_state"},
     # what the bundle configs call
-    "bundle": {"checkpoint_io", "cli_errors", "data", "methods", "random_state", "runlock"},
+    "bundle": {"checkpoint_io", "cli_errors", "data", "distributed", "handlers", "methods", "random_state", "runlock"},
     # applications on top: the benchmark, the MONAI Label helpers, the prepare command
     "benchmark": {"bundle", "data", "engines", "methods", "networks", "runlock"},
     "labelapp": {"bundle", "checkpoint_io", "cli_errors", "data", "methods"},

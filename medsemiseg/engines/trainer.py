@@ -14,7 +14,10 @@ mixing, strong views, a discriminator term). This class keeps everything of ``Su
    any optimiser step, so nothing is updated and no checkpoint of a broken model is written);
 5. back-propagate (through the trainer's ``GradScaler`` when amp), step the optimiser, fire ``FORWARD_COMPLETED``,
    ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` as ``SupervisedTrainer`` does;
-6. before ``MODEL_COMPLETED``, check every floating-point parameter and buffer of the network is finite (a finite
+6. a network with ``sync_buffers`` (:class:`medsemiseg.distributed.DistributedNetwork`, one of several
+   ``torchrun`` processes) averages its BatchNorm statistics over the processes, so the EMA teacher and the
+   checkpoint see the same model in every process;
+7. before ``MODEL_COMPLETED``, check every floating-point parameter and buffer of the network is finite (a finite
    loss can still leave e.g. BatchNorm's ``running_var`` at inf); else stop with the same ``NonFiniteLossError``
    naming the first non-finite tensor and the iteration, before that iteration's ``MODEL_COMPLETED`` /
    ``ITERATION_COMPLETED`` handlers and the epoch's checkpoint run (one device sync per iteration).
@@ -26,8 +29,8 @@ batch may have another size), non-scalar extras (e.g. SUFD's detached features) 
 in ``engine.state.method_output``: that is where handlers such as ``DiscriminatorStep`` read them.
 
 The labelled loader needs no special code to cycle: when ``epoch_length`` exceeds ``len(train_data_loader)``
-ignite restarts the data iterator inside the epoch (``DATALOADER_STOP_ITERATION``); this class only advances a
-``DistributedSampler``'s epoch there, so the restarted pass is reshuffled too.
+ignite restarts the data iterator inside the epoch (``DATALOADER_STOP_ITERATION``); this class only sets a
+``DistributedSampler``'s epoch to the number of the pass it starts, so every pass is reshuffled too.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents, default_prepare_batch
@@ -182,19 +184,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self._unlabeled_rng: dict | None = None
         self._labeled_consumed = 0
         self._labeled_rng: dict | None = None
+        self._labeled_passes = 0
         self._pending_streams: dict = {}
         self.state.method_output = {}
         self._amp_warned = False
-
-        sampler = getattr(train_data_loader, "sampler", None)
-        if isinstance(sampler, DistributedSampler):
-            # ignite restarts the labelled iterator mid-epoch when epoch_length > len(loader); reshuffle that pass.
-            passes = {"n": 0}
-
-            @self.on(Events.DATALOADER_STOP_ITERATION)
-            def _advance_sampler_epoch(engine: Engine) -> None:
-                passes["n"] += 1
-                sampler.set_epoch(10_000 * engine.state.epoch + passes["n"])
 
         for handler in getattr(method, "handlers", None) or []:
             handler.attach(self)
@@ -209,7 +202,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                                    "consumed": int(self._unlabeled_consumed) if self._unlabeled_iter is not None else -1}}
         if self._unlabeled_iter is not None and self._unlabeled_rng is not None:
             out["unlabeled"]["rng"] = self._unlabeled_rng
-        out["labeled"] = {"consumed": int(self._labeled_consumed) if self._dataloader_iter is not None else -1}
+        out["labeled"] = {"passes": int(self._labeled_passes),
+                          "consumed": int(self._labeled_consumed) if self._dataloader_iter is not None else -1}
         if self._dataloader_iter is not None and self._labeled_rng is not None:
             out["labeled"]["rng"] = self._labeled_rng
         return out
@@ -228,8 +222,11 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                     del self._pending_streams[which]  # that pass was used up: the next one starts afresh, as it would
             except TypeError:
                 pass
+        self._labeled_passes = int(state.get("labeled", {}).get("passes", 0))
         if "unlabeled" in self._pending_streams:
             self._unlabeled_passes -= 1  # that pass's iterator is re-created (and counted) when next needed
+        if "labeled" in self._pending_streams:
+            self._labeled_passes -= 1
         self._dataloader_iter = None  # ignite re-creates it (through _setup_dataloader_iter) when the epoch starts
 
     def _resumed_iter(self, which: str, loader: Any) -> Any:
@@ -257,10 +254,17 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             it = self._resumed_iter("labeled", loader)
             if it is not None:
                 self._dataloader_iter = it
+                self._labeled_passes += 1
                 return
+        sampler = getattr(loader, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            # every pass reshuffled, by its number (not by the epoch: ignite starts a pass mid-epoch when epoch_length
+            # differs from len(loader), and a resumed run starts its first one at an epoch's start)
+            sampler.set_epoch(self._labeled_passes)
         self._labeled_consumed = 0
         self._labeled_rng = loader_rng_snapshot(loader) if loader is not None else None
         super()._setup_dataloader_iter()
+        self._labeled_passes += 1
 
     # ------------------------------------------------------------------ unlabelled stream
     def _next_unlabeled_batch(self) -> Any:
@@ -449,6 +453,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             if should_step:
                 engine.optimizer.step()
+        sync_buffers = getattr(engine.network, "sync_buffers", None)
+        if callable(sync_buffers):
+            sync_buffers()  # several processes (medsemiseg.distributed.DistributedNetwork): one set of BN statistics
         self._check_finite_weights(engine, loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -16,6 +16,10 @@ It runs on MONAI's ``IterationEvents.MODEL_COMPLETED`` (after the segmentation o
 
 ``state_dict``/``load_state_dict`` cover ``D`` and its optimiser, so a ``CheckpointSaver(save_dict={"sufd": step})``
 resumes both.
+
+Under ``torchrun`` (several processes) ``D`` stays one model: when the run starts every process takes rank 0's
+``D``, and each step averages ``D``'s gradients over the processes before the optimiser steps, so every process
+makes the same update (:mod:`medsemiseg.distributed`; nothing changes in a single process).
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
+
+from medsemiseg.distributed import all_reduce_mean_, broadcast_
 
 __all__ = ["DiscriminatorStep", "discriminator_loss", "add_to_output"]
 
@@ -96,6 +102,12 @@ class DiscriminatorStep:
     def attach(self, engine: Engine) -> None:
         if not engine.has_event_handler(self, IterationEvents.MODEL_COMPLETED):
             engine.add_event_handler(IterationEvents.MODEL_COMPLETED, self)
+            # after a resume's checkpoint loading (attached before the method's handlers), before the first step
+            engine.add_event_handler(Events.STARTED, self.take_rank0_discriminator)
+
+    def take_rank0_discriminator(self, _engine: Engine | None = None) -> None:
+        """Every process's ``D`` becomes rank 0's (no-op in a single process)."""
+        broadcast_([*self.discriminator.parameters(), *self.discriminator.buffers()])
 
     def _features(self, engine: Engine) -> tuple[torch.Tensor, torch.Tensor]:
         source = getattr(engine.state, "method_output", None)
@@ -122,6 +134,7 @@ class DiscriminatorStep:
         self.optimizer.zero_grad(set_to_none=True)  # also drops anything the adversarial term may have left
         loss, acc = discriminator_loss(self.discriminator, feat_l, feat_u)
         loss.backward()
+        all_reduce_mean_(p.grad for p in self.discriminator.parameters() if p.grad is not None)
         self.optimizer.step()
         return loss.detach(), acc
 

@@ -43,6 +43,8 @@ from typing import Any
 
 import torch
 
+from medsemiseg.distributed import all_reduce_sum
+
 __all__ = ["ClassBalance", "ClassBalanceLogger", "THRESHOLD_MODES", "flexmatch_mapping"]
 
 logger = logging.getLogger(__name__)
@@ -111,18 +113,23 @@ class ClassBalance:
         return torch.bincount(lab.clamp(0, self.num_classes - 1), minlength=self.num_classes).to(torch.float64)
 
     def observe_labels(self, labels: torch.Tensor) -> None:
-        """A labelled batch's ground truth ``(B, [1,] X, Y)``: updates the class prior."""
-        counts = self._counts(labels)
+        """A labelled batch's ground truth ``(B, [1,] X, Y)``: updates the class prior (counted over every
+        process's batch under ``torchrun``, so every process keeps the same statistics)."""
+        counts = all_reduce_sum(self._counts(labels))
         if counts.sum() > 0:
             self._update("prior", counts / counts.sum())
 
     def observe_pseudo_labels(self, plabel: torch.Tensor, confident: torch.Tensor, conf: torch.Tensor | None = None
                               ) -> None:
         """An unlabelled batch's pseudo-labels, which of them the method trains on (``confident``: ``share``) and
-        their confidence (``learned`` counts ``conf >= tau``, as FlexMatch; without ``conf``, ``confident``)."""
-        total = float(plabel.numel())
+        their confidence (``learned`` counts ``conf >= tau``, as FlexMatch; without ``conf``, ``confident``);
+        counted over every process's batch under ``torchrun``."""
         counts = self._counts(plabel, confident)
         learned = counts if conf is None else self._counts(plabel, conf >= self.tau)
+        total = torch.full((1,), float(plabel.numel()), dtype=counts.dtype, device=counts.device)
+        k = self.num_classes
+        counts, learned, total = all_reduce_sum(torch.cat([counts, learned, total])).split([k, k, 1])
+        total = float(total)
         if total > 0:
             self._update("learned", learned / total)
         if counts.sum() > 0:
