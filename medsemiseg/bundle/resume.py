@@ -241,6 +241,10 @@ class TrainCheckpointer:
     (``best_model_saver``'s ``model.pt``) this run replaces at its first validation whatever the scores, as
     ``model.<date-time>.pt`` (and ``run.json`` as ``run.<date-time>.json``), with a warning. ``overwrite=True``
     replaces the earlier run without either.
+
+    Several processes (``torchrun``, :mod:`medsemiseg.distributed`): every process is attached and, with ``resume``,
+    loads the same checkpoint (each its own random state); only rank 0 takes the lock, writes ``run.json`` and the
+    checkpoints, keeps or replaces an earlier run and removes superseded files.
     """
 
     def __init__(
@@ -407,6 +411,7 @@ class TrainCheckpointer:
         from monai.handlers import CheckpointLoader
 
         from medsemiseg.checkpoint_io import AtomicCheckpointSaver, newest_loadable_checkpoint, remove_partial_writes
+        from medsemiseg.distributed import is_main
         from medsemiseg.random_state import RandomState
 
         objs = dict(self.save_dict)
@@ -417,12 +422,15 @@ class TrainCheckpointer:
         if getattr(engine, "amp", False):
             # the AMP loss scale: without it a resumed run restarts at 2**16 and skips steps the uninterrupted one took
             objs.setdefault("scaler", GradScalerState(engine))
-        self._take_lock(engine)
-        # when the run starts, not here: building the trainer (a config check, ConfigWorkflow.check_properties) must
-        # not replace the record of the model already in save_dir, nor stop because there is one
-        engine.add_event_handler(Events.STARTED, lambda _engine: self._keep_the_earlier_run())
-        engine.add_event_handler(Events.STARTED, lambda _engine: remove_partial_writes(self.save_dir))
-        engine.add_event_handler(Events.STARTED, lambda _engine: self._write_run_file())
+        # under torchrun only rank 0 writes (lock, run record, checkpoints); every process loads a resumed state
+        writes = is_main()
+        if writes:
+            self._take_lock(engine)
+            # when the run starts, not here: building the trainer (a config check, ConfigWorkflow.check_properties)
+            # must not replace the record of the model already in save_dir, nor stop because there is one
+            engine.add_event_handler(Events.STARTED, lambda _engine: self._keep_the_earlier_run())
+            engine.add_event_handler(Events.STARTED, lambda _engine: remove_partial_writes(self.save_dir))
+            engine.add_event_handler(Events.STARTED, lambda _engine: self._write_run_file())
         if self.resume:
             # only the key structure is read here (tensors memory-mapped); CheckpointLoader reads them at STARTED
             found = newest_loadable_checkpoint(self.save_dir)
@@ -481,7 +489,10 @@ class TrainCheckpointer:
                             + (f" (the newest that loads; {len(found.skipped)} newer skipped)." if found.skipped
                                else "."))
         if self.save_interval > 0:
-            Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+            if writes:
+                Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+            # attached in every process, so that each one's state_dict() runs at the same point (the random-state
+            # record gathers every process's); ignite's DiskSaver writes in rank 0 only
             saver = AtomicCheckpointSaver(
                 save_dir=self.save_dir,
                 save_dict=objs,
@@ -497,9 +508,10 @@ class TrainCheckpointer:
             def _attach_saver(_engine: Any) -> None:
                 if not self._saver_attached:  # a second engine.run() must not attach a second saver
                     saver.attach(_engine)
-                    # attached after the saver: runs once that epoch's checkpoint is on disk
-                    _engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune_earlier_runs)
-                    self._earlier = self._checkpoint_files()
+                    if writes:
+                        # attached after the saver: runs once that epoch's checkpoint is on disk
+                        _engine.add_event_handler(Events.EPOCH_COMPLETED, self._prune_earlier_runs)
+                        self._earlier = self._checkpoint_files()
                     self._saver_attached = True
 
             engine.add_event_handler(Events.STARTED, _attach_saver)

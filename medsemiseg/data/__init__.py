@@ -33,6 +33,8 @@ _EXPORTS = {
     "ensure_synthetic_datalist": "builtin",
     "train_sampler": "sampling",
     "train_shuffle": "sampling",
+    "DistributedTrainSampler": "sampling",
+    "distributed_train_sampler": "sampling",
 }
 
 __all__ = sorted(_EXPORTS)
