@@ -130,7 +130,7 @@ def test_install_copies_what_serving_and_training_need_and_replaces_an_earlier_c
     assert dest == app / "model" / "covid"
     assert _files(dest) == {"LICENSE", "docs/README.md", "models/model.pt", "models/run.json", "configs/train.json",
                             "configs/inference.json", "configs/evaluate.json", "configs/metadata.json",
-                            "configs/logging.conf"}
+                            "configs/logging.conf", "configs/multi_gpu_train.json"}
     assert not any(p.is_symlink() for p in dest.rglob("*"))  # links resolved: the copy stands alone
     assert (dest / "configs" / "inference.json").read_text() == (COVID / "configs" / "train.json").read_text()
 
