@@ -12,19 +12,24 @@
 #      there first, so the time is real and the IoU says nothing about real CT;
 #   3. the projected time of the whole paper grid, from the probe cell and the AMP step times;
 #   4. the tests marked `gpu` (the CUDA / AMP twins of CPU tests; CI has no GPU and skips them);
-#   5. the cost benchmark again without AMP, and with AMP a second time (the repeat gives the spread).
+#   5. the cost benchmark again without AMP, and with AMP a second time (the repeat gives the spread);
+#   6. when more than one GPU is visible, multi-GPU training (scripts/multi_gpu_scaling.py): the covid bundle under
+#      torchrun with configs/multi_gpu_train.json at the same step settings (256 px, batch 8 + 8 per GPU, AMP),
+#      seconds per iteration on 1 and on all N GPUs and the scaling efficiency (s/iter on 1 / s/iter on N).
 # They run in this order, what the issue asks first, so a machine taken back early still leaves the main results.
 # On an H100 (2026-11-26) every step but the probe cell took 4.5 min together (data writing 50 s of it) and the probe
 # cell 3.7 min (it had needed 9 min before train_sampling). docs/benchmarks.md has the results.
 #
 # Results in $RESULTS (default runs/gpu_checks): log.txt (everything), tests.txt, cost_fp32.json, cost_amp.json,
-# cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints).
+# cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints),
+# multi_gpu.json.
 # A step that fails is reported and the next one still runs; the exit status is 1 if any failed.
 #
 # Knobs (environment): PYTHON (python3), RESULTS, GRID / PROBE (the two YAMLs), DEVICE (cuda; `cpu` runs the
 # plumbing without the AMP measurements, e.g. with a PROBE that trains on the CPU), COST_ITERS (50), COST_WARMUP (10),
-# STEP_TIMEOUT (7200 s: a step running longer is stopped and counted as failed), SKIP_TESTS=1, STEPS (which of
-# cost, probe, projection, tests, cost_repeat to run; default all; `probe` includes writing the data it needs) and
+# STEP_TIMEOUT (7200 s: a step running longer is stopped and counted as failed), SKIP_TESTS=1, MGPU_ITERS (50
+# iterations per epoch of the multi-GPU runs), STEPS (which of cost, probe, projection, tests, cost_repeat, multi_gpu
+# to run; default all; `probe` includes writing the data it needs) and
 # COST_JSON (the step times the projection reads when `cost` is not run, e.g. an earlier run's cost_amp.json):
 #
 #   STEPS="probe projection" COST_JSON=docs/results/gpu/h100_2026-11-26/cost_amp.json bash scripts/gpu_checks.sh
@@ -39,11 +44,12 @@ DEVICE=${DEVICE:-cuda}
 COST_ITERS=${COST_ITERS:-50}
 COST_WARMUP=${COST_WARMUP:-10}
 STEP_TIMEOUT=${STEP_TIMEOUT:-7200}
-STEPS=" ${STEPS:-cost probe projection tests cost_repeat} "
+STEPS=" ${STEPS:-cost probe projection tests cost_repeat multi_gpu} "
 STEPS=${STEPS//,/ }
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 for s in $STEPS; do
-  case $s in cost|probe|projection|tests|cost_repeat) ;; *) echo "unknown step in STEPS: $s" >&2; exit 2 ;; esac
+  case $s in cost|probe|projection|tests|cost_repeat|multi_gpu) ;;
+    *) echo "unknown step in STEPS: $s" >&2; exit 2 ;; esac
 done
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
@@ -117,6 +123,16 @@ fi
 if wanted cost_repeat && [ "$DEVICE" != "cpu" ]; then
   step cost_fp32 "$PY" "${cost[@]}" --json "$RESULTS/cost_fp32.json"
   step cost_amp_repeat "$PY" "${cost[@]}" --amp --json "$RESULTS/cost_amp_repeat.json"
+fi
+
+if wanted multi_gpu && [ "$DEVICE" != "cpu" ]; then
+  gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+  if [ "${gpus:-0}" -gt 1 ]; then
+    step multi_gpu "$PY" scripts/multi_gpu_scaling.py --processes "$gpus" --iters "${MGPU_ITERS:-50}" --amp \
+      --json "$RESULTS/multi_gpu.json"
+  else
+    echo "== multi_gpu: skipped, ${gpus:-0} GPU visible (it needs two or more)"
+  fi
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
