@@ -59,3 +59,46 @@ def make_covid_semiseg(root: Path, n_train: int = 10, n_test: int = 4, n_unlabel
     for k in range(n_unlabeled):
         Image.fromarray(rng.integers(0, 256, size=(32, 40), dtype=np.uint8)).save(unl / f"Data-1_case_{k}.jpg")
     return root
+
+
+def ssl4mis_volume(patient: int, frame: int, shape=(4, 24, 20)) -> tuple[np.ndarray, np.ndarray]:
+    """One ACDC-like volume in SSL4MIS's array order ``(Z, Y, X)``: a float image normalised to 0-1 and a label map
+    (1: a ring, 2: the disc inside it, 3: a box beside them), different for each patient and frame."""
+    rng = np.random.default_rng(100 * patient + frame)
+    z, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    label = np.zeros(shape, np.uint8)
+    for k in range(z):
+        cy, cx, r = h / 2 + rng.integers(-2, 3), w / 2 + rng.integers(-2, 3), 4 + k % 2
+        d = np.hypot(yy - cy, xx - cx)
+        label[k][d < r + 2] = 1
+        label[k][d < r] = 2
+        label[k][2:5, 1:4 + k % 3] = 3
+    image = np.choose(label, [0.1, 0.5, 0.8, 0.3]) + rng.normal(0, 0.05, shape)
+    return np.clip(image, 0, 1).astype(np.float32), label
+
+
+def make_ssl4mis(root: Path, train=(1, 2, 3, 4, 5), val=(6,), test=(7, 8), shape=(4, 24, 20)) -> Path:
+    """SSL4MIS's ACDC layout, small: ``data/slices/patientNNN_frame01_slice_K.h5`` (2D training slices with ``image``
+    / ``label`` arrays), ``data/patientNNN_frame01.h5`` (3D volumes of every patient, ``(Z, Y, X)``), and the lists
+    ``train_slices.list`` (training slices), ``train.list`` (training volumes), ``val.list`` and ``test.list``
+    (volumes). Returns ``root``."""
+    import h5py
+
+    (root / "data" / "slices").mkdir(parents=True)
+    lists: dict[str, list[str]] = {"train_slices": [], "train": [], "val": [], "test": []}
+    for patient in (*train, *val, *test):
+        case = f"patient{patient:03d}_frame01"
+        image, label = ssl4mis_volume(patient, 1, shape)
+        with h5py.File(root / "data" / f"{case}.h5", "w") as f:
+            f["image"], f["label"] = image, label
+        role = "train" if patient in train else "val" if patient in val else "test"
+        lists[role].append(case)
+        if role == "train":
+            for k in range(shape[0]):
+                with h5py.File(root / "data" / "slices" / f"{case}_slice_{k}.h5", "w") as f:
+                    f["image"], f["label"] = image[k], label[k]
+                lists["train_slices"].append(f"{case}_slice_{k}")
+    for name, entries in lists.items():
+        (root / f"{name}.list").write_text("".join(f"{e}\n" for e in entries))
+    return root

@@ -7,8 +7,8 @@ One entry point per role:
 - :func:`read_mask` -> ``MetaTensor`` integer ``(1, X, Y[, Z])`` validated against the declared classes.
 - :func:`detect_format` and the file-name helpers every reader shares.
 
-DICOM files and series are read by :mod:`.dicom`; slices of 3D inputs and the bundles' dictionary transform
-``LoadSliced`` are in :mod:`.slices`.
+DICOM files and series are read by :mod:`.dicom`, HDF5 slices and volumes (one array per key) by :mod:`.hdf5`;
+slices of 3D inputs and the bundles' dictionary transform ``LoadSliced`` are in :mod:`.slices`.
 
 Why not plain ``LoadImage``: MONAI's readers disagree on channel placement, ``PydicomReader`` sorts a series by
 ``InstanceNumber`` (which scanners and anonymisers renumber) instead of by position along the slice normal,
@@ -35,6 +35,7 @@ from monai.transforms import LoadImage
 
 __all__ = [
     "DICOM_SUFFIXES",
+    "HDF5_SUFFIXES",
     "NIFTI_SUFFIXES",
     "PICTURE_SUFFIXES",
     "DataReadError",
@@ -52,7 +53,8 @@ __all__ = [
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_ALL_SUFFIXES = PICTURE_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+_ALL_SUFFIXES = PICTURE_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES + HDF5_SUFFIXES
 
 
 class DataReadError(ValueError):
@@ -87,7 +89,7 @@ def _is_dicom_file(path: Path) -> bool:
         return False
     if _suffix(path) in DICOM_SUFFIXES:
         return True
-    if _suffix(path) in PICTURE_SUFFIXES + NIFTI_SUFFIXES:
+    if _suffix(path) in PICTURE_SUFFIXES + NIFTI_SUFFIXES + HDF5_SUFFIXES:
         return False
     try:
         return bool(pydicom.misc.is_dicom(str(path)))
@@ -107,7 +109,7 @@ def is_supported_file(path: str | os.PathLike) -> bool:
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``"dicom-series"``, ``"dicom"``, ``"nifti"`` or ``"picture"``; a :class:`DataReadError` otherwise."""
+    """``"dicom-series"``, ``"dicom"``, ``"nifti"``, ``"hdf5"`` or ``"picture"``; a :class:`DataReadError` otherwise."""
     p = Path(path)
     if not p.exists():
         raise DataReadError(
@@ -124,6 +126,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "nifti"
     if suffix in PICTURE_SUFFIXES:
         return "picture"
+    if suffix in HDF5_SUFFIXES:
+        return "hdf5"
     if _is_dicom_file(p):
         return "dicom"
     raise DataReadError(
@@ -329,7 +333,9 @@ def _read_picture(path: Path, role: str) -> MetaTensor:
     return img
 
 
-def _read_raw(path: str | os.PathLike, role: str) -> MetaTensor:
+def _read_raw(
+    path: str | os.PathLike, role: str, hdf5_key: str | None = None, hdf5_axes: str = "zyx"
+) -> MetaTensor:
     from .dicom import (  # imported here: dicom.py builds on this module
         read_dicom_file,
         read_dicom_folder,
@@ -337,6 +343,12 @@ def _read_raw(path: str | os.PathLike, role: str) -> MetaTensor:
 
     p = Path(path)
     fmt = detect_format(p)
+    if fmt == "hdf5":
+        from .hdf5 import read_hdf5  # imported here: hdf5.py builds on this module
+
+        if role == "image":
+            return read_hdf5(p, hdf5_key or "image", hdf5_axes, "--hdf5-image-key")
+        return read_hdf5(p, hdf5_key or "label", hdf5_axes, "--hdf5-label-key")
     if fmt == "dicom-series":
         return read_dicom_folder(p)
     if fmt == "dicom":
@@ -349,15 +361,17 @@ def _read_raw(path: str | os.PathLike, role: str) -> MetaTensor:
 # ------------------------------------------------------------------------------------------------ public reads
 
 
-def read_image(path: str | os.PathLike) -> MetaTensor:
+def read_image(path: str | os.PathLike, *, hdf5_key: str | None = None, hdf5_axes: str = "zyx") -> MetaTensor:
     """Read any supported image as float32 ``(C, X, Y)`` or ``(C, X, Y, Z)``.
 
-    CT stays in Hounsfield units (DICOM RescaleSlope/Intercept applied), pictures stay 0-255.  ``meta`` keeps
-    MONAI's ``affine``/``original_affine``, ``filename_or_obj`` and a ``spacing`` array (one value per spatial axis).
+    An HDF5 file is read from its array ``hdf5_key`` (default ``image``) stored in ``hdf5_axes`` order
+    (:mod:`.hdf5`).  CT stays in Hounsfield units (DICOM RescaleSlope/Intercept applied), pictures stay 0-255.
+    ``meta`` keeps MONAI's ``affine``/``original_affine``, ``filename_or_obj`` and a ``spacing`` array (one value per
+    spatial axis).
     An image holding NaN or infinite values is refused (:func:`check_finite`), and so is one narrower than
     :data:`MIN_IMAGE_SIDE` pixels along X or Y (a 1 x 1 placeholder, a failed export): there is nothing to segment.
     """
-    img = _read_raw(path, "image").to(torch.float32)
+    img = _read_raw(path, "image", hdf5_key, hdf5_axes).to(torch.float32)
     check_finite(img, path)
     if img.ndim >= 3 and min(int(s) for s in img.shape[1:3]) < MIN_IMAGE_SIDE:
         raise DataReadError(
@@ -421,9 +435,13 @@ def read_mask(
     class_names: Sequence[str] | None = None,
     segment_map: Mapping | None = None,
     binary_255: bool = True,
+    hdf5_key: str | None = None,
+    hdf5_axes: str = "zyx",
 ) -> MetaTensor:
     """Read an integer label map ``(1, X, Y[, Z])``.
 
+    - an HDF5 file is read from its array ``hdf5_key`` (default ``label``) stored in ``hdf5_axes`` order
+      (:mod:`.hdf5`), then checked as any other mask;
     - a DICOM SEG object is decoded on the grid of ``reference``, the image it segments as ``read_image`` returned
       it (a DICOM file or series folder); ``class_names`` / ``segment_map`` choose each segment's class
       (:mod:`medsemiseg.data.dicom_seg`);
@@ -456,7 +474,8 @@ def read_mask(
         if num_classes is not None:
             check_label_values(out.numpy(), num_classes, p)
         return out
-    raw = _read_raw(p, "mask" if threshold is None else "mask-values")  # a threshold reads palette colours
+    # a threshold reads palette colours
+    raw = _read_raw(p, "mask" if threshold is None else "mask-values", hdf5_key, hdf5_axes)
     if raw.shape[0] > 1:
         if channel >= raw.shape[0]:
             raise DataReadError(p, f"mask has {raw.shape[0]} channels, channel {channel} asked.")

@@ -6,7 +6,9 @@ Two separate seeds on purpose:
   when a data set is prepared, so every labelled fraction and every training seed is scored on the same images;
 - the *labelled subset* of the training images uses ``seed``; it is a prefix of one seeded permutation, so for a
   given seed the 1/8 labelled set is inside the 1/4 set, which is inside the 1/2 set (runs differ only by how much
-  extra labelled data they get).
+  extra labelled data they get). Given the items' groups (``prepare folder --group-by``: the patient of each
+  slice), the permutation is of the groups and the fraction or count is one of groups: whole patients are
+  labelled, as the medical SSL literature counts them ("3 labelled cases").
 
 Held-out carving is by *group* (the source volume / patient of a slice) so slices of one volume never straddle
 training and validation/test.
@@ -130,17 +132,24 @@ def _permutation(n: int, seed: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(int(seed)).permutation(n)]
 
 
-def split_labeled(items: Sequence[T], fraction: Any, seed: int = 0) -> tuple[list[T], list[T]]:
+def split_labeled(
+    items: Sequence[T], fraction: Any, seed: int = 0, groups: Sequence[Hashable] | None = None
+) -> tuple[list[T], list[T]]:
     """Split training ``items`` into (labelled, unlabelled), both kept in the input order.
 
     The labelled set is the first ``num_labeled`` entries of a permutation seeded by ``seed``, so smaller fractions
     are subsets of larger ones for the same seed, and the split depends only on (items order, fraction, seed).
+    With ``groups`` (one per item) the permutation is of the groups in first-seen order and ``fraction`` counts
+    groups: every item of a chosen group is labelled, no group is split.
     """
-    n = len(items)
-    k = num_labeled(n, fraction)
-    chosen = set(_permutation(n, seed)[:k])
-    labeled = [it for i, it in enumerate(items) if i in chosen]
-    unlabeled = [it for i, it in enumerate(items) if i not in chosen]
+    groups = list(range(len(items))) if groups is None else list(groups)
+    if len(groups) != len(items):
+        raise ValueError(f"split_labeled: {len(groups)} groups for {len(items)} items.")
+    order = list(dict.fromkeys(groups))
+    k = num_labeled(len(order), fraction)
+    chosen = {order[i] for i in _permutation(len(order), seed)[:k]}
+    labeled = [it for it, g in zip(items, groups) if g in chosen]
+    unlabeled = [it for it, g in zip(items, groups) if g not in chosen]
     return labeled, unlabeled
 
 

@@ -121,7 +121,9 @@ class GreyIntensityd(MapTransform):
             )
         lower, upper = (float(p) for p in percentiles)
         if not 0 <= lower < upper <= 100:
-            raise ValueError(f"{type(self).__name__}(percentiles={tuple(percentiles)}): need 0 <= lower < upper <= 100.")
+            raise ValueError(
+                f"{type(self).__name__}(percentiles={tuple(percentiles)}): need 0 <= lower < upper <= 100."
+            )
         self.kind = kind
         self.window = CTWindowd(keys, window_center, window_width, allow_missing_keys)
         self.scale = ScaleIntensityRange(a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)

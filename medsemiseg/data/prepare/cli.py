@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..declared import INTENSITY_KINDS
+from ..hdf5 import HDF5_AXES
 from ..io import DataReadError
 from .chase import prepare_chase
 from .core import ORIENTATIONS, PrepareNote, PrepareWarning
 from .covid import prepare_covid
 from .folder import prepare_folder
+from .lists import LIST_OPTIONS
 from .pool import _unit
 
 
@@ -53,9 +56,10 @@ def _segment_map(text: str) -> dict[str, int]:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="output folder (slices + datalist.json)")
-    common.add_argument("--labeled-fraction", default="1/8",
+    common.add_argument("--labeled-fraction", default=None,
                         help="1/8, 1/4, 1/2, a decimal, a count N, or full (default 1/8: the paper's simulated "
-                             "scarcity; the other masks of the training pool are used as unlabelled)")
+                             "scarcity; the other masks of the training pool are used as unlabelled; folder with "
+                             "--labeled-list: full; with --group-by it counts groups)")
     common.add_argument("--seed", type=int, default=0, help="seed of the labelled subset (default 0)")
     common.add_argument("--val-seed", type=int, default=0, help="seed of the validation/test hold-out (default 0)")
     common.add_argument("--overwrite", action="store_true", help="replace an existing different preparation in --out")
@@ -123,8 +127,25 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--segment-map", type=_segment_map, default=None,
                    help="DICOM SEG masks: segment label or number -> class, e.g. 'Tumour=1,Oedema=2' "
                         "(unlisted segments are left out)")
-    f.add_argument("--val-fraction", type=_count, default=0.1, help="validation share of the non-test items (0.1)")
-    f.add_argument("--test-fraction", type=_count, default=0.0, help="test share of the labelled items (0)")
+    f.add_argument("--val-fraction", type=_count, default=None,
+                   help="validation share of the non-test items (0.1; 0 with --labeled-list)")
+    f.add_argument("--test-fraction", type=_count, default=None, help="test share of the labelled items (0)")
+    for role, option in LIST_OPTIONS.items():
+        f.add_argument(option, default=None, metavar="FILE",
+                       help=f"file of names, one per line: exactly these inputs are {role} "
+                            "(SSL4MIS' *.list, UniMatch's *.txt; docs/data.md)")
+    f.add_argument("--group-by", default=None, metavar="REGEX",
+                   help="the group (patient) of an input: this regex's first group or match in its file name, e.g. "
+                        "'patient\\d+'; random splits and the labelled pick move whole groups, no group in two splits")
+    f.add_argument("--intensity", default="auto", choices=["auto", *INTENSITY_KINDS],
+                   help="the kind of values the images hold, declared for the bundles: hu, uint8 (0-255), percentile "
+                        "(any other scale); auto (default) decides from the labelled images' values")
+    f.add_argument("--hdf5-image-key", default="image", help="HDF5 inputs: the image array's key (default image)")
+    f.add_argument("--hdf5-label-key", default="label",
+                   help="HDF5 inputs: the label array's key (default label); a file holding it is labelled")
+    f.add_argument("--hdf5-axes", default="zyx", choices=HDF5_AXES,
+                   help="HDF5 arrays' axis order: zyx (default; numpy picture order (rows, columns), volumes (Z, Y, "
+                        "X): SSL4MIS' ACDC) or xyz (nibabel order)")
     return parser
 
 
@@ -150,10 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta, c = datalist["meta"], datalist["meta"]["counts"]
     unit = _unit([it for k in ("labeled", "unlabeled", "validation", "test") for it in datalist[k]])
     one = unit[:-1] if " " not in unit else unit  # "1 labeled image"
+    of = f"the {c['train']} training {unit} with masks"
+    if "train_groups" in c:  # the fraction counts groups (patients)
+        of = (f"the {c['train_groups']} training groups by --group-by '{meta['group_by']}' = {c['labeled_groups']} "
+              f"groups of {of}")
     print(  # the unit spelt out: "5 labeled" of a CT folder is 5 slices, not 5 volumes
         f"{meta['task']}: {c['labeled']} labeled {one if c['labeled'] == 1 else unit} + {c['unlabeled']} unlabeled "
-        f"{one if c['unlabeled'] == 1 else unit} (fraction {meta['labeled_fraction']} of the {c['train']} training "
-        f"{unit} with masks, seed {meta['seed']}), {c['validation']} validation, {c['test']} test {unit} -> {path}"
+        f"{one if c['unlabeled'] == 1 else unit} (fraction {meta['labeled_fraction']} of {of}, seed {meta['seed']}), "
+        f"{c['validation']} validation, {c['test']} test {unit} -> {path}"
     )
     return 0
 
@@ -161,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_cli(args: argparse.Namespace) -> tuple[int, Any]:
     """Run the subcommand: ``(0, datalist path)``, or ``(exit status, the exception)`` when it failed."""
     common = dict(
-        labeled_fraction=args.labeled_fraction, seed=args.seed, val_seed=args.val_seed,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        labeled_fraction=args.labeled_fraction if args.command == "folder" else args.labeled_fraction or "1/8",
+        seed=args.seed, val_seed=args.val_seed, overwrite=args.overwrite, progress=not args.no_progress,
     )
     try:
         if args.command == "chase":
@@ -184,7 +209,11 @@ def _run_cli(args: argparse.Namespace) -> tuple[int, Any]:
             path = prepare_folder(args.src_dir, args.out, task=args.task, num_classes=args.num_classes,
                                   class_names=names, mask_threshold=args.mask_threshold,
                                   segment_map=args.segment_map,
-                                  val_fraction=args.val_fraction, test_fraction=args.test_fraction, **common)
+                                  val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                                  labeled_list=args.labeled_list, unlabeled_list=args.unlabeled_list,
+                                  val_list=args.val_list, test_list=args.test_list, group_by=args.group_by,
+                                  intensity=args.intensity, hdf5_image_key=args.hdf5_image_key,
+                                  hdf5_label_key=args.hdf5_label_key, hdf5_axes=args.hdf5_axes, **common)
     except Exception as e:  # noqa: BLE001 - main reports it after the run's warnings (_report_failure)
         return (2 if isinstance(e, (DataReadError, ValueError, OSError)) else 1), e
     return 0, path

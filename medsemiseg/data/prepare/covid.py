@@ -413,24 +413,26 @@ def _nz(img: torch.Tensor) -> int:
 
 def _unlabeled_slices(
     paths: Sequence[Path], writer: _Writer, orientation: str, progress: bool, check=None,
-    names: Mapping[Path, str] | None = None,
+    names: Mapping[Path, str] | None = None, read: Mapping[str, Any] | None = None, group_of=None,
 ) -> list[dict]:
     """``check(img, path)``, if given, vets each input as read (e.g. CHASE: RGB only) before it is written;
-    ``names`` overrides the output stem of some inputs (default: the file's stem)."""
+    ``names`` overrides the output stem of some inputs (default: the file's stem); ``read`` are
+    :func:`read_image`'s HDF5 options; ``group_of(path)`` the hold-out group (default ``unlabeled:<stem>``)."""
     items: list[dict] = []
     for p in paths:
         fmt = "npy" if is_npy(p) else detect_format(p)
         stem = (names or {}).get(p) or file_stem(p)
+        group = group_of(p) if group_of is not None else f"unlabeled:{stem}"
         if fmt == "picture":
             img = read_image(p)  # copied as is, but it must decode: a broken file fails here, named, not in training
             if check is not None:
                 check(img, p)
-            items.append({**writer.picture_pair(p, None, stem), "group": f"unlabeled:{stem}"})
+            items.append({**writer.picture_pair(p, None, stem), "group": group})
             continue
-        img = read_npy_images(p) if fmt == "npy" else read_image(p)
+        img = read_npy_images(p) if fmt == "npy" else read_image(p, **(read or {}))
         if check is not None:
             check(img, p)
         for k, s in enumerate(_progress(iter_slices(img), _nz(img), f"unlabeled {stem}", progress)):
             name = writer.name(f"{stem}_{k:03d}" if img.ndim == 4 else stem, ".nii.gz")
-            items.append({**writer.ct_pair(orient_slice(s, orientation), None, name), "group": f"unlabeled:{stem}"})
+            items.append({**writer.ct_pair(orient_slice(s, orientation), None, name), "group": group})
     return items

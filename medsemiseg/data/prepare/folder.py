@@ -1,5 +1,6 @@
 """``prepare folder``: any folder of images with masks found by name (``labels/``, ``masks/``, ``<name>_mask.*``,
-MONAI Label's ``labels/final/``) and optional unlabelled images."""
+MONAI Label's ``labels/final/``, an HDF5 file's label array) and optional unlabelled images; split lists and patient
+groups (:mod:`.lists`) for the protocols papers publish."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..declared import INTENSITY_KINDS
+from ..hdf5 import has_hdf5_key
 from ..io import (
     DataReadError,
     detect_format,
@@ -25,6 +28,7 @@ from ..slices import iter_slices
 from ..splits import parse_fraction
 from .core import (
     MASK_SUFFIXES,
+    PrepareNote,
     _check_same_size,
     _ext,
     _one_run,
@@ -34,6 +38,16 @@ from .core import (
     _Writer,
 )
 from .covid import _note_reoriented, _note_unchecked, _unlabeled_slices
+from .lists import (
+    LIST_OPTIONS,
+    GroupRule,
+    check_leakage,
+    drop_held_out,
+    find_inputs,
+    resolve_lists,
+    split_fractions,
+    volumes_of_test,
+)
 from .pool import _check_plan, _holdout, _Output, _warn_hidden_labels, _warn_splits
 
 
@@ -184,7 +198,8 @@ def _values_text(values: Sequence[int], files: Mapping[int, int] | None = None, 
 
 
 def _survey_mask_values(
-    masks: Sequence[Path], num_classes: int | None, mask_threshold: float | None, where: str
+    masks: Sequence[Path], num_classes: int | None, mask_threshold: float | None, where: str,
+    read: Mapping[str, Any] | None = None,
 ) -> bool:
     """Check the label values of all masks of a folder together, before anything is written; returns whether
     255 means 1 (every mask holds only 0 and 255, or only 0).
@@ -194,6 +209,7 @@ def _survey_mask_values(
     stray voxel would otherwise become hundreds of classes.  Masks holding 0/1 next to masks holding 0/255 are an
     error too (255 would be 1 in some and a class in others).  DICOM SEG masks are label maps by construction
     (classes from their segments) and are not surveyed; with ``mask_threshold`` nothing is (masks become 0/1).
+    ``read``: :func:`read_mask`'s HDF5 options (key, axes).
     """
     if mask_threshold is not None:
         return False
@@ -204,7 +220,8 @@ def _survey_mask_values(
     found: dict[Path, set[int]] = {}
     for m in masks:
         if not _is_dicom_seg(m):
-            found[m] = {int(v) for v in torch.unique(read_mask(m, None, binary_255=False).as_tensor()).tolist()}
+            lab = read_mask(m, None, binary_255=False, **(read or {}))
+            found[m] = {int(v) for v in torch.unique(lab.as_tensor()).tolist()}
     if not found:
         return False
     ones = [m for m, v in found.items() if 1 in v and v <= {0, 1}]
@@ -242,12 +259,19 @@ def _survey_mask_values(
     )
 
 
-def _count_items(p: Path) -> int:
-    """Slices a labelled input will give, from its header only (for :func:`_check_plan`); 1 when unsure."""
+def _count_items(p: Path, read: Mapping[str, Any]) -> int:
+    """Slices a labelled input will give, from its header only (for :func:`_check_plan`); 1 when unsure.
+    ``read``: the HDF5 image key and axes."""
     try:
         fmt = detect_format(p)
         if fmt == "dicom-series":
             return max(1, len(list_dicom_files(p)))
+        if fmt == "hdf5":
+            import h5py
+
+            with h5py.File(str(p), "r") as f:
+                shape = f[read["hdf5_key"]].shape
+            return 1 if len(shape) != 3 else int(shape[0] if read["hdf5_axes"] == "zyx" else shape[2])
         if fmt == "nifti":
             import nibabel as nib
 
@@ -260,6 +284,75 @@ def _count_items(p: Path) -> int:
     return 1
 
 
+def _roles(src: Path, lists: Mapping[str, Any], images: list[Path], unl_dir: Path | None,
+           unl_images: list[Path]) -> tuple[dict[Path, str], set[Path], list[Path]]:
+    """``({input: role}, inputs a list names, inputs left out)``; roles ``pool`` (a mask makes it a labelled
+    candidate), ``labeled`` (fixed labelled), ``unlabeled``, ``validation``, ``test``. Without lists: the documented
+    folder layout. With lists: what they name, at any depth of ``src``; ``unlabeled/`` stays unlabelled; other
+    inputs join the pool unless ``--labeled-list`` fixes it, then they are left out."""
+    if not any(v is not None for v in lists.values()):
+        return {**{p: "pool" for p in images}, **{p: "unlabeled" for p in unl_images}}, set(), []
+    inputs = find_inputs(src, _is_mask_name)
+    roles = resolve_lists(lists, inputs, src)
+    listed, left_out = set(roles), []
+    top = {p.resolve() for p in images}
+    for p in inputs:
+        if p in roles:
+            continue
+        if unl_dir is not None and unl_dir in p.parents:
+            roles[p] = "unlabeled"
+        elif lists.get("labeled") is None and p.resolve() in top:
+            roles[p] = "pool"
+        else:
+            left_out.append(p)
+    if left_out:
+        _warn(f"{src}: {len(left_out)} input(s) named in no split list were left out (e.g. {left_out[0]})"
+              + ("; --labeled-list fixes the training pool" if lists.get("labeled") is not None else "") + ".",
+              PrepareNote)
+    return roles, listed, left_out
+
+
+def _mask_of(p: Path, src: Path, listing: dict, label_key: str) -> Path | None:
+    """An HDF5 input holding ``label_key`` is its own mask; anything else's mask is found by :func:`find_mask`."""
+    if detect_format(p) == "hdf5" and has_hdf5_key(p, label_key):
+        return p
+    return find_mask(p, src, listing)
+
+
+def _check_masked(roles: Mapping[Path, str], masks: Mapping[Path, Path | None], lists: Mapping[str, Any]) -> None:
+    for role in ("labeled", "validation", "test"):
+        bare = [p for p, r in roles.items() if r == role and masks.get(p) is None]
+        if bare:
+            raise DataReadError(
+                bare[0], f"is named by {LIST_OPTIONS[role]} {lists[role]} but has no mask ({len(bare)} such input(s)): "
+                "give it one (labels/<name>.*, <name>_mask.*, or the HDF5 label key: --hdf5-label-key), or move it to "
+                "--unlabeled-list."
+            )
+
+
+class _ValueRange:
+    """The range of the labelled images' values, for ``--intensity auto``."""
+
+    def __init__(self) -> None:
+        self.lo, self.hi, self.whole = float("inf"), float("-inf"), True
+
+    def add(self, img: torch.Tensor) -> None:
+        self.lo, self.hi = min(self.lo, float(img.min())), max(self.hi, float(img.max()))
+        self.whole = self.whole and bool(torch.equal(img, torch.round(img)))
+
+    def kind(self, where: str) -> str:
+        """``hu`` below -200 (CT air is -1000), ``uint8`` for whole numbers in 0..255, else ``percentile``."""
+        if self.lo < -200:
+            kind, why = "hu", "values below -200: CT in Hounsfield units"
+        elif self.lo >= 0 and self.hi <= 255 and self.whole:
+            kind, why = "uint8", "whole numbers in 0..255: 8-bit grey or colour values"
+        else:
+            kind, why = "percentile", "neither Hounsfield units nor 8-bit values: scaled by each image's percentiles"
+        _warn(f"{where}intensity {kind!r} (the images' values {self.lo:g}..{self.hi:g}: {why}); pass --intensity "
+              "hu|uint8|percentile to declare another.", PrepareNote)
+        return kind
+
+
 @_one_run
 def prepare_folder(
     src_dir: str | os.PathLike,
@@ -270,28 +363,53 @@ def prepare_folder(
     class_names: Sequence[str] | None = None,
     mask_threshold: float | None = None,
     segment_map: Mapping | None = None,
-    labeled_fraction: Any = "1/8",
+    labeled_fraction: Any = None,
     seed: int = 0,
-    val_fraction: Any = 0.1,
-    test_fraction: Any = 0.0,
+    val_fraction: Any = None,
+    test_fraction: Any = None,
     val_seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    labeled_list: str | os.PathLike | None = None,
+    unlabeled_list: str | os.PathLike | None = None,
+    val_list: str | os.PathLike | None = None,
+    test_list: str | os.PathLike | None = None,
+    group_by: str | None = None,
+    intensity: str = "auto",
+    hdf5_image_key: str = "image",
+    hdf5_label_key: str = "label",
+    hdf5_axes: str = "zyx",
 ) -> Path:
-    """Any folder of DICOM series / DICOM files / NIfTI / pictures with optional masks -> 2D items.
+    """Any folder of DICOM series / DICOM files / NIfTI / HDF5 / pictures with optional masks -> 2D items.
 
-    Images with a mask (matched by :func:`find_mask`) form the labelled pool; images without one, and everything in
-    ``SRC/unlabeled/``, are unlabelled.  3D inputs become slices that share a group, so validation / test never
-    split a volume.  ``num_classes`` defaults to (largest label found) + 1 when the masks' values are a label map
-    0..K-1 (:func:`_survey_mask_values`: checked over all masks, which also decides 0/255 -> 0/1 for the whole
-    folder; ``mask_threshold``: value >= T -> 1).  A mask may be a DICOM SEG object
-    of a DICOM image or series: segments get their class from ``segment_map``, else by label from
-    ``class_names`` when every label matches, else by segment number (:mod:`medsemiseg.data.dicom_seg`).
-    Returns the path of ``datalist.json``.
+    Images with a mask (matched by :func:`find_mask`; an HDF5 file holding ``hdf5_label_key`` is its own mask)
+    form the labelled pool; images without one, and everything in ``SRC/unlabeled/``, are unlabelled.  3D inputs
+    become slices that share a group, so validation / test never split a volume.  ``num_classes`` defaults to
+    (largest label found) + 1 when the masks' values are a label map 0..K-1 (:func:`_survey_mask_values`: checked
+    over all masks, which also decides 0/255 -> 0/1 for the whole folder; ``mask_threshold``: value >= T -> 1).  A
+    mask may be a DICOM SEG object of a DICOM image or series: segments get their class from ``segment_map``, else
+    by label from ``class_names`` when every label matches, else by segment number
+    (:mod:`medsemiseg.data.dicom_seg`).
+
+    Split lists (``labeled_list`` ... ``test_list``: files of names, :mod:`.lists`) fix those roles; ``group_by``
+    (a regex on file names) makes every random split and the labelled pick move whole patients and refuses a
+    patient in two splits.  ``labeled_fraction`` defaults to ``full`` with a labelled list, else ``1/8``;
+    ``val_fraction`` to 0.1 (0 with a labelled or validation list), ``test_fraction`` to 0.  Test items cut from a
+    3D input (or, with ``group_by``, 2D slices of one group) carry ``volume`` / ``slice`` for per-volume scoring.
+    ``intensity`` (``auto``, or a kind of :data:`~medsemiseg.data.declared.INTENSITY_KINDS`) is declared in
+    ``meta.intensity``.  Returns the path of ``datalist.json``.
     """
     src = Path(src_dir)
     if not src.is_dir():
         raise DataReadError(src, "is not a folder.")
+    lists = {"labeled": labeled_list, "unlabeled": unlabeled_list, "validation": val_list, "test": test_list}
+    labeled_fraction, val_fraction, test_fraction = split_fractions(lists, labeled_fraction, val_fraction,
+                                                                    test_fraction)
+    if intensity != "auto" and intensity not in INTENSITY_KINDS:
+        raise ValueError(f"--intensity {intensity!r}: choose auto or one of {', '.join(INTENSITY_KINDS)}.")
+    rule = GroupRule(group_by)
+    read_img = {"hdf5_key": hdf5_image_key, "hdf5_axes": hdf5_axes}
+    read_lab = {"hdf5_key": hdf5_label_key, "hdf5_axes": hdf5_axes}
     skip = {"labels", "masks", "unlabeled", "unlabelled", "images"}
     img_root = src / "images" if (src / "images").is_dir() else src
     images, skipped = _image_sources(img_root, skip)
@@ -300,57 +418,88 @@ def prepare_folder(
     if not images and not unl_images:
         raise DataReadError(
             src,
-            "holds no images (DICOM files or series folders, NIfTI, PNG/JPG/TIF/GIF); see docs/data.md for the layout.",
+            "holds no images (DICOM files or series folders, NIfTI, HDF5, PNG/JPG/TIF/GIF); see docs/data.md for the "
+            "layout.",
         )
+    roles, listed, left_out = _roles(src, lists, images, unl_dir, unl_images)
     listing: dict = {}
-    pairs = [(p, find_mask(p, src, listing)) for p in images]
+    masks = {p: _mask_of(p, src, listing, hdf5_label_key) for p, r in roles.items() if r != "unlabeled"}
+    _check_masked(roles, masks, lists)
+    pairs = list(masks.items())
     _check_one_image_per_mask(pairs)
-    if not any(m for _, m in pairs):
+    if not any(m for p, m in pairs if roles[p] in ("pool", "labeled")):
         raise DataReadError(
             src,
             "no image has a mask: put masks in labels/<name>.* or next to the image as <name>_mask.* (a MONAI "
             "Label datastore: save labels as final, labels/final/<name>.*; docs/data.md, 'folder').",
         )
-    orphans = _warn_orphan_masks(src, img_root, pairs, unl_images)
+    orphans = _warn_orphan_masks(src, img_root, pairs, [p for p, r in roles.items() if r == "unlabeled"])
     parse_fraction(labeled_fraction)
-    _check_plan([(file_stem(p), _count_items(p)) for p, m in pairs if m is not None], val_fraction, test_fraction,
-                val_seed, labeled_fraction, f"{src}: ")
+    pool_masked = [p for p, m in pairs if m is not None and roles[p] in ("pool", "labeled")]
+    groups = {p: rule(p) for p, m in pairs if m is not None}
+    if rule.regex is not None:  # fixed lists that put one patient in two splits: refused before anything is read
+        def placeholders(role: str, required: bool = True) -> list[dict]:
+            return [{"group": rule(p, required), "image": str(p)} for p, r in roles.items()
+                    if r == role and (role != "unlabeled" or p in listed)]
+
+        check_leakage({"training": [{"group": groups[p], "image": str(p)} for p in pool_masked]
+                       + placeholders("unlabeled", required=False),
+                       "validation": placeholders("validation"), "test": placeholders("test")}, rule)
+    _check_plan([(groups[p], _count_items(p, read_img)) for p in pool_masked], val_fraction, test_fraction,
+                val_seed, labeled_fraction, f"{src}: ", by_group=rule.regex is not None)
     declared = num_classes if num_classes is not None else len(class_names) if class_names else None
-    binary_255 = _survey_mask_values([m for _, m in pairs if m is not None], declared, mask_threshold, f"{src}: ")
+    binary_255 = _survey_mask_values([m for _, m in pairs if m is not None], declared, mask_threshold, f"{src}: ",
+                                     read_lab)
     source = str(src.resolve())
     dest = _Output(out, task, source, overwrite, [src])
     writer = _Writer(dest.stage)
     unchecked: list[Path] = []
     reoriented: list[Path] = []
-    train: list[dict] = []
+    split: dict[str, list[dict]] = {"pool": [], "labeled": [], "validation": [], "test": []}
+    unl_images = ([p for p, r in roles.items() if r == "unlabeled"]  # the unlabeled/ folder, then images without mask
+                  + [p for p, r in roles.items() if r == "pool" and masks[p] is None])
     max_label = 0
     channels: set[int] = set()
     segment_classes: dict[str, dict] = {}
+    values = _ValueRange()
+    volumes: dict[str, dict] = {}
+    sizes: dict[str, tuple] = {}
     for p, m in _progress(pairs, len(pairs), f"folder {src.name}", progress):
         if m is None:
-            unl_images.append(p)
             continue
-        img = read_image(p)
+        img = read_image(p, **read_img)
         lab = read_mask(m, declared, threshold=mask_threshold, dtype=torch.uint8, reference=img,
-                        class_names=class_names, segment_map=segment_map, binary_255=binary_255)
+                        class_names=class_names, segment_map=segment_map, binary_255=binary_255, **read_lab)
         if "segment_classes" in lab.meta:
             segment_classes[str(m)] = lab.meta["segment_classes"]
-        lab, geometry = align_mask(img, lab, p, m)
-        if geometry == "unchecked":
-            unchecked.append(m)
-        elif geometry == "reoriented":
-            reoriented.append(m)
+        if m != p:  # an HDF5 file's own label array is on its image's grid
+            lab, geometry = align_mask(img, lab, p, m)
+            if geometry == "unchecked":
+                unchecked.append(m)
+            elif geometry == "reoriented":
+                reoriented.append(m)
         _check_same_size(img, lab, p, m)
         max_label = max(max_label, int(lab.max()))
         channels.add(int(img.shape[0]))
-        stem = file_stem(p)
+        values.add(img)
+        stem, where = file_stem(p), split[roles[p]]
         if detect_format(p) == "picture":
-            train.append({**writer.picture_pair(p, lab, stem), "group": stem})
+            where.append({**writer.picture_pair(p, lab, stem), "group": groups[p], "source": str(p)})
+            sizes[where[-1]["image"]] = tuple(img.shape[1:])
             continue
+        volume = None
+        if img.ndim == 4:
+            volume = next(v for v in (stem, *(f"{stem}_{i}" for i in range(1, len(volumes) + 2))) if v not in volumes)
+            has_geometry = detect_format(p) in ("nifti", "dicom", "dicom-series")
+            volumes[volume] = {"slices": int(img.shape[-1]), "source": str(p), "spacing": (
+                [float(v) for v in img.meta["spacing"]] if has_geometry else None)}
         for k, (si, sl) in enumerate(zip(iter_slices(img), iter_slices(lab))):
             name = writer.name(f"{stem}_{k:03d}" if img.ndim == 4 else stem, ".nii.gz")
-            train.append({**writer.ct_pair(si, sl, name), "group": stem})
-    extra_items = _unlabeled_slices(unl_images, writer, "as-stored", progress)
+            where.append({**writer.ct_pair(si, sl, name), "group": groups[p], "source": str(p),
+                          **({"volume": volume, "slice": k} if volume else {})})
+            sizes[where[-1]["image"]] = tuple(si.shape[1:])
+    extra_items = _unlabeled_slices(unl_images, writer, "as-stored", progress, read=read_img,
+                                    group_of=lambda q: rule(q, required=False))
     n_cls = int(num_classes) if num_classes is not None else max(2, max_label + 1)
     names = list(class_names) if class_names else ["background"] + [f"class{i}" for i in range(1, n_cls)]
     if len(names) != n_cls:
@@ -359,22 +508,34 @@ def prepare_folder(
         _warn(f"{src}: images have different channel counts {sorted(channels)}.")
     _note_unchecked(unchecked)
     _note_reoriented(reoriented)
-    train, val, test = _holdout(train, val_fraction, test_fraction, val_seed, f"{src}: ")
+    train, val, test = _holdout(split["pool"] + split["labeled"], val_fraction, test_fraction, val_seed, f"{src}: ")
+    val, test = split["validation"] + val, split["test"] + test
+    if rule.regex is not None:
+        extra_items = drop_held_out(extra_items, val + test, f"{src}: ")
+        check_leakage({"training": train + extra_items, "validation": val, "test": test}, rule)
     _warn_splits(str(src), val, test)
-    _warn_hidden_labels(f"{src}: ", train, labeled_fraction)
+    _warn_hidden_labels(f"{src}: ", train, labeled_fraction, by_group=rule.regex is not None)
+    volumes_meta = volumes_of_test(test, volumes, sizes, rule, f"{src}: ")
     pool = {
         "meta": {
             "task": task,
             "classes": names,
+            "intensity": values.kind(f"{src}: ") if intensity == "auto" else intensity,
             "source": source,
             "inputs": {"src_dir": source, "skipped": [str(q) for q in skipped + unl_skipped],
-                       "orphan_masks": [str(q) for q in orphans]},
+                       "orphan_masks": [str(q) for q in orphans], "left_out": [str(q) for q in left_out]},
             "mask_threshold": mask_threshold,
             **({"dicom_seg_classes": segment_classes} if segment_classes else {}),
             "in_channels": sorted(channels)[0] if len(channels) == 1 else sorted(channels),
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "val_seed": int(val_seed),
+            **({"split_lists": {r: str(Path(f).resolve()) for r, f in lists.items() if f is not None}}
+               if any(f is not None for f in lists.values()) else {}),
+            **({"group_by": group_by} if group_by else {}),
+            **({"hdf5": {"image_key": hdf5_image_key, "label_key": hdf5_label_key, "axes": hdf5_axes}}
+               if any(detect_format(p) == "hdf5" for p in roles) else {}),
+            **({"volumes": volumes_meta} if volumes_meta else {}),
             "warnings": _run_warnings(),
         },
         "train": train,

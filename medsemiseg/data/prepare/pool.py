@@ -37,6 +37,8 @@ from .core import (
 
 #: the keys of a prepared item the datalist keeps (``fov`` and ``second_observer``: :mod:`.public`)
 ITEM_KEYS = ("image", "label", "fov", "second_observer")
+#: a test item also keeps the volume it was cut from and its slice there (per-volume scoring, :mod:`.folder`)
+TEST_KEYS = ITEM_KEYS + ("volume", "slice")
 
 
 def _strip(items: Sequence[dict], keys=ITEM_KEYS) -> list[dict]:
@@ -44,30 +46,33 @@ def _strip(items: Sequence[dict], keys=ITEM_KEYS) -> list[dict]:
 
 
 def build_datalist(pool: dict, labeled_fraction: Any = "1/8", seed: int = 0) -> dict:
-    """Datalist for one labelled fraction and seed from a prepared ``pool`` (see module doc)."""
+    """Datalist for one labelled fraction and seed from a prepared ``pool`` (see module doc).
+
+    A pool prepared with ``--group-by`` (``meta.group_by``) labels whole groups: the fraction or count is one of
+    the training pool's groups (patients), and ``meta.counts`` gains ``train_groups`` / ``labeled_groups``."""
     train = pool["train"]
     if not train:
         raise ValueError("the prepared pool has no labelled training images; nothing to split.")
-    labeled, rest = split_labeled(train, labeled_fraction, seed)
+    groups = [it["group"] for it in train] if pool["meta"].get("group_by") else None
+    labeled, rest = split_labeled(train, labeled_fraction, seed, groups)
     meta = dict(pool["meta"])
     unlabeled = _strip(rest, ("image",)) + _strip(pool.get("extra_unlabeled", []), ("image",))
-    meta.update(
-        labeled_fraction=fraction_text(labeled_fraction),
-        seed=int(seed),
-        counts={
-            "train": len(train),
-            "labeled": len(labeled),
-            "unlabeled": len(unlabeled),
-            "extra_unlabeled": len(pool.get("extra_unlabeled", [])),
-            "validation": len(pool["validation"]),
-            "test": len(pool["test"]),
-        },
-    )
+    counts = {
+        "train": len(train),
+        "labeled": len(labeled),
+        "unlabeled": len(unlabeled),
+        "extra_unlabeled": len(pool.get("extra_unlabeled", [])),
+        "validation": len(pool["validation"]),
+        "test": len(pool["test"]),
+    }
+    if groups is not None:
+        counts.update(train_groups=len(set(groups)), labeled_groups=len({it["group"] for it in labeled}))
+    meta.update(labeled_fraction=fraction_text(labeled_fraction), seed=int(seed), counts=counts)
     return {
         "labeled": _strip(labeled),
         "unlabeled": unlabeled,
         "validation": _strip(pool["validation"]),
-        "test": _strip(pool["test"]),
+        "test": _strip(pool["test"], TEST_KEYS),
         "meta": meta,
     }
 
@@ -125,13 +130,27 @@ def _holdout(
 
 def _check_plan(
     groups: Sequence[tuple[str, int]], val_fraction: Any, test_fraction: Any, val_seed: int, labeled_fraction: Any,
-    where: str = "",
+    where: str = "", by_group: bool = False,
 ) -> None:
     """Run the hold-out and the labelled split on placeholders (``(group, item count)``) before anything is
-    written, so impossible options fail at once and with the same message as the real split."""
+    written, so impossible options fail at once and with the same message as the real split (``by_group``: the
+    labelled fraction counts groups)."""
     placeholders = [{"group": g} for g, n in groups for _ in range(max(1, int(n)))]
     train, _, _ = _holdout(placeholders, val_fraction, test_fraction, val_seed, where)
-    num_labeled(len(train), labeled_fraction)
+    _num_labeled(train, labeled_fraction, by_group, where)
+
+
+def _num_labeled(train: Sequence[dict], labeled_fraction: Any, by_group: bool, where: str = "") -> int:
+    """How many training items (``by_group``: groups) the labelled fraction picks."""
+    if not by_group:
+        return num_labeled(len(train), labeled_fraction)
+    n = len({it["group"] for it in train})
+    try:
+        return num_labeled(n, labeled_fraction)
+    except ValueError as e:
+        raise ValueError(
+            f"{where}{e} (with --group-by the labelled count is one of groups: {n} in training)."
+        ) from None
 
 
 def _unit(items: Sequence[dict]) -> str:
@@ -140,15 +159,17 @@ def _unit(items: Sequence[dict]) -> str:
     return " and ".join(kinds) or "items"
 
 
-def _warn_hidden_labels(where: str, train: Sequence[dict], labeled_fraction: Any) -> None:
+def _warn_hidden_labels(where: str, train: Sequence[dict], labeled_fraction: Any, by_group: bool = False) -> None:
     """``folder``: the user's own masks are data to train on; say so loudly when the labelled fraction (default 1/8,
     the paper's protocol for simulating scarcity) turns most of them into unlabelled items.  Not kept in
-    ``meta.warnings``: ``pool.json``'s meta is shared by the datalists of every other fraction."""
-    n_labeled = num_labeled(len(train), labeled_fraction)
-    if n_labeled < len(train):
-        unit = _unit(train)
+    ``meta.warnings``: ``pool.json``'s meta is shared by the datalists of every other fraction.  ``by_group``:
+    the fraction counts groups (``--group-by``), and so does the warning."""
+    n_labeled = _num_labeled(train, labeled_fraction, by_group, where)
+    total = len({it["group"] for it in train}) if by_group else len(train)
+    if n_labeled < total:
+        unit = f"groups of {_unit(train)} (--group-by)" if by_group else _unit(train)
         warnings.warn(
-            f"{where}{len(train) - n_labeled} of your {len(train)} labelled training {unit} are used as unlabelled "
+            f"{where}{total - n_labeled} of your {total} labelled training {unit} are used as unlabelled "
             f"(--labeled-fraction {fraction_text(labeled_fraction)} simulates scarcity, the paper's protocol); pass "
             "--labeled-fraction full to train on every mask (the bundles train on the fraction a folder was "
             "prepared with unless given --labeled_fraction).",
