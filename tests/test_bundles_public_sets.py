@@ -1,6 +1,6 @@
-"""The bundles on prepared public data sets (DRIVE- and COVID-SemiSeg-shaped folders made small here): what each set
-declares is taken without an override, fundus photographs are trained on patches and scored at their own size inside
-their field of view, with the second observer's row."""
+"""The bundles on prepared public data sets (DRIVE-, COVID-SemiSeg- and SSL4MIS-shaped folders made small here): what
+each set declares is taken without an override, fundus photographs are trained on patches and scored at their own size
+inside their field of view, with the second observer's row, and HDF5 test volumes are scored per volume."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medsemiseg.data.prepare import main as prepare_main
 from medsemiseg.data.prepare import prepare_covid_semiseg, prepare_drive
 
-from layouts import make_covid_semiseg, make_drive
+from layouts import make_covid_semiseg, make_drive, make_ssl4mis
 from test_bundles import TINY, workflow
 
 
@@ -54,6 +55,38 @@ def test_covid_bundle_takes_the_classes_and_intensity_the_set_declares(covidss, 
         assert inf.parser.get_parsed_content("num_classes") == 3
         assert inf.parser.get_parsed_content("intensity").kind == "uint8"
     assert "as the model was trained" in caplog.text
+
+
+def test_covid_bundle_trains_on_ssl4mis_hdf5_slices_and_scores_the_test_volumes(tmp_path, caplog):
+    """The issue's protocol end to end: SSL4MIS's HDF5 layout with its split lists, prepared into exactly those
+    splits, trained by the covid bundle given only the prepared folder and the class names, evaluated per volume."""
+    src = make_ssl4mis(tmp_path / "ACDC")
+    slices = (src / "train_slices.list").read_text().splitlines()
+    (tmp_path / "labeled.list").write_text("\n".join(slices[:8]) + "\n")
+    (tmp_path / "unlabeled.list").write_text("\n".join(slices[8:]) + "\n")
+    assert prepare_main(["folder", str(src / "data"), "--out", str(tmp_path / "prepared"), "--no-progress",
+                         "--labeled-list", str(tmp_path / "labeled.list"), "--unlabeled-list",
+                         str(tmp_path / "unlabeled.list"), "--val-list", str(src / "val.list"),
+                         "--test-list", str(src / "test.list"), "--group-by", r"patient\d+"]) == 0
+    classes = ["background", "RV", "Myo", "LV"]
+    ov = {**TINY, "output_dir": str(tmp_path / "run"), "dataset_dir": str(tmp_path / "prepared"), "classes": classes}
+    with caplog.at_level("INFO", logger="medsemiseg.data.declared"):
+        wf = workflow("covid", "training", **ov)
+        assert wf.parser.get_parsed_content("intensity").kind == "percentile"  # declared by the prepared folder
+    wf.run()
+    wf.finalize()
+    ev = workflow("covid", "evaluating", **ov)
+    ev.run()
+    report = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert report["classes"] == classes and 0 <= report["mIoU"] <= 1  # the 2D scores, as before
+    volumes = report["per_volume"]
+    assert volumes["num_volumes"] == 2 and set(volumes["volumes"]) == {"patient007_frame01", "patient008_frame01"}
+    for name in classes[1:]:
+        row = volumes["per_class"][name]
+        assert 0 <= row["dice"] <= 1 and 0 <= row["iou"] <= row["dice"]
+        assert row["volumes"] == 2 and (row["hd95"] >= 0 or row["distance_undefined"] > 0)
+    assert volumes["mean"]["dice"] == pytest.approx(np.nanmean([volumes["per_class"][c]["dice"] for c in classes[1:]]))
+    assert report["metrics"]["volume_mDice"] == pytest.approx(volumes["mean"]["dice"])
 
 
 def test_chase_bundle_on_drive_patches_sliding_window_fov_and_second_observer(drive, tmp_path):

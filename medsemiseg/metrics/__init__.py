@@ -26,6 +26,11 @@ Inputs: predictions may be logits or probabilities ``(B, K, X, Y)`` (argmax is t
 or label maps ``(B, 1, X, Y)``; labels one-hot or label maps. No post-processing transform is needed in an
 evaluator, though ``AsDiscreted(argmax=True, to_onehot=K)`` outputs are accepted too.
 
+Per volume (:mod:`.volume`, when test items name the volume they were cut from): the slices' predictions stacked
+back into each volume and scored in 3D per foreground class -- Dice, IoU, HD95, ASD (MONAI's metrics) -- averaged
+over volumes, then over the foreground classes, the way the medical SSL literature reports them; the report's
+``per_volume`` section.
+
 JSON reports write NaN as ``NaN`` (Python's ``json`` reads it back; strict JSON parsers need ``allow_nan``).
 """
 
@@ -42,6 +47,7 @@ from .overlap import (
     mIoU,
 )
 from .report import MetricsReportHandler, compute_segmentation_report, report_from_per_class, write_report
+from .volume import PerVolumeScores, summarise_volumes, volume_scores
 
 __all__ = [
     "PerClassIoUMetric",
@@ -58,4 +64,7 @@ __all__ = [
     "MetricsReportHandler",
     "SecondObserverAgreement",
     "AGGREGATION_NOTE",
+    "PerVolumeScores",
+    "summarise_volumes",
+    "volume_scores",
 ]

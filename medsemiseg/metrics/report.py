@@ -207,6 +207,13 @@ def write_report(
                 for name, v in observer.get("per_class", {}).items():
                     w.writerow([f"second observer: {name}", *(v.get(c, "") for c in cols)])
                 w.writerow(["second observer: mean", *(observer.get(means[c], "") for c in cols)])
+            volumes = report.get("per_volume")
+            if isinstance(volumes, Mapping):  # the 3D scores, each under its own column names
+                vcols = list(volumes.get("mean", {}))
+                w.writerow(["per volume", *vcols])
+                for name, v in volumes.get("per_class", {}).items():
+                    w.writerow([f"per volume: {name}", *(v.get(c, "") for c in vcols)])
+                w.writerow(["per volume: mean", *(volumes["mean"][c] for c in vcols)])
         os.replace(tmp, path_csv)
         written["csv"] = path_csv
     return written
@@ -235,6 +242,10 @@ class MetricsReportHandler:
         second_observer: prefix of the per-class metrics :class:`SecondObserverAgreement` puts in
             ``engine.state.metrics``; when they are there, the report gains a ``"second_observer"`` section (the same
             layout as the report itself) and the CSV a row per class and a mean row for it.
+
+    When :class:`~medsemiseg.metrics.PerVolumeScores` left its section in ``engine.state.per_volume``, the report
+    gains it as ``"per_volume"`` (Dice, IoU, HD95, ASD per foreground class over volumes), and the CSV a header
+    row, a row per class and a mean row for it.
         engine_state: also record the engine's ``epoch`` / ``iteration`` / ``best_metric``. Meaningful for a
             validation run inside training; for a one-off evaluation they are the evaluator's own single pass (epoch
             1, its own score as "best"), which reads like training provenance, so the bundles' ``evaluate`` turns
@@ -313,6 +324,9 @@ class MetricsReportHandler:
             if best is not None and best != -1:
                 extra["best_metric"] = float(best)
                 extra["best_metric_epoch"] = int(getattr(engine.state, "best_metric_epoch", -1))
+        volumes = getattr(engine.state, "per_volume", None)  # PerVolumeScores' section
+        if volumes:
+            extra["per_volume"] = volumes
         observer = f"{self.second_observer}_per_class_iou" if self.second_observer else None
         if observer in metrics:
             pre = f"{self.second_observer}_per_class_"
