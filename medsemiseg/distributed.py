@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -58,40 +58,31 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _flat_groups(tensors: Iterable[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """``tensors`` grouped by device and dtype, so each group travels as one flat buffer."""
+def _flat_in_place(tensors: Iterable[torch.Tensor], collective: Callable[[torch.Tensor], Any]) -> None:
+    """Run ``collective`` on the tensors as one flat buffer per device and dtype, and copy the result back."""
     groups: dict[tuple, list[torch.Tensor]] = {}
     for t in tensors:
         groups.setdefault((t.device, t.dtype), []).append(t)
-    return list(groups.values())
+    for group in groups.values():
+        flat = torch.cat([t.detach().reshape(-1) for t in group])
+        collective(flat)
+        offset = 0
+        for t in group:
+            t.detach().copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def all_reduce_mean_(tensors: Iterable[torch.Tensor]) -> None:
     """Replace every tensor (in place) by its mean over the processes: one flat all-reduce per device and dtype."""
-    if not is_distributed():
-        return
-    n = world_size()
-    for group in _flat_groups(tensors):
-        flat = torch.cat([t.detach().reshape(-1) for t in group])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= n
-        offset = 0
-        for t in group:
-            t.detach().copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
+    if is_distributed():
+        n = world_size()
+        _flat_in_place(tensors, lambda flat: (dist.all_reduce(flat, op=dist.ReduceOp.SUM), flat.div_(n)))
 
 
 def broadcast_(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
     """Overwrite every tensor (in place) with process ``src``'s."""
-    if not is_distributed():
-        return
-    for group in _flat_groups(tensors):
-        flat = torch.cat([t.detach().reshape(-1) for t in group])
-        dist.broadcast(flat, src=src)
-        offset = 0
-        for t in group:
-            t.detach().copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
+    if is_distributed():
+        _flat_in_place(tensors, lambda flat: dist.broadcast(flat, src=src))
 
 
 def all_gather_object(obj: Any) -> list[Any]:
