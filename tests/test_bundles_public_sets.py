@@ -87,6 +87,11 @@ def test_covid_bundle_trains_on_ssl4mis_hdf5_slices_and_scores_the_test_volumes(
         assert row["volumes"] == 2 and (row["hd95"] >= 0 or row["distance_undefined"] > 0)
     assert volumes["mean"]["dice"] == pytest.approx(np.nanmean([volumes["per_class"][c]["dice"] for c in classes[1:]]))
     assert report["metrics"]["volume_mDice"] == pytest.approx(volumes["mean"]["dice"])
+    # an HDF5 volume is an inference input too: its label map comes back as one volume in MONAI's (X, Y, Z) order
+    inf = workflow("covid", "inferring", **{**ov, "dataset_dir": str(src / "data" / "patient007_frame01.h5")})
+    inf.run()
+    seg = nib.load(tmp_path / "run" / "outputs" / "patient007_frame01_seg.nii.gz")
+    assert seg.shape == (20, 24, 4) and set(np.unique(seg.get_fdata())) <= {0, 1, 2, 3}
 
 
 def test_chase_bundle_on_drive_patches_sliding_window_fov_and_second_observer(drive, tmp_path):

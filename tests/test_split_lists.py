@@ -193,3 +193,23 @@ def test_3d_nifti_test_volumes_keep_their_spacing_for_distances_in_mm(tmp_path):
     (volume, info), = d["meta"]["volumes"].items()
     assert info == {"slices": 4, "source": str(src / f"{volume}.nii.gz"), "spacing": [1.5, 1.5, 5.0]}
     assert [it["slice"] for it in d["test"]] == [0, 1, 2, 3] and d["meta"]["intensity"] == "hu"
+
+
+def test_volume_by_names_each_scan_of_a_patient_and_orders_slices_naturally(tmp_path):
+    src = tmp_path / "cine"
+    (src / "labels").mkdir(parents=True)
+    for p in range(1, 4):
+        for frame in (1, 2):
+            for k in range(11):
+                name = f"patient{p}_frame0{frame}_slice_{k}"
+                Image.fromarray(np.full((8, 6), 10 * k, np.uint8)).save(src / f"{name}.png")
+                Image.fromarray(np.eye(8, 6, dtype=np.uint8)).save(src / "labels" / f"{name}.png")
+    d = json.loads(Path(prepare_folder(src, tmp_path / "out", group_by=r"patient\d+", volume_by=r"patient\d+_frame\d+",
+                                       test_fraction=22, val_fraction=0, labeled_fraction="full",
+                                       progress=False)).read_text())
+    (patient,) = _groups(d["test"])  # one patient held out, both of its scans
+    assert sorted(d["meta"]["volumes"]) == [f"{patient}_frame01", f"{patient}_frame02"]
+    frame1 = sorted((it for it in d["test"] if it["volume"] == f"{patient}_frame01"), key=lambda it: it["slice"])
+    assert [Path(it["image"]).name for it in frame1[9:]] == [f"{patient}_frame01_slice_9.png",
+                                                             f"{patient}_frame01_slice_10.png"]
+    assert d["meta"]["volume_by"] == r"patient\d+_frame\d+"

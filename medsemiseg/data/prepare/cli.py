@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--group-by", default=None, metavar="REGEX",
                    help="the group (patient) of an input: this regex's first group or match in its file name, e.g. "
                         "'patient\\d+'; random splits and the labelled pick move whole groups, no group in two splits")
+    f.add_argument("--volume-by", default=None, metavar="REGEX",
+                   help="the volume a 2D test slice belongs to for per-volume scores, named like --group-by "
+                        "(default: its --group-by group), e.g. 'patient\\d+_frame\\d+'")
     f.add_argument("--intensity", default="auto", choices=["auto", *INTENSITY_KINDS],
                    help="the kind of values the images hold, declared for the bundles: hu, uint8 (0-255), percentile "
                         "(any other scale); auto (default) decides from the labelled images' values")
@@ -212,6 +215,7 @@ def _run_cli(args: argparse.Namespace) -> tuple[int, Any]:
                                   val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                                   labeled_list=args.labeled_list, unlabeled_list=args.unlabeled_list,
                                   val_list=args.val_list, test_list=args.test_list, group_by=args.group_by,
+                                  volume_by=args.volume_by,
                                   intensity=args.intensity, hdf5_image_key=args.hdf5_image_key,
                                   hdf5_label_key=args.hdf5_label_key, hdf5_axes=args.hdf5_axes, **common)
     except Exception as e:  # noqa: BLE001 - main reports it after the run's warnings (_report_failure)

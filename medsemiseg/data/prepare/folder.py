@@ -375,6 +375,7 @@ def prepare_folder(
     val_list: str | os.PathLike | None = None,
     test_list: str | os.PathLike | None = None,
     group_by: str | None = None,
+    volume_by: str | None = None,
     intensity: str = "auto",
     hdf5_image_key: str = "image",
     hdf5_label_key: str = "label",
@@ -393,9 +394,10 @@ def prepare_folder(
 
     Split lists (``labeled_list`` ... ``test_list``: files of names, :mod:`.lists`) fix those roles; ``group_by``
     (a regex on file names) makes every random split and the labelled pick move whole patients and refuses a
-    patient in two splits.  ``labeled_fraction`` defaults to ``full`` with a labelled list, else ``1/8``;
+    patient in two splits; ``volume_by`` (a regex, default ``group_by``) names the volume of a 2D test slice.
+    ``labeled_fraction`` defaults to ``full`` with a labelled list, else ``1/8``;
     ``val_fraction`` to 0.1 (0 with a labelled or validation list), ``test_fraction`` to 0.  Test items cut from a
-    3D input (or, with ``group_by``, 2D slices of one group) carry ``volume`` / ``slice`` for per-volume scoring.
+    3D input (or 2D slices of one ``volume_by`` name) carry ``volume`` / ``slice`` for per-volume scoring.
     ``intensity`` (``auto``, or a kind of :data:`~medsemiseg.data.declared.INTENSITY_KINDS`) is declared in
     ``meta.intensity``.  Returns the path of ``datalist.json``.
     """
@@ -408,6 +410,7 @@ def prepare_folder(
     if intensity != "auto" and intensity not in INTENSITY_KINDS:
         raise ValueError(f"--intensity {intensity!r}: choose auto or one of {', '.join(INTENSITY_KINDS)}.")
     rule = GroupRule(group_by)
+    volume_rule = GroupRule(volume_by, "--volume-by") if volume_by else rule
     read_img = {"hdf5_key": hdf5_image_key, "hdf5_axes": hdf5_axes}
     read_lab = {"hdf5_key": hdf5_label_key, "hdf5_axes": hdf5_axes}
     skip = {"labels", "masks", "unlabeled", "unlabelled", "images"}
@@ -515,7 +518,7 @@ def prepare_folder(
         check_leakage({"training": train + extra_items, "validation": val, "test": test}, rule)
     _warn_splits(str(src), val, test)
     _warn_hidden_labels(f"{src}: ", train, labeled_fraction, by_group=rule.regex is not None)
-    volumes_meta = volumes_of_test(test, volumes, sizes, rule, f"{src}: ")
+    volumes_meta = volumes_of_test(test, volumes, sizes, volume_rule, f"{src}: ")
     pool = {
         "meta": {
             "task": task,
@@ -533,6 +536,7 @@ def prepare_folder(
             **({"split_lists": {r: str(Path(f).resolve()) for r, f in lists.items() if f is not None}}
                if any(f is not None for f in lists.values()) else {}),
             **({"group_by": group_by} if group_by else {}),
+            **({"volume_by": volume_by} if volume_by else {}),
             **({"hdf5": {"image_key": hdf5_image_key, "label_key": hdf5_label_key, "axes": hdf5_axes}}
                if any(detect_format(p) == "hdf5" for p in roles) else {}),
             **({"volumes": volumes_meta} if volumes_meta else {}),

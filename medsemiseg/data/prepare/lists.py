@@ -144,15 +144,17 @@ def resolve_lists(lists: Mapping[str, str | os.PathLike | None], inputs: Sequenc
 
 class GroupRule:
     """``--group-by REGEX``: the group of an input is the regex's first capture group (or whole match) in its name;
-    without a regex, the input's own name (a volume's slices share it)."""
+    without a regex, the input's own name (a volume's slices share it). ``--volume-by`` names volumes the same way
+    (``option``)."""
 
-    def __init__(self, pattern: str | None) -> None:
-        self.pattern = pattern
+    def __init__(self, pattern: str | None, option: str = "--group-by") -> None:
+        self.pattern, self.option = pattern, option
+        self.what = "group (patient)" if option == "--group-by" else "volume"
         try:
             self.regex = re.compile(pattern) if pattern else None
         except re.error as e:
             raise ValueError(
-                f"--group-by '{pattern}' is no regular expression ({e}); e.g. --group-by 'patient\\d+'."
+                f"{option} '{pattern}' is no regular expression ({e}); e.g. {option} 'patient\\d+'."
             ) from None
 
     def __call__(self, path: Path, required: bool = True) -> str:
@@ -164,7 +166,7 @@ class GroupRule:
             if not required:
                 return f"unlabeled:{name}"
             raise DataReadError(
-                path, f"its name does not match --group-by '{self.pattern}', so its group (patient) is unknown; "
+                path, f"its name does not match {self.option} '{self.pattern}', so its {self.what} is unknown; "
                 "choose a regex every labelled input's name matches (e.g. 'patient\\d+'), or rename the file."
             )
         return m.group(1) if self.regex.groups else m.group(0)
@@ -205,24 +207,25 @@ def split_fractions(lists: Mapping[str, Any], labeled_fraction: Any, val_fractio
 
 
 def volumes_of_test(test: list[dict], info: dict[str, dict], sizes: Mapping[str, tuple], rule: GroupRule,
-             where: str) -> dict[str, dict]:
+                    where: str) -> dict[str, dict]:
     """Name each test item's volume for per-volume scoring: the 3D input it was cut from (``volume``, ``slice``
-    set when written), else with ``--group-by`` its group, its slices in natural order of their file names.
-    Returns ``meta.volumes``: ``{volume: {"slices", "spacing" (mm, or None), "source"}}`` of the test volumes."""
+    set when written), else the name ``rule`` (``--volume-by``, by default ``--group-by``) gives its file, its
+    slices in natural order of their file names. Returns ``meta.volumes``: ``{volume: {"slices", "spacing" (mm, or
+    None), "source"}}`` of the test volumes."""
     if rule.regex is not None:
-        by_group: dict[str, list[dict]] = {}
+        by_name: dict[str, list[dict]] = {}
         for it in test:
             if "volume" not in it:
-                by_group.setdefault(it["group"], []).append(it)
-        for g, items in by_group.items():
+                by_name.setdefault(rule(Path(it["source"])), []).append(it)
+        for g, items in by_name.items():
             if len({sizes[it["image"]] for it in items}) > 1:
-                _warn(f"{where}the test slices of group {g!r} differ in size, so they are no volume; per-volume "
-                      "scores leave them out (a --group-by naming one scan per group makes them one).")
+                _warn(f"{where}the test slices of {g!r} (--volume-by '{rule.pattern}') differ in size, so they are no "
+                      "volume; per-volume scores leave them out (a --volume-by naming one scan makes them one).")
                 continue
             name = g if g not in info else f"{g}_slices"
             for k, it in enumerate(sorted(items, key=lambda it: natural_key(Path(it["source"]).name))):
                 it.update(volume=name, slice=k)
-            info[name] = {"slices": len(items), "spacing": None, "source": f"--group-by {rule.pattern}"}
+            info[name] = {"slices": len(items), "spacing": None, "source": f"--volume-by {rule.pattern}"}
     used = {it["volume"] for it in test if "volume" in it}
     return {v: {**info[v], "slices": sum(it.get("volume") == v for it in test)} for v in sorted(used, key=natural_key)}
 
