@@ -202,7 +202,39 @@ class MDice(_OverlapMetricHandler):
     metric_cls, output = PerClassDiceMetric, "mean"
 
 
-class SecondObserverAgreement:
+class EvaluationPass:
+    """A handler that follows one evaluation pass: ``_reset`` when it starts, ``_update`` after every iteration,
+    ``_complete`` when it ends; :meth:`items_with` gives the iteration's items that hold a key."""
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.COMPLETED, self._complete)
+
+    def _reset(self, engine=None) -> None:
+        raise NotImplementedError
+
+    def _update(self, engine) -> None:
+        raise NotImplementedError
+
+    def _complete(self, engine) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def items_with(engine, key: str, label_key: str = "label"):
+        """``(batch item, output item, label)`` of each item of the iteration whose batch item holds ``key``; the
+        label from the output (after the evaluator's postprocessing), else from the batch."""
+        batch, output = engine.state.batch, engine.state.output
+        if isinstance(batch, Mapping):  # not decollated: one dict of batched values
+            batch, output = [batch], [output]
+        for b, o in zip(batch, output):
+            if isinstance(b, Mapping) and key in b:
+                yield b, o, (o[label_key] if label_key in o else b[label_key])
+
+
+class SecondObserverAgreement(EvaluationPass):
     """Score a second annotator's masks against the ground truth exactly as the model's predictions are scored.
 
     DRIVE's test photographs carry a second observer's vessel masks (``prepare drive``: the item key
@@ -222,14 +254,7 @@ class SecondObserverAgreement:
         self._metrics: dict[str, Any] = {}
         self.seen = 0
 
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
-        engine.add_event_handler(Events.COMPLETED, self._complete)
-
-    def _reset(self, _engine=None) -> None:
+    def _reset(self, engine=None) -> None:
         k = self.num_classes
         self._metrics = {
             "iou": PerClassIoUMetric(k), "dice": PerClassDiceMetric(k),
@@ -239,14 +264,9 @@ class SecondObserverAgreement:
         self.seen = 0
 
     def _update(self, engine) -> None:
-        batch, output = engine.state.batch, engine.state.output
-        if isinstance(batch, Mapping):  # not decollated: one dict of batched values
-            batch, output = [batch], [output]
-        for b, o in zip(batch, output):
-            if not isinstance(b, Mapping) or self.key not in b:
-                continue
+        for b, _, label in self.items_with(engine, self.key, self.label_key):
             observer = torch.as_tensor(b[self.key])[None]
-            label = torch.as_tensor(o[self.label_key] if self.label_key in o else b[self.label_key])[None]
+            label = torch.as_tensor(label)[None]
             for m in self._metrics.values():
                 m(y_pred=observer.cpu(), y=label.cpu())
             self.seen += 1

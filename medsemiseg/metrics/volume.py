@@ -34,6 +34,8 @@ from monai.metrics import (
 )
 from monai.networks.utils import one_hot
 
+from .overlap import EvaluationPass
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["VOLUME_NOTE", "PerVolumeScores", "summarise_volumes", "volume_scores"]
@@ -120,7 +122,7 @@ def summarise_volumes(scores: Mapping[str, Mapping[int, Mapping[str, float]]], c
     }
 
 
-class PerVolumeScores:
+class PerVolumeScores(EvaluationPass):
     """Score an evaluation per volume: collect each test item's prediction and label by its ``volume`` and ``slice``
     keys, stack a volume once all its slices are in, and score it (:func:`volume_scores`).
 
@@ -142,7 +144,7 @@ class PerVolumeScores:
         self.volume_key, self.slice_key, self.pred_key, self.label_key = volume_key, slice_key, pred_key, label_key
         self._reset()
 
-    def _reset(self, _engine=None) -> None:
+    def _reset(self, engine=None) -> None:
         self.expected, self.spacing = self._volumes_of_datalist()
         self._slices: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.scores: dict[str, dict] = {}
@@ -162,22 +164,9 @@ class PerVolumeScores:
         info = meta.get("volumes", {}) if isinstance(meta, dict) else {}
         return counts, {v: (i or {}).get("spacing") for v, i in info.items() if isinstance(i, dict)}
 
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
-        engine.add_event_handler(Events.COMPLETED, self._complete)
-
     def _update(self, engine) -> None:
-        batch, output = engine.state.batch, engine.state.output
-        if isinstance(batch, Mapping):  # not decollated: one dict of batched values
-            batch, output = [batch], [output]
-        for b, o in zip(batch, output):
-            if not isinstance(b, Mapping) or self.volume_key not in b:
-                continue
+        for b, o, label in self.items_with(engine, self.volume_key, self.label_key):
             name, k = str(_plain(b[self.volume_key])), int(_plain(b[self.slice_key]))
-            label = o[self.label_key] if self.label_key in o else b[self.label_key]
             self._slices.setdefault(name, {})[k] = (_label_map(o[self.pred_key]).to(torch.uint8),
                                                     _label_map(label).to(torch.uint8))
             if len(self._slices[name]) == self.expected.get(name, -1):
