@@ -837,9 +837,9 @@ def test_switches_accept_command_line_spellings(text, value):
     assert as_bool(text, "amp") is value
 
 
-def test_switch_given_as_false_string_is_false_in_the_bundle(cache_dir):
+def test_switch_given_as_false_string_is_false_in_the_bundle(cache_dir, tmp_path):
     """MONAI's CLI keeps `--amp false` as the string 'false', which is truthy: the bundle must read it as False."""
-    wf = workflow("covid", "training", **TINY, amp="false", cache_dir=cache_dir, output_dir="/tmp/unused")
+    wf = workflow("covid", "training", **TINY, amp="false", cache_dir=cache_dir, output_dir=str(tmp_path))
     assert wf.parser.get_parsed_content("train#trainer").amp is False
     wf = workflow("chase", "inferring", **TINY, write_png="false", cache_dir=cache_dir)
     assert wf.parser.get_parsed_content("infer#handlers#1").png is False
