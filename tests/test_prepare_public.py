@@ -113,6 +113,20 @@ def test_covid_semiseg_splits_classes_and_intensity(tmp_path):
     assert np.array_equal(lab[0].numpy().T, ref)
 
 
+def test_covid_semiseg_without_the_extra_unlabelled_slices_keeps_every_other_split(tmp_path):
+    src = make_covid_semiseg(tmp_path / "Dataset", n_train=10, n_test=4, n_unlabeled=6)
+    full = _datalist(prepare_covid_semiseg(src, tmp_path / "full", labeled_fraction="1/4", progress=False))
+    assert main(["covid-semiseg", str(src), "--out", str(tmp_path / "pool"), "--labeled-fraction", "1/4",
+                         "--no-extra-unlabeled", "--no-progress"]) == 0
+    pool = _datalist(tmp_path / "pool" / "datalist.json")
+    assert pool["meta"]["counts"]["extra_unlabeled"] == 0 and pool["meta"]["extra_unlabeled"] is False
+    assert pool["unlabeled"] == [u for u in full["unlabeled"] if "unlabeled_" not in u["image"]]
+    assert len(pool["unlabeled"]) == 6
+    for split in ("labeled", "validation", "test"):  # the same slices: variants pair with the full set's cells
+        assert pool[split] == full[split]
+    assert not list((tmp_path / "pool" / "images").glob("unlabeled_*"))
+
+
 def test_covid_semiseg_bad_inputs_name_the_file_and_leave_out_alone(tmp_path, capsys):
     def fails(name: str, damage, *needles: str) -> None:
         """Prepare a good copy, damage the source, prepare again: one error naming the file; --out as it was."""

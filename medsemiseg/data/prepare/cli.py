@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("src_dir", help="COVID-SemiSeg's Dataset folder holding TrainingSet/ and TestingSet/")
     s.add_argument("--val-fraction", type=_count, default=0.2,
                    help="share/count of the 50 labelled training slices held out for validation (0.2: 10)")
+    s.add_argument("--no-extra-unlabeled", dest="extra_unlabeled", action="store_false",
+                   help="leave out the 1600 extra unlabelled slices (other collections, another display window); "
+                        "the pool's slices beyond the labelled fraction stay unlabelled")
 
     f = sub.add_parser("folder", parents=[common], help="any folder of DICOM / NIfTI / pictures with optional masks")
     f.add_argument("src_dir", help="folder of images; masks in labels/ or as <name>_mask.*; unlabeled/ for extras")
@@ -205,8 +208,11 @@ def _run_cli(args: argparse.Namespace) -> tuple[int, Any]:
         elif args.command in ("drive", "covid-semiseg"):
             from .public import prepare_covid_semiseg, prepare_drive
 
-            fn = prepare_drive if args.command == "drive" else prepare_covid_semiseg
-            path = fn(args.src_dir, args.out, val_fraction=args.val_fraction, **common)
+            if args.command == "drive":
+                path = prepare_drive(args.src_dir, args.out, val_fraction=args.val_fraction, **common)
+            else:
+                path = prepare_covid_semiseg(args.src_dir, args.out, val_fraction=args.val_fraction,
+                                             extra_unlabeled=args.extra_unlabeled, **common)
         else:
             names = [s.strip() for s in args.class_names.split(",")] if args.class_names else None
             path = prepare_folder(args.src_dir, args.out, task=args.task, num_classes=args.num_classes,

@@ -242,6 +242,7 @@ def prepare_covid_semiseg(
     seed: int = 0,
     val_fraction: Any = 0.2,
     val_seed: int = 0,
+    extra_unlabeled: bool = True,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -254,6 +255,11 @@ def prepare_covid_semiseg(
     unlabelled pool.  Masks are palette PNGs whose indices are the classes 0 background, 1 ground-glass,
     2 consolidation (no pleural effusion in this set).  The slices are 8-bit display values (windowed CT saved as
     JPG), not Hounsfield units: ``meta.intensity`` says ``uint8``.  Returns ``datalist.json``.
+
+    ``extra_unlabeled=False`` leaves the 1600 extra slices out (the unlabelled images are then the pool's slices
+    whose masks the labelled fraction hides): they come from other collections than the labelled MedSeg slices,
+    with another display window and some upside down, so they test whether such unlabelled data helps
+    (``docs/benchmarks.md``, COVID-SemiSeg).
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -281,7 +287,8 @@ def prepare_covid_semiseg(
     train = _covid_ss_items(train_pairs, writer, progress, "train")
     test = _covid_ss_items(test_pairs, writer, progress, "test")
     extra = []
-    for p in _progress(unlabeled, len(unlabeled), "covid-semiseg unlabeled", progress):
+    for p in _progress(unlabeled if extra_unlabeled else [], len(unlabeled) if extra_unlabeled else 0,
+                       "covid-semiseg unlabeled", progress):
         img = read_image(p)  # copied as is, but it must decode: a broken file fails here, named, not in training
         if int(img.shape[0]) != 1:
             raise DataReadError(p, f"has {int(img.shape[0])} channels; the unlabelled CT slices must be grey like "
@@ -299,6 +306,7 @@ def prepare_covid_semiseg(
             "inputs": {"src_dir": source},
             "val_fraction": val_fraction,
             "val_seed": int(val_seed),
+            "extra_unlabeled": bool(extra_unlabeled),
             "format": "CT slices as 8-bit grey JPG (display values, not HU) copied as is; masks 0/1/2 PNG",
             "citation": "Fan et al., Inf-Net: Automatic COVID-19 Lung Infection Segmentation from CT Images, "
                         "IEEE TMI 39(8), 2020 (labelled slices: MedSeg COVID-19 CT segmentation)",
