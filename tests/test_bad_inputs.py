@@ -573,3 +573,30 @@ def test_out_of_distribution_inputs_are_warned_by_the_documented_rule(tmp_path, 
                     "source": "eye.png", "slice": -1})
     assert check.flagged == ["photo.png"]
     assert "photo.png looks unlike the images the model was trained on" in caplog.text
+
+
+def test_unlabelled_images_unlike_the_labelled_ones_are_warned_at_the_start_of_training(tmp_path, caplog):
+    """COVID-SemiSeg's case made small: labelled slices in one display window, unlabelled ones mostly darker (another
+    window). A quarter or more outside the labelled range warns, naming the datalist; a like-for-like pool does not,
+    and too few images give no verdict."""
+    from medsemiseg.handlers.distribution import UNLABELLED_OUTSIDE_WARN, unlabelled_check
+
+    def stats(mean, std):
+        return {"mean_0": mean, "std_0": std, "foreground": 0.1}
+
+    labelled = [stats(0.50 + 0.01 * i, 0.30) for i in range(5)]  # range 0.50-0.54, margin 0.07
+    alike = [stats(0.48 + 0.01 * (i % 8), 0.29) for i in range(40)]
+    with caplog.at_level("WARNING", logger="medsemiseg.distribution"):
+        check = unlabelled_check(labelled, alike, "dl.json")
+    assert check["outside"] == 0 and check["unlabelled"] == 40 and not caplog.text
+    shifted = alike[:29] + [stats(0.34, 0.21)] * 11  # 11 of 40 = 27.5 % darker, narrower
+    assert 11 / 40 >= UNLABELLED_OUTSIDE_WARN > 9 / 40
+    with caplog.at_level("WARNING", logger="medsemiseg.distribution"):
+        below = unlabelled_check(labelled, alike[:31] + [stats(0.34, 0.21)] * 9, "dl.json")
+    assert below["outside"] == 9 and not caplog.text  # under a quarter: no warning
+    with caplog.at_level("WARNING", logger="medsemiseg.distribution"):
+        check = unlabelled_check(labelled, shifted, "dl.json")
+    assert check["outside"] == 11 and check["labelled_mean"]["mean_0"] == 0.52
+    assert caplog.text.count("lie outside the labelled images' intensity range") == 1
+    assert "11 of 40 unlabelled images read from dl.json" in caplog.text and "normalise them alike" in caplog.text
+    assert unlabelled_check(labelled[:1], shifted) is None and unlabelled_check(labelled, shifted[:9]) is None

@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["MARGIN_FLOOR", "REFERENCE_IMAGES", "InputDistributionCheck", "flagged_statistics", "image_statistics",
-           "input_reference"]
+__all__ = ["MARGIN_FLOOR", "REFERENCE_IMAGES", "UNLABELLED_OUTSIDE_WARN", "InputDistributionCheck",
+           "flagged_statistics", "image_statistics", "input_reference", "unlabelled_check"]
 
 logger = logging.getLogger("medsemiseg.distribution")
 
@@ -69,23 +69,66 @@ def input_reference(datalist: str | os.PathLike, transform: Any, limit: int = RE
     """The training side of the check: ``{"images": n, "<statistic>": [low, high], ...}`` over up to ``limit``
     training images of ``datalist`` (half labelled, the rest unlabelled, taken evenly), each read through
     ``transform`` (the bundle's deterministic ``preprocessing``: it draws no random numbers, so the training run
-    is unchanged). The bundles record it in ``run.json`` (``input_reference``)."""
+    is unchanged). The bundles record it in ``run.json`` (``input_reference``), with ``unlabelled_check``
+    (:func:`unlabelled_check`): how many of the unlabelled images read lie outside the labelled images' range."""
     from medsemiseg.data.datalist import load_split
 
     labelled = load_split(datalist, "labeled", allow_empty=True)
     unlabelled = load_split(datalist, "unlabeled", allow_empty=True)
     chosen = _evenly(labelled, max(limit // 2, limit - len(unlabelled)))
+    n_labelled = len(chosen)
     chosen += _evenly(unlabelled, limit - len(chosen))
     ranges: dict[str, list[float]] = {}
+    per_image = []
     for item in chosen:
         data = transform(dict(item))
         stats = image_statistics(data["image"], data.get("label") if "label" in item else None)
+        per_image.append(stats)
         for key, value in stats.items():
             low, high = ranges.get(key, (value, value))
             ranges[key] = [min(low, value), max(high, value)]
     logger.info(f"input reference: intensity and foreground ranges of {len(chosen)} training images, recorded in "
                 "run.json for the out-of-distribution warning at inference")
-    return {"images": len(chosen), **{k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in sorted(ranges.items())}}
+    out: dict[str, Any] = {"images": len(chosen),
+                           **{k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in sorted(ranges.items())}}
+    check = unlabelled_check(per_image[:n_labelled], per_image[n_labelled:], str(datalist))
+    if check is not None:
+        out["unlabelled_check"] = check
+    return out
+
+
+#: share of the unlabelled images read that may lie outside the labelled range before training warns
+UNLABELLED_OUTSIDE_WARN = 0.25
+
+
+def unlabelled_check(labelled: Sequence[Mapping[str, float]], unlabelled: Sequence[Mapping[str, float]],
+                     where: str = "the datalist") -> dict | None:
+    """Do the unlabelled images look like the labelled ones? Semi-supervised methods assume they do.
+
+    Each unlabelled image's intensity statistics are judged against the labelled images' range with the same
+    margin as an inference input (:func:`flagged_statistics`). Returns ``{"labelled": n, "unlabelled": m,
+    "outside": k, "labelled_mean": {...}, "unlabelled_mean": {...}}`` (``None`` with fewer than 2 labelled or 10
+    unlabelled images) and warns when ``k / m`` reaches :data:`UNLABELLED_OUTSIDE_WARN`: on COVID-SemiSeg, whose
+    1600 extra slices come from other collections with another display window, about half of them are outside.
+    """
+    if len(labelled) < 2 or len(unlabelled) < 10:
+        return None
+    keys = [k for k in labelled[0] if k != "foreground"]
+    reference = {k: [min(s[k] for s in labelled), max(s[k] for s in labelled)] for k in keys}
+    outside = sum(bool(flagged_statistics({k: s[k] for k in keys}, reference)) for s in unlabelled)
+    means = {name: {k: round(sum(s[k] for s in group) / len(group), 4) for k in keys}
+             for name, group in (("labelled_mean", labelled), ("unlabelled_mean", unlabelled))}
+    result = {"labelled": len(labelled), "unlabelled": len(unlabelled), "outside": outside, **means}
+    if outside / len(unlabelled) >= UNLABELLED_OUTSIDE_WARN:
+        differ = "; ".join(f"{_describe(k)}: labelled {means['labelled_mean'][k]:.3f}, unlabelled "
+                           f"{means['unlabelled_mean'][k]:.3f}" for k in keys)
+        logger.warning(
+            f"{outside} of {len(unlabelled)} unlabelled images read from {where} lie outside the labelled images' "
+            f"intensity range (averages on the network's scale: {differ}). Semi-supervised methods learn from them "
+            "as if they were like the labelled images; if they come from another scanner, display window or "
+            "orientation, normalise them alike or leave them out (docs/benchmarks.md, COVID-SemiSeg)."
+        )
+    return result
 
 
 def flagged_statistics(stats: Mapping[str, float], reference: Mapping[str, Any]) -> list[str]:
