@@ -18,7 +18,7 @@ import numpy as np
 from . import plots
 from .cells import iter_done, stale_error
 from .config import BenchmarkConfig, fraction_slug
-from .paired import paired_differences, plot_paired_differences
+from .pairing import paired_differences, plot_paired_differences
 from .results import class_names, collect_rows, summarize, write_tables
 
 __all__ = ["make_report", "learning_curves", "prediction_sets"]

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from .cells import iter_done, not_in_table
 from .config import BenchmarkConfig, known_methods
-from .paired import BASELINE, paired_differences, paired_markdown
+from .pairing import BASELINE, paired_differences, paired_markdown
 from .published import difference_markdown, published_markdown, read_published
 
 __all__ = ["collect_rows", "class_names", "summarize", "markdown_table", "write_csv", "write_summary_csv",
