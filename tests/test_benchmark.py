@@ -1182,3 +1182,17 @@ def test_analysis_names_an_unknown_fraction_or_method(tmp_path, capsys):
     assert "--fraction 1/16 is not in the grid" in capsys.readouterr().err
     assert analysis_main([str(path), "--methods", "classmix"]) == 2
     assert "its values are supervised" in capsys.readouterr().err
+
+
+def test_results_md_pairs_every_baseline_with_the_papers_method_too(tmp_path):
+    cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "classmix", "supmix_sufd"]))
+    res, _ = _run(cfg)
+    assert all(r.status == "done" for r in res)
+    results.write_tables(cfg)
+    rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "runs" / "chase" / "results.csv"))
+            if r["fraction"] == "1/8"}
+    md = (tmp_path / "runs" / "chase" / "results.md").read_text()
+    section = md[md.index("paired difference to supmix_sufd"):].split("###")[0]
+    diff = 100 * (float(rows["classmix"]["miou"]) - float(rows["supmix_sufd"]["miou"]))
+    assert f"| 1/8 | classmix | {diff:+.2f} |" in section
+    assert "| supervised |" not in section and "| supmix_sufd |" not in section
