@@ -54,3 +54,23 @@ def test_a_variant_is_paired_with_supervised_and_with_its_fixed_twin():
     assert vs_sup[0]["mIoU"]["diffs"] == pytest.approx([4.0, 3.0, 5.0])
     md = paired_markdown(vs_fixed, ["vessel"], "drive", baseline="supmix")
     assert "paired difference to supmix" in md and "| supmix (adaptive) | +1.00 |" in md
+
+
+def test_compare_grids_pairs_the_variants_methods_with_the_variants_supmix_sufd(monkeypatch):
+    from types import SimpleNamespace
+
+    from medsemiseg.benchmark import results
+    from medsemiseg.benchmark.paired import compare_grids
+
+    base_rows = [r for r in _rows() if r["method"] == "supervised"]
+    variant = []
+    for s, (paper, fix) in enumerate([(0.50, 0.52), (0.45, 0.46), (0.47, 0.50)]):
+        variant.append({"method": "supmix_sufd", "fraction": "1/8", "seed": s, "miou": paper, "iou/vessel": 0.1})
+        variant.append({"method": "fixmatch", "fraction": "1/8", "seed": s, "miou": fix, "iou/vessel": 0.1})
+    grids = {"base": base_rows, "variant": variant}
+    monkeypatch.setattr(results, "collect_rows", lambda cfg: grids[cfg.name])
+    cfg = dict(classes=["vessel"], fractions=[SimpleNamespace(label="1/8"), SimpleNamespace(label="full")],
+               table_metric="iou", task="drive")
+    md = compare_grids(SimpleNamespace(name="base", **cfg), SimpleNamespace(name="variant", **cfg), "pool")
+    section = md[md.index("paired difference to supmix_sufd (pool)"):]
+    assert "| 1/8 | fixmatch (pool) | +2.00 | +1.00 | +3.00 | +2.00 [" in section
