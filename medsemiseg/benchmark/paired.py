@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .pairing import (BASELINE, PAPER_METHOD, label_gap, paired_differences, paired_markdown, plot_paired_differences,
-                      t_interval)
+from .pairing import (BASELINE, PAPER_METHOD, label_gap, paired_differences, paired_markdown,
+                      plot_paired_differences, t_interval)
 
 __all__ = ["compare_grids", "label_gap", "main", "paired_differences", "paired_markdown", "plot_paired_differences",
            "t_interval", "variant_rows"]

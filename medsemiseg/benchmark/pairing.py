@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BASELINE", "PAPER_METHOD", "label_gap", "paired_differences", "paired_markdown", "plot_paired_differences", "t_interval"]
+__all__ = ["BASELINE", "PAPER_METHOD", "label_gap", "paired_differences", "paired_markdown", "plot_paired_differences",
+           "t_interval"]
 
 BASELINE = "supervised"
 PAPER_METHOD = "supmix_sufd"  # results.md pairs every other method with it too: does the paper's method beat each?
