@@ -35,6 +35,7 @@ EXPECTED_TERMS = {
     "supmix": {"loss_sup", "loss_unsup", "mask_ratio", "paste_ratio"},
     "sufd": {"loss_sup", "loss_unsup", "loss_adv", "loss_d", "d_acc"},
     "supmix_sufd": {"loss_sup", "loss_unsup", "paste_ratio", "loss_adv", "loss_d", "d_acc"},
+    "unimatch_supmix": {"loss_sup", "loss_s1", "loss_s2", "loss_fp", "mask_ratio", "paste_ratio"},
 }
 
 

@@ -7,8 +7,9 @@ the bundle config with the cell's own overrides (MONAI ``ConfigParser``, nothing
 the cell's **unlabelled** training images whose ground truth the split hid from training:
 
 - ``pl_acc`` / ``pl_miou``: pixel accuracy and pooled mIoU of the pseudo-labels the method trains on — the EMA
-  teacher's argmax in eval mode (ClassMix, SupMix, SUFD variants) or the student's own in train mode, BatchNorm on
-  batch statistics as inside the training step (FixMatch, UniMatch; ``supervised`` in eval mode, for reference), on
+  teacher's argmax in eval mode (ClassMix, SupMix, SUFD variants; train mode with ``pseudo_label_source:
+  teacher_train_bn``) or the student's own in train mode, BatchNorm on batch statistics as inside the training step
+  (FixMatch, UniMatch, SupMix inside UniMatch, a ``student`` source; ``supervised`` in eval mode, for reference), on
   the un-augmented images in batches of 8;
 - ``conf_ratio`` / ``conf_acc``: the share of pixels whose confidence reaches the method's threshold (the pixels the
   unsupervised loss uses) and the accuracy on them;
@@ -119,6 +120,8 @@ def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[
     thr = float(getattr(getattr(method, "base", method), "conf_threshold", 0.95))
     teacher_obj = objs.get("teacher")
     disc_obj = objs.get("sufd")
+    # where the mean-teacher family labels (pseudo_label_source): a train-mode teacher normalises with batch statistics
+    teacher_train_bn = getattr(getattr(method, "base", method), "pseudo_label_source", None) == "teacher_train_bn"
     rows = []
     for epoch, path in ckpts:
         ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -129,10 +132,11 @@ def analyse_cell(cfg: BenchmarkConfig, cell: Cell, max_items: int = 32) -> list[
         if teacher_obj is not None and "teacher" in ck:
             teacher_obj.load_state_dict(ck["teacher"])
             pl_net = teacher_obj.teacher
-            source = "EMA teacher"
-        # the mode training computes pseudo-labels in: the EMA teacher runs in eval mode, FixMatch / UniMatch take
-        # them from the student's weak-view pass inside the training step (train mode: batch-statistics BatchNorm)
-        pl_net.train(source == "student" and cell.method != "supervised")
+            source = "EMA teacher (train-mode BatchNorm)" if teacher_train_bn else "EMA teacher"
+        # the mode training computes pseudo-labels in: the EMA teacher runs in eval mode (train mode with
+        # pseudo_label_source="teacher_train_bn"), FixMatch / UniMatch / a "student" source take them from the student's
+        # weak-view pass inside the training step (train mode: batch-statistics BatchNorm)
+        pl_net.train((source == "student" and cell.method != "supervised") or teacher_train_bn)
         with torch.no_grad():
             prob = torch.softmax(torch.cat([pl_net(x_u[i:i + 8]) for i in range(0, len(x_u), 8)]).float(), 1)
         conf, pl = prob.max(1)

@@ -94,11 +94,16 @@ class EMATeacher:
         self.num_updates += 1
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Teacher logits for ``x`` (eval mode, no grad)."""
+    def predict(self, x: torch.Tensor, train_mode: bool = False) -> torch.Tensor:
+        """Teacher logits for ``x`` without grad: in eval mode (BatchNorm on the averaged running statistics), or with
+        ``train_mode`` in train mode (BatchNorm on ``x``'s own statistics, as ClassMix's ``trainSSL.py`` keeps its
+        teacher; the teacher is back in eval mode afterwards)."""
         self._follow_device()
-        self.teacher.eval()
-        return self.teacher(x)
+        self.teacher.train(bool(train_mode))
+        try:
+            return self.teacher(x)
+        finally:
+            self.teacher.eval()
 
     def state_dict(self) -> dict:
         return {"teacher": self.teacher.state_dict(), "num_updates": self.num_updates}

@@ -251,6 +251,10 @@ class Method:
             self.class_balance = ClassBalance(self.num_classes, tau, floor=floor, tolerance=tolerance)
             self.handlers.append(ClassBalanceLogger(self.class_balance, self.threshold_mode == "classwise", adaptive))
 
+    def _class_balance_options(self) -> dict[str, Any]:
+        """Further :meth:`_setup_class_balance` options of a subclass (SupMix's adaptive class choice)."""
+        return {}
+
     def confident(self, conf: torch.Tensor, plabel: torch.Tensor, tau: float) -> torch.Tensor:
         """Which pseudo-labelled pixels count: ``conf >= tau`` or, with ``threshold_mode="classwise"``, ``conf`` at
         least its class's threshold."""

@@ -45,7 +45,12 @@ from .base import (
 )
 from .registry import FlopFloor, MethodSpec
 
-__all__ = ["ClassMix", "classmix_unlabeled", "METHODS", "MEAN_TEACHER_FLOOR"]
+__all__ = ["ClassMix", "classmix_unlabeled", "METHODS", "MEAN_TEACHER_FLOOR", "PSEUDO_LABEL_SOURCES"]
+
+#: where the mean-teacher family takes its pseudo-labels (``pseudo_label_source``): the EMA teacher in eval mode (the
+#: paper's framework as built here), the EMA teacher in train mode (ClassMix's ``trainSSL.py``), the student's own
+#: no-grad weak-view prediction (FixMatch, UniMatch)
+PSEUDO_LABEL_SOURCES = ("teacher", "teacher_train_bn", "student")
 
 
 def classmix_unlabeled(
@@ -75,6 +80,11 @@ class ClassMix(Method):
         sup_loss: supervised loss (see :class:`~medsemiseg.methods.base.Method`).
         threshold_mode: ``"fixed"`` (``conf_threshold`` for every class) or ``"classwise"`` (FlexMatch-style per-class
             thresholds, :mod:`.class_balance`); ``threshold_floor``: the lowest class-wise threshold.
+        pseudo_label_source: which network labels the weak unlabelled batch (:data:`PSEUDO_LABEL_SOURCES`):
+            ``"teacher"`` (default: the EMA teacher in eval mode, BatchNorm on its averaged running statistics),
+            ``"teacher_train_bn"`` (the EMA teacher in train mode, BatchNorm on the batch's statistics, as ClassMix's
+            ``trainSSL.py`` keeps it) or ``"student"`` (the student's own no-grad prediction in train mode, as
+            FixMatch and UniMatch label; no EMA teacher is kept, ``ema_alpha`` is unused).
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class ClassMix(Method):
         sup_loss: Callable | None = None,
         threshold_mode: str = "fixed",
         threshold_floor: float = 0.5,
+        pseudo_label_source: str = "teacher",
     ) -> None:
         super().__init__(num_classes, sup_loss)
         owner = type(self).__name__
@@ -101,20 +112,22 @@ class ClassMix(Method):
         rampup_iters = check_int(owner, "rampup_iters", rampup_iters, 0, "a number of iterations")
         self.unsup_loss = check_choice(owner, "unsup_loss", unsup_loss, UNSUP_LOSSES)
         self.strong_augment = build_strong_augment(strong_augment, owner)
-        self.ema = EMATeacher(network, alpha=ema_alpha)
-        self.handlers.append(self.ema)
+        self.pseudo_label_source = check_choice(owner, "pseudo_label_source", pseudo_label_source,
+                                                PSEUDO_LABEL_SOURCES)
+        self.ema: EMATeacher | None = None
+        if self.pseudo_label_source != "student":
+            self.ema = EMATeacher(network, alpha=ema_alpha)
+            self.handlers.append(self.ema)
         add_rampup(self, rampup_iters)
 
-    def _class_balance_options(self) -> dict[str, Any]:
-        """Further :meth:`_setup_class_balance` options of a subclass (SupMix: adaptive class choice)."""
-        return {}
-
     @property
-    def teacher(self) -> torch.nn.Module:
-        return self.ema.teacher
+    def teacher(self) -> torch.nn.Module | None:
+        """The EMA teacher network (``None`` with ``pseudo_label_source="student"``)."""
+        return None if self.ema is None else self.ema.teacher
 
     def checkpoint_objects(self) -> dict[str, Any]:
-        return {"teacher": self.ema, **super().checkpoint_objects()}
+        teacher = {} if self.ema is None else {"teacher": self.ema}
+        return {**teacher, **super().checkpoint_objects()}
 
     def _labeled_step(self, engine: Any, labeled: dict, out: dict, features: FeatureRequest | None) -> torch.Tensor:
         """The supervised term; puts the labelled logits (and, when asked, the features) into ``out``."""
@@ -125,8 +138,22 @@ class ClassMix(Method):
         out["pred"] = pred_l
         return self.supervised_loss(engine, pred_l, y_l)
 
-    def _teacher_pseudo_label(self, x_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return confidence_and_label(self.ema.predict(x_u))
+    def _pseudo_label(
+        self, engine: Any, x_u: torch.Tensor, out: dict, features: FeatureRequest | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(confidence, pseudo-label)`` of the weak batch ``x_u`` from :attr:`pseudo_label_source`.
+
+        The student source runs the student in train mode without autograd, unless a wrapper asked for ``features``:
+        then with autograd, and its weak-view features go to ``out["features"]["unlabeled"]`` (the SUFD wrapper
+        trains through them instead of running the student once more).
+        """
+        if self.pseudo_label_source == "student":
+            with torch.set_grad_enabled(features is not None and torch.is_grad_enabled()):
+                logits, feats = student_forward(engine.network, x_u, need_features=features is not None)
+            if features is not None:
+                out["features"]["unlabeled"] = features.pick(feats, logits)
+            return confidence_and_label(logits)
+        return confidence_and_label(self.ema.predict(x_u, train_mode=self.pseudo_label_source == "teacher_train_bn"))
 
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
@@ -135,7 +162,7 @@ class ClassMix(Method):
         out: dict = {}
         loss_sup = self._labeled_step(engine, labeled, out, features)
 
-        conf, plabel = self._teacher_pseudo_label(x_u)
+        conf, plabel = self._pseudo_label(engine, x_u, out, features)
         self.observe_classes(labeled["label"], conf, plabel, self.conf_threshold)
         img_m, lab_m, conf_m, _ = classmix_unlabeled(x_u, conf, plabel, self.num_classes)
         with torch.no_grad():

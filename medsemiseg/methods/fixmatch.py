@@ -101,7 +101,8 @@ class FixMatch(Method):
         self.joint_forward = check_flag(owner, "joint_forward", joint_forward)
         self.unsup_loss = check_choice(owner, "unsup_loss", unsup_loss, UNSUP_LOSSES)
         self.conf_threshold = check_probability(owner, "conf_threshold", conf_threshold, "a confidence threshold")
-        self._setup_class_balance(threshold_mode, self.conf_threshold, threshold_floor=threshold_floor)
+        self._setup_class_balance(threshold_mode, self.conf_threshold, threshold_floor=threshold_floor,
+                                  **self._class_balance_options())
         self.cutmix_p = check_probability(owner, "cutmix_p", cutmix_p)
         self.strong_augment = build_strong_augment(strong_augment, owner)
 

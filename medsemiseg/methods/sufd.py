@@ -18,8 +18,8 @@ Per iteration (``SUFD(base, ...)`` wraps any base method):
    :class:`~medsemiseg.handlers.DiscriminatorStep` handler trains ``D`` (``BCE(D(f_l),1) + BCE(D(f_u),0)``, its own
    Adam optimiser, lr 1e-4, betas (0.9, 0.99)) after the segmentation optimiser step.
 
-``sufd`` is ClassMix + SUFD and ``supmix_sufd`` SupMix + SUFD; ``fixmatch_sufd`` and ``unimatch_sufd`` are accepted
-too (:data:`METHODS`).
+``sufd`` is ClassMix + SUFD and ``supmix_sufd`` SupMix + SUFD; ``fixmatch_sufd``, ``unimatch_sufd`` and
+``unimatch_supmix_sufd`` are accepted too (:data:`METHODS`).
 """
 
 from __future__ import annotations
@@ -245,4 +245,5 @@ METHODS = (
           "supmix + enc fwd+bwd (weak u) + D fwd+bwd (l, u) + D adv fwd+input-grad bwd (u)"),
     _sufd("fixmatch_sufd", "fixmatch", "FixMatch + SUFD", 70),
     _sufd("unimatch_sufd", "unimatch", "UniMatch + SUFD", 80),
+    _sufd("unimatch_supmix_sufd", "unimatch_supmix", "SupMix inside UniMatch + SUFD", 95),
 )

@@ -37,7 +37,7 @@ from .base import FeatureRequest, build_strong_augment, check_choice, check_flag
 from .classmix import MEAN_TEACHER_FLOOR, ClassMix, classmix_unlabeled
 from .registry import MethodSpec
 
-__all__ = ["SupMix", "METHODS", "SUPMIX_MODES"]
+__all__ = ["SupMix", "METHODS", "SUPMIX_MODES", "paste_labelled"]
 
 SUPMIX_MODES = ("fixed", "all", "random_half", "adaptive")
 
@@ -61,6 +61,8 @@ class SupMix(ClassMix):
         unsup_weight, ema_alpha, rampup_iters, strong_augment, sup_loss: as :class:`~.classmix.ClassMix`.
         unsup_loss: ``"ce"`` (default), ``"dice"`` or ``"ce+dice"``, all with the pixel-wise confidence mask.
         threshold_mode, threshold_floor: as :class:`~.classmix.ClassMix` (``"classwise"``: per-class thresholds).
+        pseudo_label_source: ``"teacher"`` (default), ``"teacher_train_bn"`` or ``"student"``, as
+            :class:`~.classmix.ClassMix`.
     """
 
     def __init__(
@@ -82,12 +84,10 @@ class SupMix(ClassMix):
         threshold_mode: str = "fixed",
         threshold_floor: float = 0.5,
         adaptive_tolerance: float = 0.9,
+        pseudo_label_source: str = "teacher",
     ) -> None:
         owner = type(self).__name__
-        mode = str(supmix_mode).lower()
-        if mode not in SUPMIX_MODES:
-            raise ValueError(f"{owner}(supmix_mode={supmix_mode!r}): must be one of {', '.join(map(repr, SUPMIX_MODES))}.")
-        self.supmix_mode = mode
+        self.supmix_mode = mode = check_supmix_mode(owner, supmix_mode)
         self.adaptive_tolerance = adaptive_tolerance  # read by _class_balance_options during ClassMix.__init__
         super().__init__(
             network,
@@ -101,30 +101,9 @@ class SupMix(ClassMix):
             sup_loss=sup_loss,
             threshold_mode=threshold_mode,
             threshold_floor=threshold_floor,
+            pseudo_label_source=pseudo_label_source,
         )
-        if supmix_classes is not None and (
-            isinstance(supmix_classes, (str, bytes)) or not isinstance(supmix_classes, (list, tuple))
-        ):
-            raise TypeError(
-                f"{owner}(supmix_classes={supmix_classes!r}): must be a list of class ids in "
-                f"0..{self.num_classes - 1}, e.g. [1]."
-            )
-        try:
-            classes = [check_int(owner, "supmix_classes", c, None, "a class id") for c in supmix_classes or ()]
-        except TypeError:
-            raise TypeError(
-                f"{owner}(supmix_classes={supmix_classes!r}): must be a list of class ids (integers) in "
-                f"0..{self.num_classes - 1}, e.g. [1]."
-            ) from None
-        bad = [c for c in classes if not 0 <= c < self.num_classes]
-        if bad:
-            raise ValueError(
-                f"{owner}(supmix_classes={list(supmix_classes)}): {bad} outside the valid range "
-                f"0..{self.num_classes - 1}."
-            )
-        if mode == "fixed" and not classes:
-            raise ValueError(f"{owner}(supmix_mode='fixed') needs supmix_classes=[...], e.g. [1].")
-        self.supmix_classes = classes or None
+        self.supmix_classes = check_supmix_classes(owner, self.num_classes, mode, supmix_classes)
         self.include_background = check_flag(owner, "include_background", include_background)
         self.with_classmix = check_flag(owner, "with_classmix", with_classmix)
         self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
@@ -133,10 +112,7 @@ class SupMix(ClassMix):
         return {"adaptive": self.supmix_mode == "adaptive", "adaptive_tolerance": self.adaptive_tolerance}
 
     def _choose_classes(self, y_lp: torch.Tensor) -> torch.Tensor:
-        if self.supmix_mode == "adaptive":
-            return self.class_balance.choose(classes_present(y_lp, self.num_classes))
-        return select_supmix_classes(y_lp, self.num_classes, self.supmix_mode, self.supmix_classes,
-                                     self.include_background)
+        return choose_classes(self, y_lp)
 
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
@@ -145,17 +121,13 @@ class SupMix(ClassMix):
         out: dict = {}
         loss_sup = self._labeled_step(engine, labeled, out, features)
 
-        conf, plabel = self._teacher_pseudo_label(x_u)
+        conf, plabel = self._pseudo_label(engine, x_u, out, features)
         self.observe_classes(labeled["label"], conf, plabel, self.conf_threshold)
         img_u, lab_u, conf_u = x_u, plabel, conf
         if self.with_classmix:
             img_u, lab_u, conf_u, _ = classmix_unlabeled(x_u, conf, plabel, self.num_classes)
 
-        x_l, y_l = labeled["image"], label_map(labeled["label"])
-        idx = pair_indices(x_u.shape[0], x_l.shape[0], self.labeled_pairing, device=x_l.device)
-        x_lp, y_lp = x_l[idx], y_l[idx]
-        chosen = self._choose_classes(y_lp)
-        img_m, lab_m, conf_m, paste = supmix_paste(img_u, lab_u, conf_u, x_lp.to(img_u.dtype), y_lp, chosen)
+        img_m, lab_m, conf_m, paste = paste_labelled(self, img_u, lab_u, conf_u, labeled)
         with torch.no_grad():
             x_s = self.strong_augment(img_m)
         pred_s = engine.network(x_s)
@@ -172,6 +144,64 @@ class SupMix(ClassMix):
             unsup_scale=self.unsup_scale,
         )
         return out
+
+
+def check_supmix_mode(owner: str, supmix_mode: Any) -> str:
+    """``supmix_mode`` lower-cased, one of :data:`SUPMIX_MODES`; else ``ValueError`` naming ``owner``."""
+    mode = str(supmix_mode).lower()
+    if mode not in SUPMIX_MODES:
+        raise ValueError(f"{owner}(supmix_mode={supmix_mode!r}): must be one of {', '.join(map(repr, SUPMIX_MODES))}.")
+    return mode
+
+
+def check_supmix_classes(owner: str, num_classes: int, mode: str, supmix_classes: Any) -> list[int] | None:
+    """The class ids ``supmix_classes`` names (``None`` for none), checked against ``0..num_classes - 1``;
+    ``"fixed"`` needs at least one. ``TypeError`` / ``ValueError`` name ``owner``, the value and the valid range."""
+    if supmix_classes is not None and (
+        isinstance(supmix_classes, (str, bytes)) or not isinstance(supmix_classes, (list, tuple))
+    ):
+        raise TypeError(
+            f"{owner}(supmix_classes={supmix_classes!r}): must be a list of class ids in "
+            f"0..{num_classes - 1}, e.g. [1]."
+        )
+    try:
+        classes = [check_int(owner, "supmix_classes", c, None, "a class id") for c in supmix_classes or ()]
+    except TypeError:
+        raise TypeError(
+            f"{owner}(supmix_classes={supmix_classes!r}): must be a list of class ids (integers) in "
+            f"0..{num_classes - 1}, e.g. [1]."
+        ) from None
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(
+            f"{owner}(supmix_classes={list(supmix_classes)}): {bad} outside the valid range 0..{num_classes - 1}."
+        )
+    if mode == "fixed" and not classes:
+        raise ValueError(f"{owner}(supmix_mode='fixed') needs supmix_classes=[...], e.g. [1].")
+    return classes or None
+
+
+def choose_classes(method: Any, y_lp: torch.Tensor) -> torch.Tensor:
+    """Bool ``(B, num_classes)``: the ground-truth classes ``method`` pastes from each labelled image ``y_lp``
+    (``method.supmix_mode``: the data-driven choice of its ``class_balance`` for ``"adaptive"``, else
+    :func:`~medsemiseg.transforms.mixing.select_supmix_classes`)."""
+    if method.supmix_mode == "adaptive":
+        return method.class_balance.choose(classes_present(y_lp, method.num_classes))
+    return select_supmix_classes(y_lp, method.num_classes, method.supmix_mode, method.supmix_classes,
+                                 method.include_background)
+
+
+def paste_labelled(
+    method: Any, image: torch.Tensor, target: torch.Tensor, confidence: torch.Tensor, labeled: dict
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SupMix's paste of one unlabelled batch: pair each image with a labelled one (``method.labeled_pairing``),
+    choose the classes (:func:`choose_classes`) and paste them with their ground truth
+    (:func:`~medsemiseg.transforms.mixing.supmix_paste`). Returns ``(image, target, confidence, pasted mask)``."""
+    x_l, y_l = labeled["image"], label_map(labeled["label"])
+    idx = pair_indices(image.shape[0], x_l.shape[0], method.labeled_pairing, device=x_l.device)
+    x_lp, y_lp = x_l[idx], y_l[idx]
+    chosen = method._choose_classes(y_lp)
+    return supmix_paste(image, target, confidence, x_lp.to(image.dtype), y_lp, chosen)
 
 
 METHODS = (
