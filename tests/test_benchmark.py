@@ -202,7 +202,8 @@ def test_shipped_configs_parse_and_cover_the_paper_grid():
         import yaml
 
         raw = yaml.safe_load(path.read_text())
-        assert raw["methods"] == method_names(), name
+        # the paper's grid: its methods and baselines (this project's own, unimatch_supmix, runs in the real grids)
+        assert raw["methods"] == [m for m in method_names() if m != "unimatch_supmix"], name
         assert [str(f) for f in raw["fractions"]] == ["1/8", "1/4", "1/2"], name
         assert raw["upper_bound"]["methods"] == ["supervised"], name
         if (root / raw["bundle"]).is_dir():  # bundles land separately; parse fully once they exist

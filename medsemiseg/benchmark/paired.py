@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .pairing import (BASELINE, PAPER_METHOD, label_gap, paired_differences, paired_markdown,
+from .pairing import (BASELINE, REFERENCE_METHODS, label_gap, paired_differences, paired_markdown,
                       plot_paired_differences, t_interval)
 
 __all__ = ["compare_grids", "label_gap", "main", "paired_differences", "paired_markdown", "plot_paired_differences",
@@ -28,7 +28,8 @@ def variant_rows(base_rows: Sequence[dict[str, Any]], variant_rows_: Sequence[di
 def compare_grids(base, variant, label: str) -> str:
     """``results.md``-style paired sections of a variant grid against its base grid (same task, fractions, seeds):
     each variant method against supervised, then against the base grid's same method, then (when the variant grid
-    has SupMix + SUFD and other methods) each other variant method against the variant's SupMix + SUFD."""
+    has SupMix + SUFD or UniMatch and other methods) each other variant method against the variant's SupMix + SUFD
+    and against its UniMatch."""
     from .results import class_names, collect_rows
 
     rows_b = collect_rows(base)
@@ -44,12 +45,12 @@ def compare_grids(base, variant, label: str) -> str:
         entries = paired_differences(rows, classes, [v], fractions, base.table_metric, baseline=fixed)
         parts.append(paired_markdown(entries, classes, f"{variant.task}, {label}", minority_first=first,
                                      baseline=fixed))
-    paper = f"{PAPER_METHOD} ({label})"
-    if paper in variants and len(variants) > 1:  # within the variant grid: does the paper's method beat the others?
-        others = [v for v in variants if v != paper]
-        entries = paired_differences(rows, classes, others, fractions, base.table_metric, baseline=paper)
-        parts.append(paired_markdown(entries, classes, f"{variant.task}, {label}", minority_first=first,
-                                     baseline=paper))
+    for reference in (f"{m} ({label})" for m in REFERENCE_METHODS):
+        if reference in variants and len(variants) > 1:  # within the variant grid: each method against the paper's
+            others = [v for v in variants if v != reference]  # method and against UniMatch
+            entries = paired_differences(rows, classes, others, fractions, base.table_metric, baseline=reference)
+            parts.append(paired_markdown(entries, classes, f"{variant.task}, {label}", minority_first=first,
+                                         baseline=reference))
     return "\n".join(parts)
 
 

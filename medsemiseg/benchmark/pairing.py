@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["BASELINE", "PAPER_METHOD", "label_gap", "paired_differences", "paired_markdown", "plot_paired_differences",
-           "t_interval"]
+           "t_interval", "REFERENCE_METHODS"]
 
 BASELINE = "supervised"
 PAPER_METHOD = "supmix_sufd"  # results.md pairs every other method with it too: does the paper's method beat each?
+#: the methods results.md pairs every other method with, besides supervised, when the grid has them: the paper's
+#: method and the strongest baseline of the real grids (does a method beat each, seed by seed?)
+REFERENCE_METHODS = (PAPER_METHOD, "unimatch")
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 from .cells import iter_done, not_in_table
 from .config import BenchmarkConfig, known_methods
-from .pairing import BASELINE, PAPER_METHOD, paired_differences, paired_markdown
+from .pairing import BASELINE, REFERENCE_METHODS, paired_differences, paired_markdown
 from .published import difference_markdown, published_markdown, read_published
 
 __all__ = ["collect_rows", "class_names", "summarize", "markdown_table", "write_csv", "write_summary_csv",
@@ -189,12 +189,13 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
                 paired = paired_differences(rows, classes, cfg.methods, fractions, metric)
                 foreground_first = [c for c in classes if c != "background"]
                 parts.append(paired_markdown(paired, classes, cfg.task, minority_first=foreground_first))
-                if PAPER_METHOD in cfg.methods:  # does the paper's method beat each baseline, seed by seed?
+                # does each method beat the paper's method, and the strongest baseline, seed by seed?
+                for reference in (m for m in REFERENCE_METHODS if m in cfg.methods):
                     others = [m for m in cfg.methods if m != BASELINE]
-                    against = paired_differences(rows, classes, others, fractions, metric, baseline=PAPER_METHOD)
+                    against = paired_differences(rows, classes, others, fractions, metric, baseline=reference)
                     if against:
                         parts.append(paired_markdown(against, classes, cfg.task, minority_first=foreground_first,
-                                                     baseline=PAPER_METHOD))
+                                                     baseline=reference))
     if cfg.published is not None:
         table = read_published(cfg.published, classes, known_methods())
         parts.append(published_markdown(table, cfg.task))
