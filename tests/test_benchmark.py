@@ -576,6 +576,25 @@ def test_analysis_finds_epoch_checkpoints_and_hidden_labels(tmp_path):
     assert all(Path(h["label"]).parent.name == "labels" for h in hl)
 
 
+def test_analysis_keeps_the_rows_of_methods_it_does_not_analyse_again(tmp_path):
+    import csv as csv_mod
+
+    from medsemiseg.benchmark.analysis import kept_rows
+
+    path = tmp_path / "analysis_1-8_seed0.csv"
+    assert kept_rows(path, {"fixmatch"}) == []
+    rows = [{"task": "drive", "method": m, "fraction": "1/8", "seed": 0, "epoch": e, "pseudo_label_source": "student",
+             "pl_miou": 0.5 + e / 100, "d_acc": ""} for m in ("fixmatch", "unimatch") for e in (1, 2)]
+    with open(path, "w", newline="") as fh:
+        w = csv_mod.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    kept = kept_rows(path, {"unimatch", "unimatch_supmix"})
+    assert [(r["method"], r["epoch"]) for r in kept] == [("fixmatch", 1), ("fixmatch", 2)]
+    assert kept[1]["pl_miou"] == pytest.approx(0.52) and kept[0]["seed"] == 0 and kept[0]["d_acc"] != kept[0]["d_acc"]
+    assert kept[0]["pseudo_label_source"] == "student"
+
+
 def test_discriminator_scores_have_chance_at_one_half_whatever_the_set_sizes():
     # 4 labelled vs 25 unlabelled images: calling everything "unlabelled" used to score 25/29 = 0.86 "accuracy"
     import torch

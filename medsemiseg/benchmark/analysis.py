@@ -25,7 +25,8 @@ the cell's **unlabelled** training images whose ground truth the split hid from 
 The unlabelled images' labels exist for the built-in synthetic data sets (their split hides the labels of the
 training pool) and for a prepared real data set when its ``pool.json`` lists labels for the unlabelled items; images
 without labels are skipped. Writes ``analysis_<fraction>_seed<k>.csv`` and ``.png`` next to the results (a cell
-that kept only its last checkpoints gives rows for those epochs only).
+that kept only its last checkpoints gives rows for those epochs only); rows of methods not analysed in this run are
+kept from the earlier CSV, so ``--methods NEW`` adds a method beside the others.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from typing import Any, Sequence
 
 from .config import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
 
-__all__ = ["epoch_checkpoints", "hidden_labels", "ranking_auc", "analyse_cell", "analyse_grid", "plot_analysis", "main"]
+__all__ = ["epoch_checkpoints", "hidden_labels", "ranking_auc", "analyse_cell", "analyse_grid", "kept_rows",
+           "plot_analysis", "main"]
 
 
 def epoch_checkpoints(cell_dir: Path) -> list[tuple[int, Path]]:
@@ -200,6 +202,34 @@ def analyse_grid(cfg: BenchmarkConfig, fraction: str, seed: int, methods: Sequen
     return rows
 
 
+def kept_rows(csv_path: Path, replaced: set[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier ``analysis_*.csv`` whose method is not in ``replaced`` (numbers read back as floats),
+    so analysing some methods again, or a new one, keeps the others' rows: their checkpoints may be gone (model files
+    are not committed)."""
+    if not Path(csv_path).is_file():
+        return []
+
+    def value(v: str) -> Any:
+        try:
+            return float(v) if v not in ("", None) else float("nan")
+        except ValueError:
+            return v
+
+    with open(csv_path, newline="") as fh:
+        old = list(csv.DictReader(fh))
+    out = []
+    for r in old:
+        if r.get("method") in replaced:
+            continue
+        row = {k: (value(v) if k not in ("task", "method", "fraction", "pseudo_label_source") else v)
+               for k, v in r.items()}
+        for k in ("seed", "epoch", "n_unlabelled_with_gt"):
+            if isinstance(row.get(k), float) and row[k] == row[k]:
+                row[k] = int(row[k])
+        out.append(row)
+    return out
+
+
 def plot_analysis(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     from . import plots
 
@@ -242,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     slug = f"{fraction_slug(a.fraction)}_seed{a.seed}"
     out_csv = cfg.task_dir / f"analysis_{slug}.csv"
+    rows = kept_rows(out_csv, {r["method"] for r in rows}) + rows
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
