@@ -205,13 +205,13 @@ def analyse_grid(cfg: BenchmarkConfig, fraction: str, seed: int, methods: Sequen
 def kept_rows(csv_path: Path, replaced: set[str]) -> list[dict[str, Any]]:
     """The rows of an earlier ``analysis_*.csv`` whose method is not in ``replaced`` (numbers read back as floats),
     so analysing some methods again, or a new one, keeps the others' rows: their checkpoints may be gone (model files
-    are not committed)."""
+    are not committed). Empty fields stay empty strings."""
     if not Path(csv_path).is_file():
         return []
 
-    def value(v: str) -> Any:
+    def value(v: str) -> Any:  # an empty field (no discriminator) stays empty, as the CSV writer left it
         try:
-            return float(v) if v not in ("", None) else float("nan")
+            return float(v) if v not in ("", None) else ""
         except ValueError:
             return v
 
