@@ -228,6 +228,7 @@ class TrackedRun:
         self.mlflow_handler: Any = None
         self._logged: set[str] = set()
         self._runs: set[str] = set()
+        self._run_id: str | None = None
 
     def attach(self, engine: Any) -> None:
         if not engine.has_event_handler(self._started, Events.STARTED):
@@ -237,13 +238,13 @@ class TrackedRun:
 
     @property
     def run_id(self) -> str | None:
-        """The MLflow run this engine logs to, once it started (``None`` when not tracked)."""
-        h = self.mlflow_handler
-        return None if h is None or h.cur_run is None else h.cur_run.info.run_id
+        """The MLflow run of the engine's last start (``None`` when it was not tracked)."""
+        return self._run_id
 
     def _started(self, engine: Any) -> None:
         handler = attached_mlflow_handler(engine)
         self.mlflow_handler = handler
+        self._run_id = None
         if handler is None:
             return
         if handler.epoch_logger is None:
@@ -254,7 +255,7 @@ class TrackedRun:
             handler.artifacts = tuple(self._config_path(a) for a in handler.artifacts)
         if handler.cur_run is None:
             handler.start(engine)  # MONAI's own start, which runs after this handler's: the run exists from here on
-        run_id = handler.cur_run.info.run_id
+        run_id = self._run_id = handler.cur_run.info.run_id
         if run_id in self._runs:  # a validator starts every validation; its run is set up once
             return
         self._runs.add(run_id)
