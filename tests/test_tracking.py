@@ -194,3 +194,56 @@ def test_chase_bundle_training_evaluation_and_inference_are_tracked(tmp_path):
     assert "val_per_class_iou/vessel" in runs["training"].data.metrics
     assert "test_per_class_iou/vessel" in runs["evaluating"].data.metrics
     assert any(a.path.startswith("config_") for a in client.list_artifacts(runs["inferring"].info.run_id))
+
+
+# ------------------------------------------------------------------------------------------------ benchmark grid
+
+#: stands in for ``python -m monai.bundle run WORKFLOW --config_file F --key value ...``: a metrics.json per cell
+FAKE_BUNDLE = '''
+import json, sys
+from pathlib import Path
+workflow, args = sys.argv[1], sys.argv[2:]
+ov = {args[i][2:]: args[i + 1] for i in range(0, len(args), 2)}
+out = Path(ov["output_dir"])
+(out / "eval").mkdir(parents=True, exist_ok=True)
+if workflow == "evaluating":
+    v = 0.5 + 0.1 * int(ov["seed"]) + (0.05 if ov["method"] == "fixmatch" else 0.0)
+    per_class = {"background": {"iou": 0.9, "dice": 0.95}, "vessel": {"iou": v, "dice": 2 * v / (1 + v)}}
+    (out / "eval" / "metrics.json").write_text(json.dumps({"per_class": per_class, "mIoU": (0.9 + v) / 2}))
+'''
+
+
+@pytest.mark.integration
+def test_benchmark_grid_logs_each_cell_as_a_tagged_mlflow_run(tmp_path, capsys):
+    mlflow = _mlflow()
+    import yaml
+
+    from medsemiseg.benchmark.__main__ import main as benchmark_main
+
+    (tmp_path / "bundle").mkdir()
+    for name in ("train.json", "evaluate.json"):
+        (tmp_path / "bundle" / name).write_text("{}")
+    (tmp_path / "fake_bundle.py").write_text(FAKE_BUNDLE)
+    grid = {"task": "chase", "bundle": str(tmp_path / "bundle"), "classes": ["background", "vessel"],
+            "methods": ["supervised", "fixmatch"], "fractions": ["1/8"], "seeds": [0, 1],
+            "output_dir": str(tmp_path / "runs"), "metrics_file": "eval/metrics.json",
+            "launcher": ["{python}", str(tmp_path / "fake_bundle.py")]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    args = [str(tmp_path / "grid.yaml"), "--no-progress", "--no-report", "--tracking", "mlflow"]
+    assert benchmark_main(args) == 0
+
+    client = mlflow.MlflowClient(tracking_uri=sqlite_uri(tmp_path / "runs"))
+    exp = client.get_experiment_by_name("medsemiseg-benchmark")
+    runs = client.search_runs([exp.experiment_id])
+    cells = {(r.data.tags["set"], r.data.tags["method"], r.data.tags["fraction"], r.data.tags["seed"]): r
+             for r in runs}
+    assert set(cells) == {("chase", m, "1/8", s) for m in ("supervised", "fixmatch") for s in ("0", "1")}
+    run = cells[("chase", "fixmatch", "1/8", "1")]
+    assert run.info.run_name == "chase/fixmatch/1/8/seed1"
+    assert run.data.metrics["IoU/vessel"] == pytest.approx(0.65) and run.info.status == "FINISHED"
+    assert run.data.params["method"] == "fixmatch" and "fixmatch" in run.data.params["train_command"]
+    assert {"done.json", "metrics.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # a second pass over the finished grid logs nothing again
+    assert benchmark_main([*args, "--report-only"]) == 0
+    assert len(client.search_runs([exp.experiment_id])) == 4
+    assert "0 more cell(s) logged to MLflow" in capsys.readouterr().out
