@@ -94,6 +94,11 @@ def test_tracked_engine_logs_loss_terms_per_class_metrics_params_and_artifacts(t
     def _metrics(e):
         e.state.metrics = {"val_mIoU": 0.5, "val_per_class_iou": torch.tensor([0.75, 0.25])}
 
+    @engine.on(Events.COMPLETED)
+    def _volumes(e):  # what PerVolumeScores adds when the engine completes, before TrackedRun's turn
+        e.state.metrics["volume_mDice"] = 0.4
+        e.state.per_volume = {"per_class": {"lesion": {"dice": 0.5, "hd95": float("nan"), "volumes": 2}}}
+
     tracked = TrackedRun(params={"method": "supmix", "method_options": {"alpha": 1}}, tags={"set": "covid"},
                          class_names=["background", "lesion"], artifacts=[str(artifact)])
     tracked.attach(engine)
@@ -110,6 +115,8 @@ def test_tracked_engine_logs_loss_terms_per_class_metrics_params_and_artifacts(t
     m = run.data.metrics
     assert m["train_loss"] == 2.0 and m["train_loss_sup"] == 1.5 and m["train_mask_ratio"] == 0.25
     assert m["val_per_class_iou/background"] == 0.75 and m["val_per_class_iou/lesion"] == 0.25
+    assert m["volume_mDice"] == 0.4 and m["test_volume_dice/lesion"] == 0.5
+    assert "test_volume_hd95/lesion" not in m and "test_volume_volumes/lesion" not in m  # NaN and counts left out
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["run.json"]
 
 
