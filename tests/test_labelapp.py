@@ -139,7 +139,7 @@ def test_install_copies_what_serving_and_training_need_and_replaces_an_earlier_c
     bundle, app = _bundle_with_model(tmp_path), _app(tmp_path)
     dest = install_bundle(bundle, app)
     assert dest == app / "model" / "covid"
-    assert _files(dest) == {"LICENSE", "docs/README.md", "models/model.pt", "models/run.json", "configs/train.json",
+    assert _files(dest) == {"LICENSE", "docs/README.md", "docs/data_license.txt", "models/model.pt", "models/run.json", "configs/train.json",
                             "configs/inference.json", "configs/evaluate.json", "configs/metadata.json",
                             "configs/logging.conf", "configs/multi_gpu_train.json"}
     assert not any(p.is_symlink() for p in dest.rglob("*"))  # links resolved: the copy stands alone
