@@ -13,8 +13,9 @@ CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = [
     ("markdown", """# medsemiseg walk-through: a few labelled CT slices, many unlabelled ones
 
 This notebook runs the whole path a user takes, on the built-in **synthetic** CT data set (phantoms, not patients),
-in one to two minutes on a 2-core CPU (measured on a 2-core machine shared with other jobs: 60-80 s with one torch
-thread, `TORCH_THREADS = 1` below; 1.7-3.5 minutes with two threads, which spin-wait when the cores are busy):
+in about two minutes on a 2-core CPU as it comes: it runs torch on one thread (`TORCH_THREADS = 1` below; measured on
+a 2-core machine shared with other jobs: 60-83 s, against 16 minutes when torch picks its own thread count and its
+threads spin-wait on the busy cores). On a free machine with more cores, raise it or set it to `None`:
 
 1. the data: a MedSeg-layout NIfTI stack prepared into 2D slices and a datalist with 1/8 of the training slices labelled;
 2. what **SupMix** does to a batch (labelled regions with their ground truth pasted onto an unlabelled image and its pseudo-label);
@@ -33,7 +34,7 @@ MAX_EPOCHS = 6
 EPOCH_LENGTH = 20
 IMAGE_SIZE = [64, 64]
 DEVICE = "cpu"                          # "cuda" on a GPU machine
-TORCH_THREADS = None                    # e.g. 1 when other jobs share a small CPU (threads then spin-wait)
+TORCH_THREADS = 1                       # None: torch's own count (faster only on free cores; busy ones spin-wait)
 RUN_DIR = "runs/walkthrough\"""", ["parameters"]),
     ("code", """import json
 from pathlib import Path

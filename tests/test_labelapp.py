@@ -25,7 +25,13 @@ import torch
 
 from medsemiseg.labelapp.install import InstallError, install_bundle, main as install_main
 from medsemiseg.labelapp.params import RequestError, check_train_request, train_defaults
-from medsemiseg.labelapp.train import TrainingError, bundle_classes, train_from_datastore
+from medsemiseg.labelapp.train import (
+    TrainingError,
+    bundle_classes,
+    train_from_datastore,
+    train_stats,
+    training_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 COVID = REPO / "bundles" / "covid"
@@ -82,9 +88,14 @@ def test_a_request_becomes_typed_bundle_overrides_and_app_settings():
     )
     assert overrides == {"max_epochs": 3, "learning_rate": 0.01, "method": "supmix_sufd", "amp": False,
                          "method_options": {"adv_weight": 0.01}}
-    assert app == {"val_split": 2}
-    assert check_train_request({})[1] == {"val_split": 0.2}
-    assert check_train_request({"val_split": 1.0})[1] == {"val_split": 1}  # JSON has one number type: a count
+    assert app == {"val_split": 2, "pretrained": True, "multi_gpu": False, "tracking": "none", "gpus": "all"}
+    assert check_train_request({})[1]["val_split"] == 0.2
+    assert check_train_request({"val_split": 1.0})[1]["val_split"] == 1  # JSON has one number type: a count
+    app = check_train_request({"pretrained": "false", "multi_gpu": True, "gpus": "0, 2", "tracking": "MLflow"})[1]
+    assert (app["pretrained"], app["multi_gpu"], app["gpus"], app["tracking"]) == (False, True, [0, 2], "mlflow")
+    for bad in ({"gpus": "0,x"}, {"tracking": "wandb"}, {"pretrained": "maybe"}, {"gpus": "$0"}):
+        with pytest.raises(RequestError):
+            check_train_request(bad)
 
 
 def test_train_defaults_are_the_bundles_plain_values():
@@ -128,7 +139,7 @@ def test_install_copies_what_serving_and_training_need_and_replaces_an_earlier_c
     bundle, app = _bundle_with_model(tmp_path), _app(tmp_path)
     dest = install_bundle(bundle, app)
     assert dest == app / "model" / "covid"
-    assert _files(dest) == {"LICENSE", "docs/README.md", "models/model.pt", "models/run.json", "configs/train.json",
+    assert _files(dest) == {"LICENSE", "docs/README.md", "docs/data_license.txt", "models/model.pt", "models/run.json", "configs/train.json",
                             "configs/inference.json", "configs/evaluate.json", "configs/metadata.json",
                             "configs/logging.conf", "configs/multi_gpu_train.json"}
     assert not any(p.is_symlink() for p in dest.rglob("*"))  # links resolved: the copy stands alone
@@ -296,6 +307,13 @@ def test_training_from_the_datastore_serves_the_best_validated_model(tmp_path):
     assert any(line.startswith("left out 1 study whose images are not 1-channel") and "photo (3 channels)" in line
                for line in lines)
     assert not list((run / "studies").glob("photo*"))
+    # pretrained (the default): the run started from a copy of the model served before it
+    assert Path(args["pretrained_ckpt"]) == run / "pretrained.pt" and (run / "pretrained.pt").read_bytes() == before
+    assert any(line.startswith("starting from the served model") for line in lines)
+    # the progress MONAI Label serves as train_stats, with the keys 3D Slicer reads
+    stats = train_stats(tmp_path / "runs")
+    assert (stats["epoch"], stats["total_epochs"], stats["status"]) == (1, 1, "finished")
+    assert 0 <= stats["best_metric"] <= 1 and stats["total_time"].count(":") == 2
 
 
 def test_a_failed_training_keeps_the_served_model_and_names_the_error(tmp_path):
@@ -320,3 +338,73 @@ def test_a_refused_request_or_too_few_labels_runs_nothing(tmp_path):
     with pytest.raises(TrainingError, match="val_split 2 holds out 2 of the 2 studies"):
         train_from_datastore(bundle, labelled, unlabelled, tmp_path / "runs", {"val_split": 2})
     assert not (tmp_path / "runs").exists()
+
+
+def test_training_command_single_process_torchrun_and_tracking(tmp_path):
+    bundle, args = tmp_path / "covid", tmp_path / "run" / "args.json"
+    cmd, env = training_command(bundle, args, "py")
+    assert cmd == ["py", "-m", "monai.bundle", "run", "training", "--config_file",
+                   str(bundle / "configs" / "train.json"), "--args_file", str(args)] and env == {}
+    cmd, env = training_command(bundle, args, "py", multi_gpu=True, gpus=[1, 3], tracking=True)
+    assert cmd[:6] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    assert "multi_gpu_train.json" in cmd[cmd.index("--config_file") + 1] and cmd[-2:] == ["--tracking", "mlflow"]
+    assert env == {"CUDA_VISIBLE_DEVICES": "1,3"}
+    cmd, _ = training_command(bundle, args, "py", multi_gpu=True, gpus=[0])  # one GPU: one process
+    assert "torch.distributed.run" not in cmd
+
+
+STOPPABLE = """
+import sys
+from pathlib import Path
+from medsemiseg.labelapp.train import TrainingError, _run_bundle
+run = Path(sys.argv[1])
+# a training that starts a process of its own (as torchrun and data loader workers do), then runs on
+cmd = ["sh", "-c", "sleep 120 & echo $! > " + str(run / "grandchild.pid") + "; echo $$ > " + str(run / "child.pid") + "; wait"]
+try:
+    _run_bundle(run / "covid", run / "args.json", sys.executable, print, cmd=cmd)
+except TrainingError as e:
+    print("STOPPED:", e)
+"""
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z" if Path("/proc").is_dir() else True
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="process groups are POSIX")
+def test_sigterm_stops_the_whole_training_process_tree(tmp_path):
+    """What MONAI Label's DELETE /train sends the training task: the bundle's training and every process it started
+    end, and the task ends on an error that says the served model is unchanged."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "args.json").write_text("{}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.time() + 120
+    while not ((tmp_path / "child.pid").is_file() and (tmp_path / "grandchild.pid").is_file()):
+        assert time.time() < deadline and proc.poll() is None, "the stand-in training did not start"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    child = int((tmp_path / "child.pid").read_text())
+    grandchild = int((tmp_path / "grandchild.pid").read_text())
+    assert _alive(child) and _alive(grandchild)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert "STOPPED: training covid stopped (SIGTERM); the served model is unchanged" in out
+    for _ in range(50):
+        if not _alive(child) and not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(child) and not _alive(grandchild)

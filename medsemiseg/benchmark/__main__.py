@@ -6,6 +6,7 @@ Examples::
     python -m medsemiseg.benchmark configs/benchmark_covid.yaml --dry-run        # list the commands, run nothing
     python -m medsemiseg.benchmark configs/benchmark_covid.yaml --report-only    # re-make tables/plots from cells
     python -m medsemiseg.benchmark configs/benchmark_covid.yaml --methods supervised supmix_sufd --fractions 1/8
+    python -m medsemiseg.benchmark configs/benchmark_covid.yaml --tracking mlflow   # each cell an MLflow run too
 
 Rerunning the same command skips every finished cell (``done.json``) and retries failed or interrupted ones.
 Exit status: 0 when every cell of the grid is finished, 1 when some failed (their ``failed.json`` says why),
@@ -19,9 +20,9 @@ import argparse
 import contextlib
 import sys
 
-from .cells import not_in_table, stale_error
+from .cells import DONE, not_in_table, read_marker, stale_error
 from .config import ConfigError, enumerate_cells, load_config
-from .grid import grid_lock, run_grid
+from .grid import grid_lock, run_cell, run_grid
 from .report import make_report
 
 
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cells finished with a different command are moved aside (*.stale-N) and run again")
     p.add_argument("--no-rerun-failed", action="store_true", help="leave cells that failed before alone")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (plain lines only)")
+    p.add_argument("--tracking", choices=["mlflow"],
+                   help="log every finished cell as an MLflow run tagged set/method/fraction/seed (docs/tracking.md)")
+    p.add_argument("--tracking-uri", help="MLflow store for --tracking (default: sqlite:///<output_dir>/mlruns.db)")
+    p.add_argument("--experiment-name", default="medsemiseg-benchmark", help="MLflow experiment for --tracking")
     return p
 
 
@@ -107,6 +112,22 @@ def _main(args: argparse.Namespace) -> int:
     def only(cell) -> bool:
         return _matches(cell, args)
 
+    tracker = None
+    if args.tracking and not args.dry_run:
+        try:
+            from medsemiseg.tracking.grid import GridTracker
+
+            tracker = GridTracker(args.tracking_uri, args.experiment_name)
+        except ImportError as e:
+            print(f"error: --tracking mlflow needs mlflow ({e}); pip install 'medsemiseg[tracking]'", file=sys.stderr)
+            return 2
+
+    def runner(cfg, cell):
+        result = run_cell(cfg, cell)
+        if tracker is not None and result.status == "done":
+            tracker.log_cell(cfg, cell, read_marker(cell.directory / DONE) or {})
+        return result
+
     n_failed = 0
     for cfg in cfgs:
         # one runner per grid folder: running cells (not a dry run, not --report-only) holds <task>/runner.lock
@@ -115,7 +136,8 @@ def _main(args: argparse.Namespace) -> int:
             with grid_lock(cfg) if locking else contextlib.nullcontext():
                 if not args.report_only:
                     results = run_grid(cfg, rerun_failed=not args.no_rerun_failed, rerun_stale=args.rerun_stale,
-                                       dry_run=args.dry_run, progress=not args.no_progress, only=only)
+                                       dry_run=args.dry_run, progress=not args.no_progress, only=only,
+                                       **({"runner": runner} if tracker is not None else {}))
                     failed = [r for r in results if r.status == "failed"]
                     n_failed += len(failed)
                     for r in failed:
@@ -128,6 +150,10 @@ def _main(args: argparse.Namespace) -> int:
                         raise error
                     print(f"[benchmark] {cfg.task}: would write results.csv, summary.csv, results.md and plots "
                           f"into {cfg.task_dir} (dry run: nothing written)")
+                if tracker is not None:  # cells finished before this run (or by --report-only) too
+                    logged = tracker.log_grid(cfg)
+                    print(f"[benchmark] {cfg.task}: {logged} more cell(s) logged to MLflow "
+                          f"({tracker.tracking_uri or cfg.output_dir / 'mlruns.db'}, experiment {tracker.experiment_name})")
                 if args.report_only:
                     for line in not_in_table(cfg):
                         print(f"[benchmark] {cfg.task}: not in the table: {line}")

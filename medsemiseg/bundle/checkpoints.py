@@ -192,3 +192,29 @@ def check_trained_on(ckpt_path: str | os.PathLike, dataset_dir: Any, workflow: s
            if not is_empty(trained) else ".")
     )
 
+
+
+def with_pretrained(network: torch.nn.Module, ckpt_path: str | os.PathLike | None) -> torch.nn.Module:
+    """``network`` with the weights of ``ckpt_path`` (the bundles' ``pretrained_ckpt``: fine-tune a trained model,
+    what MONAI Label's training does by default); unchanged when ``ckpt_path`` is ``None`` or empty.
+
+    ``ckpt_path`` is a ``model.pt`` as the bundles write it (the network's state dict, or ``{"model": state dict}``);
+    its layers must match the network's (same ``network_name``, ``network_kwargs`` and classes), else the error names
+    the file and the fix."""
+    if is_empty(ckpt_path):
+        return network
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise BundleConfigError(f"pretrained_ckpt={str(path)!r} does not exist; give a trained model.pt or null.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as e:
+        raise BundleConfigError(
+            f"pretrained_ckpt={str(path)!r} does not fit the network ({str(e).splitlines()[0]}); start from a model "
+            "of the same network_name, network_kwargs and classes, or set pretrained_ckpt null."
+        ) from None
+    logger.info(f"network initialised from {path}")
+    return network

@@ -95,12 +95,14 @@ def wrap_network(network: torch.nn.Module, device: Any, sync_batchnorm: Any = Fa
 
 
 def _rank0_only(handler: Any) -> bool:
-    """Printed and TensorBoard logs and the run summary come from rank 0 only."""
-    from monai.handlers import StatsHandler, TensorBoardHandler
+    """Printed and TensorBoard logs, the run summary, the train stats and the MLflow run come from rank 0 only."""
+    from monai.handlers import MLFlowHandler, StatsHandler, TensorBoardHandler
 
-    from medsemiseg.handlers import RunSummary
+    from medsemiseg.handlers import RunSummary, TrainStatsWriter
+    from medsemiseg.tracking import TrackedRun
 
-    return isinstance(handler, (StatsHandler, TensorBoardHandler, RunSummary))
+    return isinstance(handler, (StatsHandler, TensorBoardHandler, RunSummary, TrainStatsWriter, TrackedRun,
+                                MLFlowHandler))
 
 
 def train_handlers(checkpointer: Any, handlers: list) -> list:

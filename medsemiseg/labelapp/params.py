@@ -156,10 +156,25 @@ TRAIN_KEYS: dict[str, tuple[Callable[[str, Any], Any], str]] = {
     "device": (_device, "cpu, cuda or cuda:N (default: CUDA if available)"),
     "num_workers": (_int(0), "data loader workers"),
     "val_split": (_val_split, "labelled studies held out for validation: a share (0.2) or a count (1)"),
+    "pretrained": (_bool, "start from the served model (default true, MONAI Label's default); false: from scratch"),
+    "multi_gpu": (_bool, "train on the GPUs of gpus with torchrun and the bundle's configs/multi_gpu_train.json"),
+    "tracking": (_choice("mlflow", "none"), "mlflow: track the run with MLflow in <runs>/mlruns.db (docs/tracking.md)"),
 }
 
 #: the app's own keys in :data:`TRAIN_KEYS` (not bundle overrides) and their defaults
-APP_DEFAULTS = {"val_split": 0.2}
+APP_DEFAULTS = {"val_split": 0.2, "pretrained": True, "multi_gpu": False, "tracking": "none"}
+
+
+def _gpus(key: str, value: Any) -> str | list[int]:
+    """MONAI Label's ``gpus``: ``"all"`` (or empty) or GPU indices, ``"0,1"`` or ``[0, 1]``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "all")):
+        return "all"
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
+    try:
+        out = [_int(0)(key, v.strip() if isinstance(v, str) else v) for v in items]
+    except RequestError:
+        raise RequestError(f"{key}={value!r}: must be all or GPU indices, e.g. {key}=0,1.") from None
+    return out
 
 
 def _code_like(value: Any, path: str) -> str | None:
@@ -187,7 +202,8 @@ def check_train_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], dic
     """``(bundle overrides, app settings)`` of a training request, or a :class:`RequestError` naming the key.
 
     Every key and value is checked before anything runs (module docstring). MONAI Label's own keys
-    (:data:`MONAI_LABEL_KEYS`) are accepted and dropped; ``val_split`` goes to the app settings (default
+    (:data:`MONAI_LABEL_KEYS`) are accepted and not passed on (``gpus`` is kept in the app settings as ``"all"`` or
+    a list of indices); ``val_split``, ``pretrained``, ``multi_gpu`` and ``tracking`` go to the app settings (defaults
     :data:`APP_DEFAULTS`); the other listed keys become bundle overrides, typed (``"5"`` -> ``5``)."""
     if not isinstance(request, Mapping):
         raise RequestError(f"a training request must be a JSON object of settings, not {type(request).__name__}.")
@@ -208,8 +224,10 @@ def check_train_request(request: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             f"{', '.join(TRAIN_KEYS)} (docs/bundles.md, 'Training from the datastore')."
         )
     overrides: dict[str, Any] = {}
-    app = dict(APP_DEFAULTS)
+    app: dict[str, Any] = {**APP_DEFAULTS, "gpus": "all"}
     for key, value in request.items():
+        if key == "gpus":
+            app["gpus"] = _gpus(key, value)
         if key in MONAI_LABEL_KEYS:
             continue
         check = TRAIN_KEYS[key][0]

@@ -15,7 +15,13 @@ What ``POST /train/<model>`` runs (through the app's ``DatastoreTrainTask``), st
 4. the bundle trains on it in a child process, exactly as its documented command does:
    ``python -m monai.bundle run training --config_file <model>/configs/train.json --args_file <run>/args.json``
    (``args.json`` holds the request's settings with ``dataset_dir``, ``output_dir`` and ``labeled_fraction``), its
-   log passed through line by line;
+   log passed through line by line (:func:`training_command`). The app's own settings shape it: ``pretrained``
+   (default true, as in MONAI Label) starts from a copy of the served model (the bundle's ``pretrained_ckpt``);
+   ``multi_gpu`` with two or more GPUs in ``gpus`` runs it under ``torchrun`` with the bundle's
+   ``configs/multi_gpu_train.json``; ``tracking=mlflow`` adds ``--tracking mlflow`` with the store
+   ``<runs>/mlruns.db``. The bundle rewrites ``<runs>/train_stats.json`` every epoch (:func:`train_stats`: what
+   MONAI Label serves as ``train_stats``). SIGTERM to this process (``DELETE /train``) stops the training's whole
+   process group, and the training dies with this process however it ends;
 5. on success the run's ``models/model.pt`` -- the best by validation mIoU -- and its ``run.json`` replace the
    served ones atomically (the app's inference task reloads a changed ``model.pt`` on its next request); on failure
    the served model is left as it was and :class:`TrainingError` carries the run's last error line.
@@ -46,10 +52,16 @@ __all__ = [
     "lay_out_studies",
     "studies_for",
     "train_from_datastore",
+    "training_command",
+    "train_stats",
 ]
 
 MODEL_FILE = "model.pt"
 RUN_FILE = "run.json"
+#: the progress of the running (or last) training, rewritten every epoch: MONAI Label's ``train_stats``
+TRAIN_STATS = "train_stats.json"
+#: the copy of the served model a run starts from (``pretrained``)
+PRETRAINED = "pretrained.pt"
 FINAL = "final"  # MONAI Label's tag of a confirmed label (DefaultLabelTag.FINAL)
 
 
@@ -192,22 +204,100 @@ def _repo_root() -> str:
     return str(Path(medsemiseg.__file__).resolve().parents[1])
 
 
-def _run_bundle(bundle: Path, args_file: Path, python: str, log: Callable[[str], None]) -> str:
-    """Run the bundle's training; returns its summary line (``training: reached epoch ...; best val_mIoU ...``)."""
-    cmd = [python, "-m", "monai.bundle", "run", "training",
-           "--config_file", str(bundle / "configs" / "train.json"), "--args_file", str(args_file)]
-    env = dict(os.environ)
+def _die_with_parent() -> None:
+    """In the training process (Linux): SIGTERM when the app's training process dies, however it dies (MONAI Label's
+    ``DELETE /train`` may kill it outright), so no orphaned training goes on."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the SIGTERM handler of _run_bundle still stops the training
+        pass
+
+
+def gpu_count(gpus: str | list[int]) -> int:
+    """How many GPUs ``gpus`` (``"all"`` or indices) names on this machine."""
+    if gpus == "all":
+        import torch
+
+        return torch.cuda.device_count()
+    return len(gpus)
+
+
+def training_command(bundle: Path, args_file: Path, python: str, multi_gpu: bool = False,
+                     gpus: str | list[int] = "all", tracking: bool = False) -> tuple[list[str], dict[str, str]]:
+    """``(command, environment additions)`` of the bundle's training: ``python -m monai.bundle run training`` with
+    ``configs/train.json``, or with ``multi_gpu`` and two or more GPUs in ``gpus``, ``torchrun --standalone
+    --nproc_per_node N -m monai.bundle run training`` with ``configs/train.json`` and ``configs/multi_gpu_train.json``
+    (``CUDA_VISIBLE_DEVICES`` set to listed indices); ``--tracking mlflow`` with ``tracking``."""
+    configs = bundle / "configs"
+    env: dict[str, str] = {}
+    n = gpu_count(gpus) if multi_gpu else 1
+    if multi_gpu and n >= 2:
+        files = "[" + ",".join(repr(str(configs / f)) for f in ("train.json", "multi_gpu_train.json")) + "]"
+        cmd = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "monai.bundle",
+               "run", "training", "--config_file", files]
+        if gpus != "all":
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    else:
+        cmd = [python, "-m", "monai.bundle", "run", "training", "--config_file", str(configs / "train.json")]
+    cmd += ["--args_file", str(args_file)]
+    if tracking:
+        cmd += ["--tracking", "mlflow"]
+    return cmd, env
+
+
+def _run_bundle(bundle: Path, args_file: Path, python: str, log: Callable[[str], None],
+                cmd: list[str] | None = None, env_extra: Mapping[str, str] | None = None) -> str:
+    """Run the bundle's training (``cmd``, default :func:`training_command`); returns its summary line
+    (``training: reached epoch ...; best val_mIoU ...``).
+
+    The training runs in its own process group. SIGTERM to this process (how MONAI Label's ``DELETE /train`` stops
+    a training) stops that whole group -- the training, torchrun's workers, data loader workers -- and ends here
+    with :class:`TrainingError`; the served model is left as it was."""
+    import signal
+
+    if cmd is None:
+        cmd = training_command(bundle, args_file, python)[0]
+    env = dict(os.environ, **(env_extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_repo_root(), env.get("PYTHONPATH", "")) if p)
     log("training: " + " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
+    stopped: list[int] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=str(args_file.parent)) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            log(line)
-        code = proc.wait()
+                          cwd=str(args_file.parent), start_new_session=True,
+                          preexec_fn=_die_with_parent if os.name == "posix" else None) as proc:
+
+        def stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+            stopped.append(signum)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        try:
+            previous = signal.signal(signal.SIGTERM, stop)
+        except ValueError:  # not the main thread: the caller stops the process itself
+            previous = None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                log(line)
+            code = proc.wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            if proc.poll() is None:  # this process is leaving (an exception): take the training with it
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+    if stopped:
+        raise TrainingError(f"training {bundle.name} stopped (SIGTERM); the served model is unchanged; the run's "
+                            f"files are in {args_file.parent}.")
     if code != 0:
         errors = [t for t in tail if t.startswith("error:")]
         reason = errors[-1][len("error:"):].strip() if errors else (tail[-1] if tail else f"exit status {code}")
@@ -249,6 +339,15 @@ def _run_folder(runs: Path) -> Path:
     raise TrainingError(f"{runs}: cannot create a run folder; remove old runs there.")
 
 
+def train_stats(runs: str | os.PathLike) -> dict[str, Any]:
+    """The running or last training's progress (``epoch``, ``total_epochs``, ``best_metric``, ``total_time``,
+    ``status``, ...: :class:`medsemiseg.handlers.TrainStatsWriter`), ``{}`` before the first epoch."""
+    try:
+        return json.loads((Path(runs) / TRAIN_STATS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def train_from_datastore(
     bundle: str | os.PathLike,
     labelled: Mapping[str, tuple[str | os.PathLike, str | os.PathLike]],
@@ -288,10 +387,28 @@ def train_from_datastore(
     except (ValueError, OSError) as e:  # prepare's DataReadError is a ValueError naming the file
         raise TrainingError(f"the datastore's studies cannot be prepared for training: {e} The served model is "
                             "unchanged.") from e
-    args = {**overrides, "dataset_dir": str(datalist.parent), "labeled_fraction": "full", "output_dir": str(run)}
+    args = {**overrides, "dataset_dir": str(datalist.parent), "labeled_fraction": "full", "output_dir": str(run),
+            "train_stats_file": str(Path(runs) / TRAIN_STATS)}
+    served_model = bundle / "models" / MODEL_FILE
+    if settings["pretrained"] and served_model.is_file():  # a copy: the served file may be replaced meanwhile
+        shutil.copy2(served_model, run / PRETRAINED)
+        args["pretrained_ckpt"] = str(run / PRETRAINED)
+        log(f"starting from the served model {served_model} (a request with pretrained=false starts from scratch)")
+    elif settings["pretrained"]:
+        log(f"no served model in {served_model.parent}: training from scratch")
+    tracking = settings["tracking"] == "mlflow"
+    if tracking:
+        from medsemiseg.tracking import sqlite_uri
+
+        args.update(tracking_uri=sqlite_uri(Path(runs)), experiment_name=f"monailabel-{bundle.name}")
     args_file = run / "args.json"
     args_file.write_text(json.dumps(args, indent=2) + "\n")
-    summary = _run_bundle(bundle, args_file, python or sys.executable, log)
+    (Path(runs) / TRAIN_STATS).unlink(missing_ok=True)  # the last run's progress is not this one's
+    python = python or sys.executable
+    cmd, env = training_command(bundle, args_file, python, settings["multi_gpu"], settings["gpus"], tracking)
+    if settings["multi_gpu"] and len(cmd) > 2 and cmd[2] != "torch.distributed.run":
+        log(f"multi_gpu: {gpu_count(settings['gpus'])} GPU(s) in gpus={settings['gpus']}; training in one process")
+    summary = _run_bundle(bundle, args_file, python, log, cmd, env)
     served = _serve(run / "models", bundle)
     log(f"training {bundle.name} done, now serving {served}: {summary}")
     return {"model": str(served), "run": str(run), "labelled": len(labelled) - val_count, "validation": val_count,

@@ -47,6 +47,7 @@ from .overlap import (
     mIoU,
 )
 from .report import MetricsReportHandler, compute_segmentation_report, report_from_per_class, write_report
+from .scoring import scoring_record
 from .volume import PerVolumeScores, summarise_volumes, volume_scores
 
 __all__ = [
@@ -67,4 +68,5 @@ __all__ = [
     "PerVolumeScores",
     "summarise_volumes",
     "volume_scores",
+    "scoring_record",
 ]

@@ -242,6 +242,8 @@ class MetricsReportHandler:
         second_observer: prefix of the per-class metrics :class:`SecondObserverAgreement` puts in
             ``engine.state.metrics``; when they are there, the report gains a ``"second_observer"`` section (the same
             layout as the report itself) and the CSV a row per class and a mean row for it.
+        scoring: where the evaluation scored (:func:`medsemiseg.metrics.scoring.scoring_record`: region, resolution,
+            reference observer), recorded as ``"scoring"``.
 
     When :class:`~medsemiseg.metrics.PerVolumeScores` left its section in ``engine.state.per_volume``, the report
     gains it as ``"per_volume"`` (Dice, IoU, HD95, ASD per foreground class over volumes), and the CSV a header
@@ -266,8 +268,10 @@ class MetricsReportHandler:
         engine_state: bool = True,
         datalist: str | os.PathLike | None = None,
         second_observer: str | None = "second_observer",
+        scoring: Mapping[str, Any] | None = None,
     ) -> None:
         self.second_observer = second_observer
+        self.scoring = None if scoring is None else dict(scoring)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.datalist = None if datalist is None else str(datalist)
         self.engine_state = bool(engine_state)
@@ -318,6 +322,8 @@ class MetricsReportHandler:
                 extra["checkpoint_modified"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(mtime))
         if self.datalist is not None:
             extra["datalist"] = self.datalist
+        if self.scoring is not None:
+            extra["scoring"] = self.scoring
         if self.engine_state:
             extra.update(epoch=int(engine.state.epoch), iteration=int(engine.state.iteration))
             best = getattr(engine.state, "best_metric", None)

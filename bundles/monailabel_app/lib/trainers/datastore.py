@@ -16,7 +16,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from medsemiseg.labelapp.params import TRAIN_KEYS, train_defaults
-from medsemiseg.labelapp.train import train_from_datastore
+from medsemiseg.labelapp.train import train_from_datastore, train_stats
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,15 @@ class DatastoreTrainTask(TrainTask):
         return train_defaults(os.path.join(self.path, "configs", "train.json"))
 
     def stats(self) -> Dict[str, Any]:
-        """The last successful run (served model, run folder, split sizes, summary), or ``{}``."""
+        """The running or last training's progress, rewritten by the bundle every epoch (``epoch``,
+        ``total_epochs``, ``best_metric``, ``total_time``: what 3D Slicer's progress reads), with the last successful
+        run's result (served model, run folder, split sizes, summary) next to them; ``{}`` before any training."""
         try:
             with open(os.path.join(self.runs, LAST_RUN)) as f:
-                return json.load(f)
+                last = json.load(f)
         except (OSError, ValueError):
-            return {}
+            last = {}
+        return {**last, **train_stats(self.runs)}
 
     def __call__(self, request, datastore: Datastore):
         final = DefaultLabelTag.FINAL.value
