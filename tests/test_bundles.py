@@ -271,6 +271,11 @@ def test_datalist_choice_is_logged_and_a_prepared_fraction_not_used_is_warned(tm
     with caplog.at_level("INFO", logger="medsemiseg.bundle"):
         resolve_datalist(prep, "chase", tmp_path / "cache", "1/2", 0)
     assert "prepared with" not in caplog.text  # the prepared fraction itself: nothing to warn about
+    caplog.clear()
+    with caplog.at_level("INFO", logger="medsemiseg.bundle"):
+        path = resolve_datalist(prep, "chase", tmp_path / "cache", "full", 0)
+    assert f"datalist {path}: 4 labeled, 0 unlabeled, 2 validation, 2 test (all listed labelled images, seed 0)" in \
+        caplog.text  # not "labeled_fraction full", easily read as the fully supervised cell of a grid
 
 
 def test_datalist_classes_must_match_the_bundle(tmp_path, caplog):
