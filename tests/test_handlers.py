@@ -264,3 +264,27 @@ def test_metrics_stats_handler_without_class_names_prints_a_list():
     named = MetricsStatsHandler(name="test_named", class_names=["bg", "vessel"])
     assert named._format_values(torch.tensor([0.5, 0.25])) == "bg: 0.5000 vessel: 0.2500"
     assert named._format_values(torch.tensor([0.5, 0.25, 1.0])) == "[0.5000, 0.2500, 1.0000]"  # not one per class
+
+
+def _summary_line(caplog, volumes=None) -> str:
+    """RunSummary's closing line of a tiny evaluator, with ``volumes`` put in ``state.per_volume`` before it runs."""
+    from ignite.engine import Events
+
+    from medsemiseg.handlers import RunSummary
+
+    evaluator = _tiny_evaluator(4, [])
+    if volumes is not None:
+        evaluator.add_event_handler(Events.COMPLETED, lambda e: setattr(e.state, "per_volume", volumes))
+    RunSummary("evaluating").attach(evaluator)
+    with caplog.at_level(logging.INFO, logger="medsemiseg.summary"):
+        evaluator.run()
+    return [r.getMessage() for r in caplog.records if r.name == "medsemiseg.summary"][-1]
+
+
+def test_evaluating_closes_on_the_per_volume_mean_dice_when_the_slices_come_from_volumes(caplog):
+    line = _summary_line(caplog)
+    assert line.startswith("evaluating: 4 2D image(s) in ") and "; test_mIoU 0." in line and "per-volume" not in line
+    caplog.clear()
+    line = _summary_line(caplog, {"num_volumes": 2, "mean": {"dice": 0.8125, "iou": 0.7, "hd95": 3.0, "asd": 1.0}})
+    assert "; per-volume mean Dice 0.8125 over 2 volume(s), foreground classes; 2D test_mIoU 0." in line
+    assert line.index("per-volume") < line.index("test_mIoU") and "(per slice, background included)" in line
