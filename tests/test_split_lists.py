@@ -94,6 +94,26 @@ def test_ssl4mis_layout_prepares_into_exactly_the_listed_splits(ssl4mis, tmp_pat
     np.testing.assert_allclose(nib.load(out / first["image"]).get_fdata(), slice0.T, rtol=1e-6)
 
 
+def test_the_mirrors_flat_layout_prepares_with_the_same_command_into_the_same_splits(ssl4mis, tmp_path, capsys):
+    """docs/data.md's worked example, on what public mirrors ship (slices directly in data/, only the validation and
+    test volumes) as on SSL4MIS's own layout (data/slices/ plus every patient's volume)."""
+    mirror = make_ssl4mis(tmp_path / "downloaded" / "ACDC", mirror=True)
+    assert not (mirror / "data" / "slices").exists() and len(list((mirror / "data").glob("*_slice_*.h5"))) == 20
+    splits = {}
+    for name, root in (("ssl4mis", ssl4mis), ("mirror", mirror)):
+        out = tmp_path / f"prepared_{name}"
+        assert prepare_main([
+            "folder", str(root / "data"), "--out", str(out), "--labeled-list", str(ssl4mis / "labeled.list"),
+            "--unlabeled-list", str(ssl4mis / "unlabeled.list"), "--val-list", str(root / "val.list"),
+            "--test-list", str(root / "test.list"), "--group-by", r"patient\d+", "--no-progress"]) == 0
+        d = json.loads((out / "datalist.json").read_text())
+        splits[name] = {k: _names(d[k]) for k in ("labeled", "unlabeled", "validation", "test")}
+        splits[name]["notes"] = capsys.readouterr().err
+    assert "5 input(s) named in no split list were left out" in splits["ssl4mis"].pop("notes")  # training volumes
+    assert "left out" not in splits["mirror"].pop("notes")  # the mirror has none
+    assert splits["mirror"] == splits["ssl4mis"]
+
+
 def test_group_by_picks_whole_patients_and_no_patient_is_in_two_splits(tmp_path):
     src = tmp_path / "slices"
     (src / "labels").mkdir(parents=True)
