@@ -233,3 +233,13 @@ def test_volume_by_names_each_scan_of_a_patient_and_orders_slices_naturally(tmp_
     assert [Path(it["image"]).name for it in frame1[9:]] == [f"{patient}_frame01_slice_9.png",
                                                              f"{patient}_frame01_slice_10.png"]
     assert d["meta"]["volume_by"] == r"patient\d+_frame\d+"
+
+
+def test_volume_by_where_every_test_item_is_a_volume_already_is_said(ssl4mis, tmp_path, capsys):
+    args = ["folder", str(ssl4mis / "data"), "--labeled-list", str(ssl4mis / "labeled.list"),
+            "--test-list", str(ssl4mis / "test.list"), "--group-by", r"patient\d+", "--no-progress"]
+    assert prepare_main([*args, "--out", str(tmp_path / "a"), "--volume-by", r"patient\d+_frame\d+"]) == 0
+    assert "--volume-by 'patient\\d+_frame\\d+' names no volume: every test item is a slice of a 3D input" in \
+        capsys.readouterr().err  # the test.list volumes are HDF5 volumes
+    assert prepare_main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "names no volume" not in capsys.readouterr().err
