@@ -4,7 +4,7 @@ Two processes train SupMix + SUFD on a tiny problem through the real pieces (``S
 ``DistributedNetwork``, ``DistributedTrainSampler``, ``TrainCheckpointer``): after every iteration every process
 holds the same student, EMA teacher and discriminator; the result matches one process trained on the same global
 batches; rank 0 alone writes one checkpoint; a resumed run ends where an uninterrupted one does. Then the bundle's
-``multi_gpu_train.json`` overlay trains and resumes under ``torchrun`` as the README shows.
+``multi_gpu_train.json`` overlay trains and resumes under ``torchrun`` as docs/howto/several-gpus.md shows.
 """
 
 from __future__ import annotations
