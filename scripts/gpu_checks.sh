@@ -18,7 +18,7 @@
 #      seconds per iteration on 1 and on all N GPUs and the scaling efficiency (s/iter on 1 / s/iter on N).
 # They run in this order, what the issue asks first, so a machine taken back early still leaves the main results.
 # On an H100 (2026-11-26) every step but the probe cell took 4.5 min together (data writing 50 s of it) and the probe
-# cell 3.7 min (it had needed 9 min before train_sampling). docs/benchmarks.md has the results.
+# cell 3.7 min (it had needed 9 min before train_sampling). docs/notes/2026-11-26-h100-leases.md has the results.
 #
 # Results in $RESULTS (default runs/gpu_checks): log.txt (everything), tests.txt, cost_fp32.json, cost_amp.json,
 # cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints),

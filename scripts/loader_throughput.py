@@ -2,7 +2,8 @@
 bundle's train config exactly as ``SemiSupervisedTrainer`` does (one batch of each per step; a loader that runs out
 is iterated again), with no network, and reports seconds per step and how many times each loader was restarted.
 
-A GPU step of the paper grid takes 0.06 s (docs/benchmarks.md), so a loader slower than that makes the GPU wait.
+A GPU step of the paper grid takes 0.06 s (docs/notes/2026-11-26-cost-cpu-and-h100.md), so a loader slower than
+that makes the GPU wait.
 Run it on the machine that trains, with the grid's settings, e.g.:
 
     python scripts/loader_throughput.py --dataset-dir data/covid --image-size 256 --batch-size 8 \\

@@ -1,7 +1,11 @@
 """Shared pytest configuration.
 
-Fast tests run by default (CI runs exactly these). Long-running tests carry ``@pytest.mark.slow`` and run only
-with ``--runslow``; GPU tests carry ``@pytest.mark.gpu`` and are skipped when no CUDA device is present.
+``python -m pytest -q`` (the README's test command) runs the unit tests: ``pyproject.toml``'s ``addopts`` deselect
+the tests marked ``@pytest.mark.integration`` (end-to-end bundle and CLI runs, seconds to minutes each), which
+``python -m pytest -q -m integration`` runs and ``.ci/run`` runs after the unit tests (docs/testing.md). A ``-m``
+given on the command line replaces the default one (``-m ""`` runs everything). Long-running tests carry
+``@pytest.mark.slow`` and run only with ``--runslow``; GPU tests carry ``@pytest.mark.gpu`` and are skipped when no
+CUDA device is present.
 """
 
 from __future__ import annotations

@@ -78,25 +78,29 @@ def ssl4mis_volume(patient: int, frame: int, shape=(4, 24, 20)) -> tuple[np.ndar
     return np.clip(image, 0, 1).astype(np.float32), label
 
 
-def make_ssl4mis(root: Path, train=(1, 2, 3, 4, 5), val=(6,), test=(7, 8), shape=(4, 24, 20)) -> Path:
+def make_ssl4mis(root: Path, train=(1, 2, 3, 4, 5), val=(6,), test=(7, 8), shape=(4, 24, 20),
+                 mirror: bool = False) -> Path:
     """SSL4MIS's ACDC layout, small: ``data/slices/patientNNN_frame01_slice_K.h5`` (2D training slices with ``image``
     / ``label`` arrays), ``data/patientNNN_frame01.h5`` (3D volumes of every patient, ``(Z, Y, X)``), and the lists
     ``train_slices.list`` (training slices), ``train.list`` (training volumes), ``val.list`` and ``test.list``
-    (volumes). Returns ``root``."""
+    (volumes). ``mirror``: the layout public mirrors ship instead, the training slices directly in ``data/`` and only
+    the validation and test volumes. Returns ``root``."""
     import h5py
 
-    (root / "data" / "slices").mkdir(parents=True)
+    slices = root / "data" if mirror else root / "data" / "slices"
+    slices.mkdir(parents=True)
     lists: dict[str, list[str]] = {"train_slices": [], "train": [], "val": [], "test": []}
     for patient in (*train, *val, *test):
         case = f"patient{patient:03d}_frame01"
         image, label = ssl4mis_volume(patient, 1, shape)
-        with h5py.File(root / "data" / f"{case}.h5", "w") as f:
-            f["image"], f["label"] = image, label
         role = "train" if patient in train else "val" if patient in val else "test"
+        if not (mirror and role == "train"):
+            with h5py.File(root / "data" / f"{case}.h5", "w") as f:
+                f["image"], f["label"] = image, label
         lists[role].append(case)
         if role == "train":
             for k in range(shape[0]):
-                with h5py.File(root / "data" / "slices" / f"{case}_slice_{k}.h5", "w") as f:
+                with h5py.File(slices / f"{case}_slice_{k}.h5", "w") as f:
                     f["image"], f["label"] = image[k], label[k]
                 lists["train_slices"].append(f"{case}_slice_{k}")
     for name, entries in lists.items():

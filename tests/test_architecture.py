@@ -18,8 +18,9 @@ LAYERS: dict[str, set[str]] = {
     "random_state": set(),
     "losses": set(),
     "distributed": set(),
+    "tasks": set(),
     # data, pure ops, models, scores
-    "data": {"cli_errors"},
+    "data": {"cli_errors", "tasks"},
     "transforms": set(),
     "networks": set(),
     "metrics": set(),
@@ -28,9 +29,10 @@ LAYERS: dict[str, set[str]] = {
     "methods": {"distributed", "handlers", "losses", "networks", "transforms"},
     "engines": {"random_state"},
     # what the bundle configs call
-    "bundle": {"checkpoint_io", "cli_errors", "data", "distributed", "handlers", "methods", "random_state", "runlock"},
+    "bundle": {"checkpoint_io", "cli_errors", "data", "distributed", "handlers", "methods", "random_state", "runlock",
+               "tasks"},
     # applications on top: the benchmark, the MONAI Label helpers, the prepare command
-    "benchmark": {"bundle", "data", "engines", "methods", "networks", "runlock"},
+    "benchmark": {"bundle", "data", "engines", "methods", "networks", "runlock", "tasks"},
     "labelapp": {"bundle", "checkpoint_io", "cli_errors", "data", "methods"},
     "prepare": {"data"},
 }

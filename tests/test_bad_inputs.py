@@ -458,17 +458,20 @@ INFERRING = [c for c in BUNDLE_CASES if c.run == "inferring"]
 
 
 @pytest.mark.parametrize("case", TRAINING, ids=[c.id for c in TRAINING])
+@pytest.mark.integration
 def test_training_refuses_bad_input(case, bundle_runs):
     _bundle_case_test(case, bundle_runs)
     assert not list((bundle_runs.root / case.id / "run" / "models").glob("checkpoint_epoch=*.pt"))
 
 
 @pytest.mark.parametrize("case", EVALUATING, ids=[c.id for c in EVALUATING])
+@pytest.mark.integration
 def test_evaluating_refuses_bad_checkpoints(case, bundle_runs):
     _bundle_case_test(case, bundle_runs)
 
 
 @pytest.mark.parametrize("case", INFERRING, ids=[c.id for c in INFERRING])
+@pytest.mark.integration
 def test_inferring_refuses_bad_input(case, bundle_runs):
     _bundle_case_test(case, bundle_runs)
 

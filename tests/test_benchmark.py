@@ -245,6 +245,7 @@ def _run(cfg, **kw):
     return res, lines
 
 
+@pytest.mark.integration
 def test_grid_runs_then_rerun_skips_finished_cells(tmp_path):
     cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "supmix_sufd"]))
     res, lines = _run(cfg)
@@ -266,6 +267,7 @@ def test_grid_runs_then_rerun_skips_finished_cells(tmp_path):
     assert "0 to run" in lines2[0]
 
 
+@pytest.mark.integration
 def test_failed_cell_is_recorded_not_fatal_and_retried(tmp_path, monkeypatch):
     cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "classmix"], fractions=["1/8"],
                                     upper_bound=None))
@@ -365,6 +367,7 @@ def test_summary_and_markdown_table_from_result_rows():
     assert "**69.00 ± 1.41**" in lines[3] and "**" not in lines[2]
 
 
+@pytest.mark.integration
 def test_full_report_files_and_plots(tmp_path):
     cfg = load_config(_write_config(tmp_path, seeds=[0, 1], methods=["supervised", "supmix_sufd"]))
     res, _ = _run(cfg)
@@ -401,6 +404,7 @@ PUBLISHED_CSV = """fraction,method,background,vessel,miou
 """
 
 
+@pytest.mark.integration
 def test_published_table_is_shown_as_written_and_compared_with_ours(tmp_path):
     (tmp_path / "paper.csv").write_text(PUBLISHED_CSV)
     spec = {"file": "paper.csv", "source": "Someone et al. (2026), Table 9",
@@ -446,6 +450,7 @@ def test_bad_published_table_stops_the_grid_before_it_runs(tmp_path, csv_text, s
     assert str(path) in str(info.value)
 
 
+@pytest.mark.integration
 def test_cli_end_to_end_and_resume(tmp_path, capsys):
     path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"])
     assert cli_main([str(path), "--no-progress"]) == 0
@@ -456,6 +461,7 @@ def test_cli_end_to_end_and_resume(tmp_path, capsys):
     assert cli_main([str(tmp_path / "missing.yaml")]) == 2
 
 
+@pytest.mark.integration
 def test_cli_reports_failure_with_exit_status(tmp_path, monkeypatch, capsys):
     path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"],
                          upper_bound=None)
@@ -516,6 +522,7 @@ def test_floor_units_follow_the_pass_table():
     assert f == f_sup and e_sup == g_sup == 0 and e == 3 * 3 and g == 3 * 2 + 5 * 3  # adv: D frozen, no weight grads
 
 
+@pytest.mark.integration
 def test_cost_measures_supervised_at_its_floor_and_semi_above(tmp_path):
     """Real engine, tiny UNet: supervised, FixMatch and SUFD do exactly their floor's passes (1 fwd + bwd = 3F per
     labelled image, ...), a semi-supervised method costs more than supervised; the table formats them."""
@@ -1019,6 +1026,7 @@ def test_command_diff_names_each_changed_argument():
         "the same arguments in another order"]
 
 
+@pytest.mark.integration
 def test_report_only_refuses_stale_cells_and_keeps_the_last_report(tmp_path, capsys):
     path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
     assert cli_main([str(path), "--no-progress"]) == 0
@@ -1078,6 +1086,7 @@ def test_override_keys_are_checked_against_the_bundle_config(tmp_path):
     load_config(p)  # nested path: its first segment exists
 
 
+@pytest.mark.integration
 def test_failed_and_unfinished_cells_are_listed_under_the_table(tmp_path, monkeypatch, capsys):
     path = _write_config(tmp_path, seeds=[0], methods=["supervised", "fixmatch"], fractions=["1/8"],
                          upper_bound=None)
@@ -1204,6 +1213,7 @@ def test_analysis_names_an_unknown_fraction_or_method(tmp_path, capsys):
     assert "its values are supervised" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_results_md_pairs_every_baseline_with_the_papers_method_too(tmp_path):
     cfg = load_config(_write_config(tmp_path, seeds=[0], methods=["supervised", "classmix", "supmix_sufd"]))
     res, _ = _run(cfg)

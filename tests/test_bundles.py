@@ -114,6 +114,7 @@ def test_bundle_layout_follows_the_monai_specification(task):
 
 
 @pytest.mark.parametrize("task", ["covid", "chase"])
+@pytest.mark.integration
 def test_bundles_have_monai_train_and_infer_properties(task, tmp_path, cache_dir):
     """MONAI's own bundle check (``ConfigWorkflow(workflow_type=...).check_properties()``, what tools that drive a
     bundle by its properties rely on) finds every required and optional property where MONAI looks for it."""
@@ -271,6 +272,11 @@ def test_datalist_choice_is_logged_and_a_prepared_fraction_not_used_is_warned(tm
     with caplog.at_level("INFO", logger="medsemiseg.bundle"):
         resolve_datalist(prep, "chase", tmp_path / "cache", "1/2", 0)
     assert "prepared with" not in caplog.text  # the prepared fraction itself: nothing to warn about
+    caplog.clear()
+    with caplog.at_level("INFO", logger="medsemiseg.bundle"):
+        path = resolve_datalist(prep, "chase", tmp_path / "cache", "full", 0)
+    assert f"datalist {path}: 4 labeled, 0 unlabeled, 2 validation, 2 test (all listed labelled images, seed 0)" in \
+        caplog.text  # not "labeled_fraction full", easily read as the fully supervised cell of a grid
 
 
 def test_datalist_classes_must_match_the_bundle(tmp_path, caplog):
@@ -285,6 +291,7 @@ def test_datalist_classes_must_match_the_bundle(tmp_path, caplog):
 # ------------------------------------------------------------------------------------------ MONAI tooling
 
 
+@pytest.mark.integration
 def test_verify_net_in_out_and_torchscript_export(tmp_path):
     cfg, meta = "bundles/covid/configs/train.json", "bundles/covid/configs/metadata.json"
     proc = cli("verify_net_in_out", "network_def", "--meta_file", meta, "--config_file", cfg, "--device", "cpu")
@@ -325,6 +332,7 @@ def covid_run(tmp_path_factory, cache_dir) -> Path:
     return out
 
 
+@pytest.mark.integration
 def test_training_writes_checkpoints_logs_and_a_validation_miou(covid_run):
     models = covid_run / "models"
     assert (models / "model.pt").is_file(), "best-by-validation-mIoU checkpoint missing"
@@ -337,6 +345,7 @@ def test_training_writes_checkpoints_logs_and_a_validation_miou(covid_run):
     assert any(p.name.startswith("events.out.tfevents") for p in (covid_run / "logs").iterdir())
 
 
+@pytest.mark.integration
 def test_evaluation_writes_the_per_class_report(covid_run, cache_dir, caplog):
     wf = workflow("covid", "evaluating", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
     with caplog.at_level("INFO", logger="medsemiseg.progress"):
@@ -360,6 +369,7 @@ def test_evaluation_writes_the_per_class_report(covid_run, cache_dir, caplog):
     wf.finalize()
 
 
+@pytest.mark.integration
 def test_evaluation_scores_the_written_predictions_against_the_stored_labels(tmp_path, covid_run, cache_dir):
     """Default ``eval_resolution: original``: the score is that of the label maps ``inferring`` writes (resized back
     to each slice's size) against the labels as stored, not of network-size predictions against shrunk labels."""
@@ -393,6 +403,7 @@ def test_evaluation_scores_the_written_predictions_against_the_stored_labels(tmp
         eval_at_network_size("full")
 
 
+@pytest.mark.integration
 def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_run, cache_dir, caplog):
     wf = workflow("covid", "inferring", **TINY, output_dir=str(covid_run), cache_dir=cache_dir)
     with caplog.at_level("INFO", logger="medsemiseg.progress"):
@@ -410,6 +421,7 @@ def test_inference_on_the_test_split_writes_label_maps_named_after_inputs(covid_
         assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2, 3}
 
 
+@pytest.mark.integration
 def test_resume_continues_from_the_latest_checkpoint(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
     # an earlier, longer run's state in the same folder: the new run replaces it, so --resume cannot pick it up later
@@ -433,6 +445,7 @@ def test_resume_continues_from_the_latest_checkpoint(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.integration
 def test_every_method_trains_through_the_bundle_by_override(method, tmp_path, cache_dir):
     from medsemiseg.methods import create_method
 
@@ -448,6 +461,7 @@ def test_every_method_trains_through_the_bundle_by_override(method, tmp_path, ca
     assert (trainer.unlabeled_data_loader is None) == (method == "supervised")
 
 
+@pytest.mark.integration
 def test_training_with_worker_processes(tmp_path, cache_dir):
     """The paper grids load data in worker processes (``num_workers: 4``): the bundle trains that way, and every
     dataset pickles, which worker processes started by *spawn* (macOS, Windows) need."""
@@ -466,6 +480,7 @@ def test_training_with_worker_processes(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("sampling", ["epoch", "pass"])
+@pytest.mark.integration
 def test_training_streams_draw_full_batches_unless_told_otherwise(sampling, tmp_path, cache_dir):
     """With ``train_sampling: epoch`` (the default) one pass of each training loader is one epoch of full batches;
     ``pass`` is the earlier one-pass-at-a-time order, whose last labelled batch is partial."""
@@ -484,6 +499,7 @@ def test_training_streams_draw_full_batches_unless_told_otherwise(sampling, tmp_
         assert len(sizes) == math.ceil(n_l / 3) and sizes[-1] == n_l % 3 and len(unlabelled) == n_u // 2
 
 
+@pytest.mark.integration
 def test_loader_throughput_script_reports_the_streams_as_the_trainer_draws_them(cache_dir, capsys):
     """scripts/loader_throughput.py (docs/benchmarks.md quotes it): batch sizes and loader starts per stream."""
     import importlib.util
@@ -502,6 +518,7 @@ def test_loader_throughput_script_reports_the_streams_as_the_trainer_draws_them(
     assert "0 of 10 batches smaller" not in labelled  # the old order's partial labelled batches
 
 
+@pytest.mark.integration
 def test_network_override_deeplabv3plus(tmp_path, cache_dir):
     from medsemiseg.networks import DeepLabV3Plus
 
@@ -512,6 +529,7 @@ def test_network_override_deeplabv3plus(tmp_path, cache_dir):
     assert (tmp_path / "models" / "checkpoint_epoch=1.pt").is_file()
 
 
+@pytest.mark.integration
 def test_inference_inputs_from_a_prepared_pool_folder_are_its_test_split(cache_dir):
     """Training accepts the synthetic cache folder (``pool.json`` + per-fraction datalists); inference must too."""
     datalist = Path(resolve_datalist(None, "covid", cache_dir, "1/8", 0))
@@ -522,6 +540,7 @@ def test_inference_inputs_from_a_prepared_pool_folder_are_its_test_split(cache_d
     assert sorted(it["name"] for it in items) == sorted(Path(d["image"]).name[: -len(".nii.gz")] for d in test)
 
 
+@pytest.mark.integration
 def test_fundus_inference_writes_nifti_and_upright_png(tmp_path, cache_dir):
     from PIL import Image
 
@@ -541,6 +560,7 @@ def test_fundus_inference_writes_nifti_and_upright_png(tmp_path, cache_dir):
     assert np.array_equal(np.asarray(nii.dataobj).T * 255, png)
 
 
+@pytest.mark.integration
 def test_inference_runs_slice_wise_on_a_dicom_series_and_a_3d_nifti(tmp_path, cache_dir):
     save_random_model("covid", tmp_path / "models")
     raw = Path(resolve_datalist(None, "covid", cache_dir, "1/8", 0)).parent / "raw"
@@ -563,6 +583,7 @@ def test_inference_runs_slice_wise_on_a_dicom_series_and_a_3d_nifti(tmp_path, ca
         assert np.allclose(nib.load(out).affine, np.asarray(vol.affine), atol=1e-3)
 
 
+@pytest.mark.integration
 def test_resume_keeps_the_best_model_record(tmp_path, cache_dir, caplog):
     """A resumed run compares with the best validation metric of the run so far, not with nothing: here the
     recorded best is made unbeatable, so epoch 2's validation must leave model.pt alone."""
@@ -595,6 +616,7 @@ def test_resume_keeps_the_best_model_record(tmp_path, cache_dir, caplog):
     assert (models / "checkpoint_epoch=3.pt").is_file()
 
 
+@pytest.mark.integration
 def test_full_label_upper_bound_without_unlabelled_images(tmp_path, cache_dir):
     """CHASE_DB1 has no extra unlabelled images: at labeled_fraction 'full' the unlabelled split is empty.
     ``supervised`` (the upper bound) must train; a semi-supervised method must say why it cannot."""
@@ -762,6 +784,7 @@ def test_inference_on_a_dicom_without_orientation_writes_a_diagonal_affine(tmp_p
     np.testing.assert_allclose(nib.load(tmp_path / "out" / "6154_seg.nii.gz").affine, np.diag([0.1, 0.1, 1, 1]))
 
 
+@pytest.mark.integration
 def test_inference_channel_mismatch_names_the_file_and_the_fix(tmp_path):
     from medsemiseg.data.io import DataReadError
 
@@ -793,6 +816,7 @@ def _error_chain_text(e: BaseException) -> str:
     return "\n".join(str(x) for x in seen)
 
 
+@pytest.mark.integration
 def test_missing_model_says_to_train_first_or_pass_ckpt_path(tmp_path):
     grey = _tiny_png(tmp_path / "grey.png")
     wf = workflow("covid", "inferring", image_size=[64, 64], output_dir=str(tmp_path), dataset_dir=str(grey))
@@ -837,6 +861,7 @@ def test_switches_accept_command_line_spellings(text, value):
     assert as_bool(text, "amp") is value
 
 
+@pytest.mark.integration
 def test_switch_given_as_false_string_is_false_in_the_bundle(cache_dir, tmp_path):
     """MONAI's CLI keeps `--amp false` as the string 'false', which is truthy: the bundle must read it as False."""
     wf = workflow("covid", "training", **TINY, amp="false", cache_dir=cache_dir, output_dir=str(tmp_path))
@@ -864,6 +889,7 @@ def _lrs_during(wf) -> list[float]:
     return seen
 
 
+@pytest.mark.integration
 def test_resume_extending_a_finished_run_trains_at_a_real_learning_rate(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "epoch_length": 3}
     workflow("covid", "training", **ov).run()
@@ -874,6 +900,7 @@ def test_resume_extending_a_finished_run_trains_at_a_real_learning_rate(tmp_path
     assert seen == pytest.approx([1e-3 * (1 - t / 6) ** 0.9 for t in (3, 4, 5)], rel=1e-6)
 
 
+@pytest.mark.integration
 def test_resume_with_another_method_or_network_is_refused_naming_the_difference(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
     workflow("covid", "training", **ov).run()
@@ -886,6 +913,7 @@ def test_resume_with_another_method_or_network_is_refused_naming_the_difference(
         assert any(text in m and "another --output_dir" in m for m in chain), chain
 
 
+@pytest.mark.integration
 def test_resume_with_another_train_sampling_warns(tmp_path, cache_dir, caplog):
     """Resuming with other loaders than the checkpoint's is allowed (weights and optimiser do not depend on them) but
     said; a checkpoint from before ``train_sampling`` existed counts as ``pass``, which it drew with."""
@@ -907,6 +935,7 @@ def test_resume_with_another_train_sampling_warns(tmp_path, cache_dir, caplog):
     assert "--train_sampling pass" in caplog.text
 
 
+@pytest.mark.integration
 def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "max_epochs": 2,
           "val_interval": 5}
@@ -921,6 +950,7 @@ def test_validation_runs_after_the_last_epoch_so_model_pt_exists(tmp_path, cache
     assert any("val_interval 0: must be a whole number >= 1" in m for m in chain), chain  # check_settings
 
 
+@pytest.mark.integration
 def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
     import socket
 
@@ -943,6 +973,7 @@ def test_two_trainings_in_one_output_dir_are_refused(tmp_path, cache_dir):
     assert not (models / ".training.lock").exists()
 
 
+@pytest.mark.integration
 def test_resume_keeps_n_saved_states_across_runs(tmp_path, cache_dir):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised",
           "train#checkpointer#n_saved": 3, "max_epochs": 2}
@@ -965,6 +996,7 @@ def test_covid_inference_on_a_picture_warns_it_is_not_hounsfield_units(tmp_path,
     assert "Hounsfield" not in caplog.text
 
 
+@pytest.mark.integration
 def test_fundus_evaluation_inside_the_field_of_view(tmp_path, cache_dir):
     """``eval_fov true``: IoU counts only pixels inside each photograph's field of view (derived from the image),
     checked against a by-hand count on the label maps ``inferring`` writes."""
@@ -1010,6 +1042,7 @@ def _bundle_argv(*overrides: str) -> list[str]:
     return [main, "run", "training", "--config_file", "bundles/covid/train.json", *overrides]
 
 
+@pytest.mark.integration
 def test_a_misspelt_override_stops_the_run_naming_the_closest_key(monkeypatch):
     # MONAI adds an unknown --key to the config and runs on: --labelled_fraction 1/4 trained at the default 1/8
     monkeypatch.chdir(REPO)
@@ -1054,6 +1087,7 @@ def test_default_fraction_is_the_prepared_one_and_channels_must_fit(tmp_path, ca
         resolve_datalist(prep, "chase", tmp_path / "cache", None, 0, in_channels=3)
 
 
+@pytest.mark.integration
 def test_supervised_training_builds_no_unlabelled_dataset(cache_dir):
     wf = workflow("covid", "training", **TINY, method="supervised", cache_dir=cache_dir)
     assert len(wf.parser.get_parsed_content("train#unlabeled_dataset")) == 0
@@ -1092,6 +1126,7 @@ def test_inference_folder_skips_files_named_like_masks(tmp_path, caplog):
 
 @pytest.mark.parametrize("method, sampling", [("supervised", "pass"), ("supmix_sufd", "pass"),
                                               ("supmix_sufd", "epoch")])
+@pytest.mark.integration
 def test_resume_after_a_kill_reproduces_the_uninterrupted_run(method, sampling, tmp_path, cache_dir):
     """A run stopped after its epoch-1 checkpoint and resumed ends bit-identical to the uninterrupted run: the
     checkpoint holds the RNGs, the random transforms' states and where the labelled / unlabelled passes stand.
@@ -1128,6 +1163,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(method, sampling, 
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
 
 
+@pytest.mark.integration
 def test_resume_from_a_checkpoint_without_random_state_warns_and_continues(tmp_path, cache_dir, caplog):
     """Checkpoints written before the random-state record still resume (its streams restart, with a warning)."""
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supmix_sufd", "val_interval": 5}
@@ -1151,6 +1187,7 @@ def _enabled_cpu_grad_scaler(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda.amp, "GradScaler", lambda *a, **k: torch.amp.GradScaler("cpu"))
 
 
+@pytest.mark.integration
 def test_amp_checkpoint_holds_the_grad_scaler_and_resume_restores_its_loss_scale(tmp_path, cache_dir, monkeypatch,
                                                                                   caplog):
     """With amp the GradScaler's loss scale is training state: a resumed run that restarted at 2**16 would overflow
@@ -1198,6 +1235,7 @@ def test_amp_checkpoint_holds_the_grad_scaler_and_resume_restores_its_loss_scale
 
 
 @pytest.mark.gpu
+@pytest.mark.integration
 def test_amp_on_cuda_resume_restores_the_loss_scale(tmp_path, cache_dir):
     from ignite.engine import Events
 

@@ -16,6 +16,8 @@ from medsemiseg.data.prepare import prepare_covid_semiseg, prepare_drive
 from layouts import make_covid_semiseg, make_drive, make_ssl4mis
 from test_bundles import TINY, workflow
 
+pytestmark = pytest.mark.integration  # every test here trains or evaluates a bundle end to end
+
 
 @pytest.fixture(scope="module")
 def covidss(tmp_path_factory):

@@ -88,6 +88,7 @@ ProgressCacheDataset([{"x": i} for i in range(8)], Lambda(load), num_workers=2, 
 """
 
 
+@pytest.mark.integration
 def test_a_failed_fill_exits_with_its_error_not_an_abort():
     """A fill whose first item fails must end the process as a Python error (exit 1), not SIGABRT: MONAI's
     thread pool left the other caching threads loading, and one inside a torch call while the interpreter

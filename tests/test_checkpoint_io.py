@@ -152,6 +152,7 @@ def test_read_checkpoint_loads_the_legacy_format_and_the_newest_loadable_is_foun
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text"])
+@pytest.mark.integration
 def test_resume_skips_a_damaged_newest_checkpoint_and_says_so(tmp_path, cache_dir, caplog, kind):
     """The issue's repro (``: > models/checkpoint_epoch=K.pt``, then ``--resume true``) failed on every attempt
     with "mmap can only be used with files saved with ...". Now the run resumes from the newest file that loads and
@@ -208,6 +209,7 @@ workflow("covid", "training", **{overrides!r}).run()
 """
 
 
+@pytest.mark.integration
 def test_a_run_killed_while_writing_model_pt_keeps_the_best_model_and_resumes(tmp_path, cache_dir, caplog):
     """A real process killed (SIGKILL) halfway through writing ``model.pt``: MONAI's saver had deleted ``model.pt``
     before writing it, and every later resume failed on the missing file. Now ``model.pt`` and the checkpoint are
@@ -244,6 +246,7 @@ def test_a_run_killed_while_writing_model_pt_keeps_the_best_model_and_resumes(tm
     assert read_checkpoint(models / "checkpoint_epoch=2.pt")["trainer"]["iteration"] == 2 * TINY["epoch_length"]
 
 
+@pytest.mark.integration
 def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, cache_dir, monkeypatch):
     ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5}
     workflow("covid", "training", **ov).run()
@@ -267,6 +270,7 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path,
     assert sorted(p.name for p in models.glob("checkpoint*.pt")) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
 
 
+@pytest.mark.integration
 def test_a_new_run_keeps_the_model_of_a_finished_earlier_run(tmp_path, cache_dir, caplog):
     """Without ``--resume`` a run into a folder holding a finished training's ``model.pt`` replaced it at its first
     validation without a word, better or not. Now the earlier model and its run record are kept as dated copies
@@ -297,6 +301,7 @@ def test_a_new_run_keeps_the_model_of_a_finished_earlier_run(tmp_path, cache_dir
     assert json.loads((models / "run.json").read_text())["method"] == "supervised"
 
 
+@pytest.mark.integration
 def test_a_new_run_into_an_unfinished_training_stops_naming_resume(tmp_path, cache_dir):
     """A forgotten ``--resume true`` after a crash: the new run would replace the unfinished training's state
     (its checkpoints go once the new run saves its own) and model. It stops when it starts, writing nothing."""
@@ -332,6 +337,7 @@ def test_a_new_run_into_an_unfinished_training_stops_naming_resume(tmp_path, cac
     assert sorted(p.name for p in models.glob("checkpoint*.pt")) == ["checkpoint_epoch=1.pt"]
 
 
+@pytest.mark.integration
 def test_a_training_whose_data_fail_while_caching_exits_with_its_error(tmp_path, cache_dir):
     """A datalist naming a missing file: the command ends on the error naming it, exit 1. It used to abort at
     interpreter exit in 3 of 11 runs on a 2-core machine ("terminate called without an active exception", exit

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from medsemiseg import cli_errors
 from medsemiseg.bundle.settings import BundleConfigError
 from medsemiseg.data.io import DataReadError
@@ -87,6 +89,7 @@ def _bundle_cli(*args: str, debug: bool = False, out: Path) -> subprocess.Comple
     )
 
 
+@pytest.mark.integration
 def test_bundle_cli_failure_is_two_lines_and_the_traceback_comes_with_the_debug_switch(tmp_path):
     proc = _bundle_cli("--method", "foo", out=tmp_path)
     assert proc.returncode == 1

@@ -4,7 +4,7 @@ Two processes train SupMix + SUFD on a tiny problem through the real pieces (``S
 ``DistributedNetwork``, ``DistributedTrainSampler``, ``TrainCheckpointer``): after every iteration every process
 holds the same student, EMA teacher and discriminator; the result matches one process trained on the same global
 batches; rank 0 alone writes one checkpoint; a resumed run ends where an uninterrupted one does. Then the bundle's
-``multi_gpu_train.json`` overlay trains and resumes under ``torchrun`` as the README shows.
+``multi_gpu_train.json`` overlay trains and resumes under ``torchrun`` as docs/howto/several-gpus.md shows.
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def two_processes(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.integration
 def test_two_processes_match_one_process_on_the_same_global_batches(two_processes, tmp_path):
     # every iteration's check that both processes hold the same model ran in the workers (_same_model_everywhere)
     ddp = torch.load(two_processes / "rank0.pt", weights_only=True)["match"]
@@ -148,6 +149,7 @@ def test_two_processes_match_one_process_on_the_same_global_batches(two_processe
     assert moved > 100 * MATCH_TOLERANCE, "the steps hardly moved the weights: the comparison would prove nothing"
 
 
+@pytest.mark.integration
 def test_rank_0_alone_writes_one_checkpoint_and_the_run_record(two_processes):
     models = two_processes / "match"
     assert [p.name for p in checkpoint_files(models)] == ["checkpoint_epoch=1.pt"]
@@ -157,6 +159,7 @@ def test_rank_0_alone_writes_one_checkpoint_and_the_run_record(two_processes):
     assert "module." not in "".join(state["model"])  # loads into a single-process network
 
 
+@pytest.mark.integration
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(two_processes):
     both = torch.load(two_processes / "rank0.pt", weights_only=True)
     for part in ("student", "teacher", "disc"):
@@ -200,6 +203,7 @@ def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.integration
 def test_the_bundle_overlay_trains_and_resumes_under_torchrun(tmp_path):
     configs = "['bundles/covid/configs/train.json','bundles/covid/configs/multi_gpu_train.json']"
     tiny = ["--image_size", "[64, 64]", "--batch_size", "2", "--unlabeled_batch_size", "2", "--epoch_length", "2",

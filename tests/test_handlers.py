@@ -264,3 +264,58 @@ def test_metrics_stats_handler_without_class_names_prints_a_list():
     named = MetricsStatsHandler(name="test_named", class_names=["bg", "vessel"])
     assert named._format_values(torch.tensor([0.5, 0.25])) == "bg: 0.5000 vessel: 0.2500"
     assert named._format_values(torch.tensor([0.5, 0.25, 1.0])) == "[0.5000, 0.2500, 1.0000]"  # not one per class
+
+
+def _summary_line(caplog, volumes=None) -> str:
+    """RunSummary's closing line of a tiny evaluator, with ``volumes`` put in ``state.per_volume`` before it runs."""
+    from ignite.engine import Events
+
+    from medsemiseg.handlers import RunSummary
+
+    evaluator = _tiny_evaluator(4, [])
+    if volumes is not None:
+        evaluator.add_event_handler(Events.COMPLETED, lambda e: setattr(e.state, "per_volume", volumes))
+    RunSummary("evaluating").attach(evaluator)
+    with caplog.at_level(logging.INFO, logger="medsemiseg.summary"):
+        evaluator.run()
+    return [r.getMessage() for r in caplog.records if r.name == "medsemiseg.summary"][-1]
+
+
+def test_evaluating_closes_on_the_per_volume_mean_dice_when_the_slices_come_from_volumes(caplog):
+    line = _summary_line(caplog)
+    assert line.startswith("evaluating: 4 2D image(s) in ") and "; test_mIoU 0." in line and "per-volume" not in line
+    caplog.clear()
+    line = _summary_line(caplog, {"num_volumes": 2, "mean": {"dice": 0.8125, "iou": 0.7, "hd95": 3.0, "asd": 1.0}})
+    assert "; per-volume mean Dice 0.8125 over 2 volume(s), foreground classes; 2D test_mIoU 0." in line
+    assert line.index("per-volume") < line.index("test_mIoU") and "(per slice, background included)" in line
+
+
+def _validated_run(monkeypatch, caplog, seconds_per_step: float, seconds_per_image: float, epochs: int = 2) -> list:
+    """A 3-iteration-per-epoch trainer validated on 4 images every epoch, on a clock the steps and images advance."""
+    from ignite.engine import Engine, Events
+
+    from medsemiseg.handlers import validation
+
+    now = [0.0]
+    monkeypatch.setattr(validation, "_clock", lambda: now[0])
+
+    def step(engine, batch):
+        now[0] += seconds_per_step
+
+    trainer = Engine(step)
+    validator = _tiny_evaluator(4, [])
+    validator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: now.__setitem__(0, now[0] + seconds_per_image))
+    validation.ValidationEveryAndLastHandler(1, validator).attach(trainer)
+    with caplog.at_level(logging.WARNING, logger="medsemiseg.validation"):
+        trainer.run(range(3), max_epochs=epochs)
+    return [r.getMessage() for r in caplog.records if r.name == "medsemiseg.validation"]
+
+
+def test_validation_longer_than_the_training_before_it_is_warned_once(monkeypatch, caplog):
+    warnings = _validated_run(monkeypatch, caplog, seconds_per_step=1.0, seconds_per_image=2.0)
+    assert len(warnings) == 1, warnings  # two validations of 8 s after 3 s of training: said once
+    assert warnings[0].startswith("validation of 4 image(s) took 8.0 s, longer than the 3 training iteration(s) "
+                                  "before it (3.0 s)")
+    assert "--val_interval" in warnings[0] and "--epoch_length" in warnings[0]
+    caplog.clear()
+    assert _validated_run(monkeypatch, caplog, seconds_per_step=3.0, seconds_per_image=2.0) == []  # 8 s after 9 s

@@ -279,6 +279,7 @@ TINY = {"max_epochs": 1, "epoch_length": 2, "batch_size": 2, "unlabeled_batch_si
         "val_split": 1, "method": "supmix_sufd"}
 
 
+@pytest.mark.integration
 def test_training_from_the_datastore_serves_the_best_validated_model(tmp_path):
     bundle = _served(tmp_path)
     before = (bundle / "models" / "model.pt").read_bytes()
@@ -316,6 +317,7 @@ def test_training_from_the_datastore_serves_the_best_validated_model(tmp_path):
     assert 0 <= stats["best_metric"] <= 1 and stats["total_time"].count(":") == 2
 
 
+@pytest.mark.integration
 def test_a_failed_training_keeps_the_served_model_and_names_the_error(tmp_path):
     bundle = _served(tmp_path)
     before = (bundle / "models" / "model.pt").read_bytes()

@@ -89,6 +89,7 @@ def test_a_module_named_but_declaring_no_methods_is_refused(tmp_path, monkeypatc
         registry.specs()
 
 
+@pytest.mark.integration
 def test_a_throwaway_method_trains_through_the_bundle_and_the_cost_benchmark(throwaway, tmp_path):
     out = tmp_path / "run"
     train = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundles/covid/train.json",

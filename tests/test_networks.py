@@ -203,8 +203,31 @@ def test_get_network():
     assert isinstance(unet, UNet) and unet.out_channels == 4 and unet.feature_channels == 256
     dl = get_network("DeepLabV3Plus", 3, 2, backbone="resnet18", aspp_channels=8)
     assert isinstance(dl, DeepLabV3Plus) and dl.num_classes == 2
-    with pytest.raises(ValueError, match="unknown network"):
+    with pytest.raises(ValueError, match="unknown network; use one of 'unet', 'deeplabv3plus'"):
         get_network("segformer", 1, 2)
+    assert isinstance(get_network("DeepLabV3+", 1, 2, backbone="resnet18", aspp_channels=8), DeepLabV3Plus)
+    assert isinstance(get_network("basic_unet", 1, 2), UNet)
+
+
+def test_a_network_registered_by_name_is_built_like_the_shipped_ones():
+    from medsemiseg.networks import network_names, register_network
+    from medsemiseg.networks import registry
+
+    def tiny(in_channels, num_classes, **kwargs):
+        return UNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes,
+                    features=(4, 4, 8, 8, 16, 4), **kwargs)
+
+    before = dict(registry._SPECS), dict(registry._KEYS)
+    try:
+        register_network("tiny_unet", tiny, aliases=("tiny",))
+        assert network_names() == ["unet", "deeplabv3plus", "tiny_unet"]
+        net = get_network("Tiny", 1, 3)
+        assert isinstance(net, UNet) and net.out_channels == 3 and net.feature_channels == 16
+        with pytest.raises(ValueError, match="the name 'unet' already names network 'unet'"):
+            register_network("other", tiny, aliases=("unet",))
+    finally:
+        registry._SPECS.clear(), registry._SPECS.update(before[0])
+        registry._KEYS.clear(), registry._KEYS.update(before[1])
 
 
 @pytest.mark.parametrize("name", ["unet", "deeplabv3plus"])

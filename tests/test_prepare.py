@@ -38,6 +38,7 @@ def _all_entries(d):
     return {k: [e["image"] for e in d[k]] for k in ("labeled", "unlabeled", "validation", "test")}
 
 
+@pytest.mark.integration
 def test_acceptance_synthetic_cli_then_prepare_cli(tmp_path):
     """The issue's check, with the real command lines: labelled count matches the fraction asked."""
     pytest.importorskip("medsemiseg.data.synthetic")

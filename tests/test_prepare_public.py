@@ -162,6 +162,7 @@ def test_covid_semiseg_bad_inputs_name_the_file_and_leave_out_alone(tmp_path, ca
 
 
 @pytest.mark.skipif(not (SHARED / "DRIVE").is_dir(), reason=f"{SHARED / 'DRIVE'} is absent (a user's fresh clone)")
+@pytest.mark.integration
 def test_real_drive_counts_and_sizes(tmp_path):
     d = _datalist(prepare_drive(SHARED / "DRIVE", tmp_path / "drive", progress=False))
     c = d["meta"]["counts"]
@@ -173,6 +174,7 @@ def test_real_drive_counts_and_sizes(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "COVID-SemiSeg").is_dir(),
                     reason=f"{SHARED / 'COVID-SemiSeg'} is absent (a user's fresh clone)")
+@pytest.mark.integration
 def test_real_covid_semiseg_counts_and_classes(tmp_path):
     d = _datalist(prepare_covid_semiseg(SHARED / "COVID-SemiSeg" / "Dataset", tmp_path / "covidss", progress=False))
     c = d["meta"]["counts"]

@@ -94,6 +94,26 @@ def test_ssl4mis_layout_prepares_into_exactly_the_listed_splits(ssl4mis, tmp_pat
     np.testing.assert_allclose(nib.load(out / first["image"]).get_fdata(), slice0.T, rtol=1e-6)
 
 
+def test_the_mirrors_flat_layout_prepares_with_the_same_command_into_the_same_splits(ssl4mis, tmp_path, capsys):
+    """docs/data.md's worked example, on what public mirrors ship (slices directly in data/, only the validation and
+    test volumes) as on SSL4MIS's own layout (data/slices/ plus every patient's volume)."""
+    mirror = make_ssl4mis(tmp_path / "downloaded" / "ACDC", mirror=True)
+    assert not (mirror / "data" / "slices").exists() and len(list((mirror / "data").glob("*_slice_*.h5"))) == 20
+    splits = {}
+    for name, root in (("ssl4mis", ssl4mis), ("mirror", mirror)):
+        out = tmp_path / f"prepared_{name}"
+        assert prepare_main([
+            "folder", str(root / "data"), "--out", str(out), "--labeled-list", str(ssl4mis / "labeled.list"),
+            "--unlabeled-list", str(ssl4mis / "unlabeled.list"), "--val-list", str(root / "val.list"),
+            "--test-list", str(root / "test.list"), "--group-by", r"patient\d+", "--no-progress"]) == 0
+        d = json.loads((out / "datalist.json").read_text())
+        splits[name] = {k: _names(d[k]) for k in ("labeled", "unlabeled", "validation", "test")}
+        splits[name]["notes"] = capsys.readouterr().err
+    assert "5 input(s) named in no split list were left out" in splits["ssl4mis"].pop("notes")  # training volumes
+    assert "left out" not in splits["mirror"].pop("notes")  # the mirror has none
+    assert splits["mirror"] == splits["ssl4mis"]
+
+
 def test_group_by_picks_whole_patients_and_no_patient_is_in_two_splits(tmp_path):
     src = tmp_path / "slices"
     (src / "labels").mkdir(parents=True)
@@ -213,3 +233,13 @@ def test_volume_by_names_each_scan_of_a_patient_and_orders_slices_naturally(tmp_
     assert [Path(it["image"]).name for it in frame1[9:]] == [f"{patient}_frame01_slice_9.png",
                                                              f"{patient}_frame01_slice_10.png"]
     assert d["meta"]["volume_by"] == r"patient\d+_frame\d+"
+
+
+def test_volume_by_where_every_test_item_is_a_volume_already_is_said(ssl4mis, tmp_path, capsys):
+    args = ["folder", str(ssl4mis / "data"), "--labeled-list", str(ssl4mis / "labeled.list"),
+            "--test-list", str(ssl4mis / "test.list"), "--group-by", r"patient\d+", "--no-progress"]
+    assert prepare_main([*args, "--out", str(tmp_path / "a"), "--volume-by", r"patient\d+_frame\d+"]) == 0
+    assert "--volume-by 'patient\\d+_frame\\d+' names no volume: every test item is a slice of a 3D input" in \
+        capsys.readouterr().err  # the test.list volumes are HDF5 volumes
+    assert prepare_main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert "names no volume" not in capsys.readouterr().err

@@ -10,6 +10,7 @@ import runpy
 from pathlib import Path
 
 import matplotlib
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
@@ -20,6 +21,7 @@ def test_notebook_is_the_generator_output():
     assert json.loads(NOTEBOOK.read_text()) == build(), "run `python scripts/build_walkthrough.py` after editing it"
 
 
+@pytest.mark.integration
 def test_walkthrough_runs_end_to_end(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.chdir(REPO / "notebooks")

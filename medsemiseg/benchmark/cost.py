@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from medsemiseg.tasks import TASKS as _TASKS
+
 __all__ = [
     "TASKS",
     "measurable_methods",
@@ -53,8 +55,8 @@ __all__ = [
     "main",
 ]
 
-#: the data-set shapes of the two tasks: (image channels, classes)
-TASKS = {"covid": (1, 4), "chase": (3, 2)}
+#: the data-set shapes of the tasks (:data:`medsemiseg.tasks.TASKS`): (image channels, classes)
+TASKS = {t.name: (t.in_channels, t.num_classes) for t in _TASKS.values()}
 
 def measurable_methods() -> list[str]:
     """The registered methods that declare a FLOP floor (the listed ones first, in their order)."""

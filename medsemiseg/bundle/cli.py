@@ -176,6 +176,7 @@ def check_cli_overrides(argv: Sequence[str]) -> None:
             hint = "; did you mean " + " or ".join(f"--{c}" for c in close) if close else ""
         raise BundleConfigError(
             f"--{key}: the bundle config ({', '.join(files)}) has no key {key!r}, so MONAI would add it unused and "
-            f"run with the default{hint}? The keys users set are listed in the README, 'Overridable keys'."
+            f"run with the default{hint}? The keys users set are listed in docs/reference/bundle-keys.md, "
+            "'Overridable keys'."
         )
 

@@ -153,6 +153,18 @@ def _warn_if_prepared_otherwise(folder: Path, labeled_fraction: Any) -> None:
         )
 
 
+def _fraction_words(labeled_fraction: Any) -> str:
+    """How the log names the labelled share: ``labeled_fraction 1/8``, or ``all listed labelled images`` for
+    ``full`` (every labelled image the data set lists, which need not be a fully labelled training set)."""
+    from medsemiseg.data.splits import fraction_text
+
+    try:
+        text = fraction_text(labeled_fraction)
+    except (ValueError, TypeError):
+        text = str(labeled_fraction)
+    return "all listed labelled images" if text == "full" else f"labeled_fraction {text}"
+
+
 def _checked(
     path: Path,
     labeled_fraction: Any,
@@ -173,7 +185,7 @@ def _checked(
             + (f"train it with {other}." if other else f"pass --in_channels {theirs_ch}.")
         )
     split = ", ".join(f"{sizes.get(k, 0)} {k}" for k in ("labeled", "unlabeled", "validation", "test"))
-    how = "as written" if fixed else f"labeled_fraction {labeled_fraction}, seed {seed}"
+    how = "as written" if fixed else f"{_fraction_words(labeled_fraction)}, seed {seed}"
     logger.info(f"datalist {path}: {split} ({how})")
     declared = meta.get("classes")
     if classes is not None and isinstance(declared, list) and declared:

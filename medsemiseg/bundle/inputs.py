@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from medsemiseg.data.datalist import load_split
+from medsemiseg.tasks import TASKS
 
 from .datalists import datalist_in, resolve_datalist
 from .settings import BundleConfigError, is_empty
@@ -167,10 +168,10 @@ NON_IMAGE_MODALITIES = {
 }
 
 #: DICOM modalities each bundle's network was trained on (other modalities get a warning at inference)
-EXPECTED_MODALITIES = {"covid": ("CT",)}
+EXPECTED_MODALITIES = {t.name: t.modalities for t in TASKS.values() if t.modalities}
 
 #: which bundle takes images of how many channels (named in channel-mismatch errors, here and for checkpoints)
-BUNDLE_FOR_CHANNELS = {1: ("covid", "grey CT images"), 3: ("chase", "RGB fundus photographs")}
+BUNDLE_FOR_CHANNELS = {t.in_channels: (t.name, t.images) for t in TASKS.values()}
 
 
 def _dicom_header_of(src: Any):

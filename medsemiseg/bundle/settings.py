@@ -111,7 +111,7 @@ def eval_at_network_size(eval_resolution: Any) -> bool:
     """``evaluating``'s scoring grid: ``"original"`` (default) scores the prediction resized back to each test
     slice's own size against its label as stored, as ``inferring`` writes it; ``"network"`` scores at
     ``image_size`` against labels resized there by nearest neighbour (how validation during training scores, and how
-    the benchmark tables in docs/benchmarks.md were measured)."""
+    the synthetic quick grids in docs/notes/2026-11-25-synthetic-grids.md were measured)."""
     value = str(eval_resolution).strip().lower()
     if value not in ("original", "network"):
         raise BundleConfigError(f"eval_resolution must be 'original' or 'network', got {eval_resolution!r}.")

@@ -26,11 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..tasks import TASKS
 from .prepare import POOL_FILE, datalist_filename, prepare_chase, prepare_covid, resplit_prepared
 
 __all__ = ["SYNTHETIC_TASKS", "ensure_synthetic_datalist", "resplit_prepared", "synthetic_task_dir"]
 
-SYNTHETIC_TASKS = ("covid", "chase")
+#: the tasks with a built-in synthetic data set (:data:`medsemiseg.tasks.TASKS`)
+SYNTHETIC_TASKS = tuple(t.name for t in TASKS.values() if t.synthetic)
 
 logger = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 With few labelled images a loader that makes one pass at a time runs out every step or two: 9 labelled slices in
 batches of 8 give a batch of 8, then a batch of 1, and a new pass (with num_workers > 0, its first batch is made
-from scratch, so the GPU waits; measured with ``scripts/loader_throughput.py``, docs/benchmarks.md). The reference
-implementations avoid both: UniMatch repeats the labelled list to the unlabelled set's length, SSL4MIS draws
-labelled and unlabelled indices from one endless batch sampler.
+from scratch, so the GPU waits; measured with ``scripts/loader_throughput.py``,
+docs/notes/2026-11-26-h100-leases.md). The reference implementations avoid both: UniMatch repeats the labelled
+list to the unlabelled set's length, SSL4MIS draws labelled and unlabelled indices from one endless batch sampler.
 
 ``"epoch"`` (the default) does what UniMatch does without caching an image twice: each pass of a loader is one
 epoch of ``epoch_length`` full batches, drawn from back-to-back shuffled permutations of the set (every item once

@@ -126,7 +126,7 @@ def unlabelled_check(labelled: Sequence[Mapping[str, float]], unlabelled: Sequen
             f"{outside} of {len(unlabelled)} unlabelled images read from {where} lie outside the labelled images' "
             f"intensity range (averages on the network's scale: {differ}). Semi-supervised methods learn from them "
             "as if they were like the labelled images; if they come from another scanner, display window or "
-            "orientation, normalise them alike or leave them out (docs/benchmarks.md, COVID-SemiSeg)."
+            "orientation, normalise them alike or leave them out (docs/results.md, COVID-SemiSeg)."
         )
     return result
 

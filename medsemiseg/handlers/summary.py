@@ -7,6 +7,10 @@ handlers (``train#handlers``, ``evaluate#handlers``, ``infer#handlers``) and log
     training: reached epoch 5 of 5 in 3 min 12 s; best val_mIoU 0.4123 at epoch 4; model bundles/covid/models/model.pt;
     checkpoint bundles/covid/models/checkpoint_epoch=5.pt; run record bundles/covid/models/run.json; TensorBoard
     logs bundles/covid/logs
+
+When the evaluated slices come from volumes (``engine.state.per_volume``, left by
+:class:`~medsemiseg.metrics.PerVolumeScores` attached before it), ``evaluating``'s line gives the per-volume mean
+Dice first, the 2D score after it.
 """
 
 from __future__ import annotations
@@ -98,9 +102,16 @@ class RunSummary:
             return f"best {key} {float(value):.4f} at epoch {int(epoch)}"
         value = (getattr(state, "metrics", None) or {}).get(key)
         try:
-            return f"{key} {float(value):.4f}"
+            score = f"{key} {float(value):.4f}"
         except (TypeError, ValueError):
-            return None
+            score = None
+        volumes = getattr(state, "per_volume", None)  # PerVolumeScores' section: the score papers report comes first
+        mean = volumes.get("mean", {}) if isinstance(volumes, Mapping) else {}
+        if "dice" not in mean:
+            return score
+        per_volume = (f"per-volume mean Dice {float(mean['dice']):.4f} over {volumes.get('num_volumes', '?')} "
+                      "volume(s), foreground classes")
+        return per_volume + (f"; 2D {score} (per slice, background included)" if score else "")
 
     def _written(self) -> str | None:
         if self.writer is None:

@@ -15,15 +15,10 @@ Per iteration:
    ``< 0.95``: Dice (medical variant, default) or CE (``unsup_loss="ce"``, divided by the number of pixels);
 4. total ``(L_sup + L_unsup) / 2``.
 
-Differences from the reference, recorded in ``docs/methods.md``: separate labelled / unlabelled forwards by default.
-With small batches and labelled and unlabelled images that differ (the synthetic unlabelled volumes are contiguous
-patient stacks, the labelled slices are not; MedSeg's Radiopaedia volumes differ from its labelled slices in the same
-way), the joint forward lets the network fit the labelled half *through the shared batch statistics*: the
-training loss falls below the supervised run's while the model in eval mode (running statistics) or on a batch of
-labelled-like images alone collapses (background IoU 0.96 -> 0.001 after 300 iterations at 1/8 on the covid
-phantoms, same seed, the only change being the joint forward). The mix partner is the previous image of the same
-batch (``torch.roll``), not a second loader, so its pseudo-label is the same train-mode prediction rather than a
-separate eval-mode forward; the strong view is ``StrongAugment`` instead of torchvision colour jitter + blur.
+Differences from the reference (the reasons and measurements: ``docs/methods.md``, "FixMatch / UniMatch"): the
+labelled and unlabelled batches are forwarded separately unless ``joint_forward=True``; the mix partner is the
+previous image of the same batch (``torch.roll``), so its pseudo-label is the same train-mode prediction; the
+strong view is ``StrongAugment`` instead of torchvision colour jitter + blur.
 """
 
 from __future__ import annotations

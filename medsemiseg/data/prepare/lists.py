@@ -217,6 +217,9 @@ def volumes_of_test(test: list[dict], info: dict[str, dict], sizes: Mapping[str,
         for it in test:
             if "volume" not in it:
                 by_name.setdefault(rule(Path(it["source"])), []).append(it)
+        if rule.option == "--volume-by" and test and not by_name:
+            _warn(f"{where}--volume-by '{rule.pattern}' names no volume: every test item is a slice of a 3D input "
+                  "(NIfTI, DICOM series, HDF5 volume), which is its volume already; leave --volume-by out.")
         for g, items in by_name.items():
             if len({sizes[it["image"]] for it in items}) > 1:
                 _warn(f"{where}the test slices of {g!r} (--volume-by '{rule.pattern}') differ in size, so they are no "

@@ -259,7 +259,7 @@ def prepare_covid_semiseg(
     ``extra_unlabeled=False`` leaves the 1600 extra slices out (the unlabelled images are then the pool's slices
     whose masks the labelled fraction hides): they come from other collections than the labelled MedSeg slices,
     with another display window and some upside down, so they test whether such unlabelled data helps
-    (``docs/benchmarks.md``, COVID-SemiSeg).
+    (``docs/results.md``, COVID-SemiSeg).
     """
     src = Path(src_dir)
     if not src.is_dir():

@@ -1,0 +1,70 @@
+"""The documentation hangs together: README.md is at most 150 lines, every relative link of README.md and docs/
+resolves (file and heading), and every page of docs/ is reachable from README.md by links."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+#: pages other issues add (reliability: issue 28, tracking: issue 29), linked from the index before they land
+PENDING = {"docs/reliability.md", "docs/tracking.md"}
+
+
+def _pages() -> list[Path]:
+    """README.md and the pages of docs/ (not the grids' generated results under docs/results/)."""
+    return [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if "results" not in p.parent.parts)]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
+
+
+def _links(page: Path) -> list[tuple[str, Path, str]]:
+    """``(link as written, target file, anchor)`` of every relative link outside code blocks."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    out = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        out.append((target, (page.parent / path).resolve() if path else page, anchor))
+    return out
+
+
+def test_readme_is_read_in_five_minutes():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move details into a docs/ page and link it"
+
+
+def test_every_relative_link_resolves_to_a_file_and_heading():
+    broken = []
+    for page in _pages():
+        for written, target, anchor in _links(page):
+            rel = target.relative_to(REPO).as_posix() if target.is_relative_to(REPO) else str(target)
+            if not target.exists():
+                if rel not in PENDING:
+                    broken.append(f"{page.relative_to(REPO)}: {written} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+                broken.append(f"{page.relative_to(REPO)}: {written} (no such heading)")
+    assert not broken, "broken links; fix the link or the heading:\n" + "\n".join(broken)
+
+
+def test_every_docs_page_is_reachable_from_the_readme():
+    seen, todo = set(), [(REPO / "README.md").resolve()]
+    while todo:
+        page = todo.pop()
+        if page in seen or not page.is_file() or page.suffix != ".md":
+            continue
+        seen.add(page)
+        todo += [target for _, target, _ in _links(page)]
+    unreached = [p.relative_to(REPO).as_posix() for p in _pages() if p.resolve() not in seen]
+    assert not unreached, f"docs pages no link from README.md reaches: {unreached}; list them in docs/README.md"
