@@ -392,8 +392,11 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         test fails are the tensors checked exactly (``isfinite``), which also rules out a sum that overflowed
         from finite values.
         """
-        params = [(n, t) for n, t in engine.network.named_parameters() if t.is_floating_point()]
-        named = params + [(n, t) for n, t in engine.network.named_buffers() if t.is_floating_point()]
+        from .speed import unwrap
+
+        network = unwrap(engine.network)  # a CompiledNetwork's tensors by the network's own names
+        params = [(n, t) for n, t in network.named_parameters() if t.is_floating_point()]
+        named = params + [(n, t) for n, t in network.named_buffers() if t.is_floating_point()]
         if not named:
             return
         with torch.no_grad():
