@@ -196,5 +196,9 @@ def training_network(network: nn.Module, device: Any = "cpu", compile: Any = Fal
     chosen = compile_mode(mode, device)  # checked even when compile is off, so a typo is found at once
     if not compiled and not nhwc:
         return network
+    # static shapes (dynamic=False): every shape gets its own kernels, so a resumed run compiles the very kernels of the
+    # uninterrupted one whichever shape it meets first (automatic dynamic shapes would recompile at the second shape
+    # seen, and differently in the two runs), and CUDA graphs replay fixed shapes anyway
     return CompiledNetwork(network, compile=compiled, mode=None if chosen == "default" else chosen,
-                           channels_last=nhwc, options=CPU_OPTIONS if torch.device(device).type == "cpu" else None)
+                           channels_last=nhwc, dynamic=False,
+                           options=CPU_OPTIONS if torch.device(device).type == "cpu" else None)
