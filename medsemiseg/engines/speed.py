@@ -180,7 +180,8 @@ class CompiledNetwork(nn.Module):
 def training_network(network: nn.Module, device: Any = "cpu", compile: Any = False, mode: Any = None,
                      channels_last: Any = False) -> nn.Module:
     """What the trainer and the method call: ``network`` itself (eager, nothing asked), else a
-    :class:`CompiledNetwork` around it.
+    :class:`CompiledNetwork` around it; a :class:`~medsemiseg.distributed.DistributedNetwork` (``torchrun``) is
+    returned itself, its DDP passes running a :class:`CompiledNetwork` of the network it wraps.
 
     Args:
         network: the network the bundle checkpoints and validates (plain or DDP-wrapped), already on ``device``.
@@ -196,9 +197,22 @@ def training_network(network: nn.Module, device: Any = "cpu", compile: Any = Fal
     chosen = compile_mode(mode, device)  # checked even when compile is off, so a typo is found at once
     if not compiled and not nhwc:
         return network
+    from medsemiseg.distributed import DistributedNetwork
+
     # static shapes (dynamic=False): every shape gets its own kernels, so a resumed run compiles the very kernels of the
     # uninterrupted one whichever shape it meets first (automatic dynamic shapes would recompile at the second shape
     # seen, and differently in the two runs), and CUDA graphs replay fixed shapes anyway
-    return CompiledNetwork(network, compile=compiled, mode=None if chosen == "default" else chosen,
-                           channels_last=nhwc, dynamic=False,
-                           options=CPU_OPTIONS if torch.device(device).type == "cpu" else None)
+    def view(net: nn.Module) -> CompiledNetwork:
+        return CompiledNetwork(net, compile=compiled, mode=None if chosen == "default" else chosen,
+                               channels_last=nhwc, dynamic=False,
+                               options=CPU_OPTIONS if torch.device(device).type == "cpu" else None)
+
+    if isinstance(network, DistributedNetwork):
+        # compiled inside DDP (PyTorch: "apply torch.compile to the inner module passed to the wrapper"): the DDP
+        # network stays what the trainer calls, its passes with autograd run the compiled calls; passes without
+        # autograd (SUFD's features without gradient) and the EMA teacher (a copy of the plain network) stay eager
+        inner = view(network.network)
+        network.module.__dict__["_compiled"] = inner
+        network.__dict__["begin_step"] = inner.begin_step
+        return network
+    return view(network)
