@@ -139,8 +139,8 @@ fi
 
 # then what the issue asks less urgently: the CUDA tests, AMP against float32, and the repeat's spread
 if wanted tests && [ "${SKIP_TESTS:-0}" != "1" ]; then
-  step tests "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_mixing.py tests/test_views.py tests/test_speed.py \
-    tests/test_engine.py tests/test_bundles.py -o addopts="" --junitxml="$RESULTS/tests.xml"
+  step tests "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_mixing.py tests/test_views.py \
+    tests/test_engine.py tests/test_bundles.py tests/test_speed.py -o addopts="" --junitxml="$RESULTS/tests.xml"
 fi
 if wanted cost_repeat && [ "$DEVICE" != "cpu" ]; then
   step cost_fp32 "$PY" "${cost[@]}" --json "$RESULTS/cost_fp32.json"

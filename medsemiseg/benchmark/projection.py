@@ -105,7 +105,8 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
     """The :class:`~medsemiseg.benchmark.cost.CostSettings` that measure step times at the grid's own settings.
 
     Raises :class:`ConfigError` when the grid's cells do not share network, image size, batch sizes, device, AMP and
-    its dtype, ``compile`` / ``compile_mode`` and ``channels_last`` (one cost run could not stand for all of them) or when the image is not square.
+    its dtype, ``compile`` / ``compile_mode`` and ``channels_last`` (one cost run could not stand for all of them)
+    or when the image is not square.
     """
     from medsemiseg.bundle.settings import as_bool as _as_bool
 
@@ -339,9 +340,10 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
     cells = list(enumerate_cells(cfg) if cells is None else cells)
     missing = sorted({c.method for c in cells} - set(step_s))
     if missing:
+        how = " --compile both" if variant == "compiled" else ""
         raise ConfigError(f"the cost report has no {variant} step time for {missing} (not measured, or its "
                           "measurement failed: see the [cost] lines); measure them: python -m "
-                          "medsemiseg.benchmark.cost --methods ..." + (" --compile both" if variant == "compiled" else ""))
+                          f"medsemiseg.benchmark.cost --methods ...{how}")
     all_done = list(iter_done(cfg))
     counted = [(c, d) for c, d in all_done if keep is None or keep(c)]
     finished = _finished_cells(cfg, step_s, counted)
