@@ -112,7 +112,8 @@ class _Calls(nn.Module):
         self.network = network
 
     def forward(self, *args: Any, _call: str = "forward", **kwargs: Any) -> Any:
-        return getattr(self.__dict__.get("_compiled") or self.network, _call)(*args, **kwargs)
+        compiled = self.__dict__.get("_compiled")
+        return getattr(self.network if compiled is None else compiled, _call)(*args, **kwargs)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         return self.network.state_dict(*args, **kwargs)
