@@ -15,24 +15,37 @@
 #   5. the cost benchmark again without AMP, and with AMP a second time (the repeat gives the spread);
 #   6. when more than one GPU is visible, multi-GPU training (scripts/multi_gpu_scaling.py): the covid bundle under
 #      torchrun with configs/multi_gpu_train.json at the same step settings (256 px, batch 8 + 8 per GPU, AMP),
-#      seconds per iteration on 1 and on all N GPUs and the scaling efficiency (s/iter on 1 / s/iter on N).
+#      seconds per iteration on 1 and on all N GPUs and the scaling efficiency (s/iter on 1 / s/iter on N);
+#   7. `speed` (docs/speed.md): for each precision of SPEED_DTYPES (fp32, AMP float16, AMP bfloat16) the cost table
+#      eager and compiled side by side (`--compile both`: torch.compile, on CUDA mode reduce-overhead = CUDA graphs;
+#      each method's ratio, peak memory and one-off compile time), then the projection of GRID from it twice, with
+#      the eager and with the compiled step times. Not in the default STEPS (compiling every method three times
+#      takes longer than the rest): STEPS=speed, or add it.
 # They run in this order, what the issue asks first, so a machine taken back early still leaves the main results.
 # On an H100 (2026-11-26) every step but the probe cell took 4.5 min together (data writing 50 s of it) and the probe
 # cell 3.7 min (it had needed 9 min before train_sampling). docs/notes/2026-11-26-h100-leases.md has the results.
 #
 # Results in $RESULTS (default runs/gpu_checks): log.txt (everything), tests.txt, cost_fp32.json, cost_amp.json,
 # cost_amp_repeat.json, projection.md / .json, probe_cell.tar.gz (the probe cell's folder without checkpoints),
-# multi_gpu.json.
+# multi_gpu.json; with `speed`, speed_<dtype>.json / .md (the eager + compiled cost table) and
+# projection_<dtype>_{eager,compiled}.md / .json for each dtype.
 # A step that fails is reported and the next one still runs; the exit status is 1 if any failed.
 #
 # Knobs (environment): PYTHON (python3), RESULTS, GRID / PROBE (the two YAMLs), DEVICE (cuda; `cpu` runs the
 # plumbing without the AMP measurements, e.g. with a PROBE that trains on the CPU), COST_ITERS (50), COST_WARMUP (10),
 # STEP_TIMEOUT (7200 s: a step running longer is stopped and counted as failed), SKIP_TESTS=1, MGPU_ITERS (50
-# iterations per epoch of the multi-GPU runs), STEPS (which of cost, probe, projection, tests, cost_repeat, multi_gpu
-# to run; default all; `probe` includes writing the data it needs) and
-# COST_JSON (the step times the projection reads when `cost` is not run, e.g. an earlier run's cost_amp.json):
+# iterations per epoch of the multi-GPU runs), STEPS (which of cost, probe, projection, tests, cost_repeat, multi_gpu,
+# speed to run; default all but speed; `probe` includes writing the data it needs),
+# COST_JSON (the step times the projection reads when `cost` is not run, e.g. an earlier run's cost_amp.json), and
+# for `speed`: SPEED_DTYPES (fp32 amp bf16; on DEVICE=cpu `amp` is skipped, float16 autocast being CUDA's),
+# COMPILE_MODE (auto: reduce-overhead on CUDA), CHANNELS_LAST=1 (network and inputs channels-last), COST_METHODS
+# (default every method; the projections of a GRID with other methods then fail, naming the methods not measured)
+# and COST_SIZE / COST_BATCH (256 / 8: the paper grid's step).
 #
 #   STEPS="probe projection" COST_JSON=docs/results/gpu/h100_2026-11-26/cost_amp.json bash scripts/gpu_checks.sh
+#   STEPS=speed SPEED_DTYPES="bf16 amp" bash scripts/gpu_checks.sh        # issue 31: eager vs compiled
+#   DEVICE=cpu STEPS=speed SPEED_DTYPES=fp32 COST_SIZE=32 COST_BATCH=2 COST_ITERS=2 COST_WARMUP=1 \
+#     GRID=my_cpu_grid.yaml bash scripts/gpu_checks.sh                    # the plumbing, on a CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,12 +57,20 @@ DEVICE=${DEVICE:-cuda}
 COST_ITERS=${COST_ITERS:-50}
 COST_WARMUP=${COST_WARMUP:-10}
 STEP_TIMEOUT=${STEP_TIMEOUT:-7200}
+COST_SIZE=${COST_SIZE:-256}
+COST_BATCH=${COST_BATCH:-8}
+SPEED_DTYPES=${SPEED_DTYPES:-fp32 amp bf16}
+COMPILE_MODE=${COMPILE_MODE:-auto}
 STEPS=" ${STEPS:-cost probe projection tests cost_repeat multi_gpu} "
 STEPS=${STEPS//,/ }
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 for s in $STEPS; do
-  case $s in cost|probe|projection|tests|cost_repeat|multi_gpu) ;;
+  case $s in cost|probe|projection|tests|cost_repeat|multi_gpu|speed) ;;
     *) echo "unknown step in STEPS: $s" >&2; exit 2 ;; esac
+done
+for d in $SPEED_DTYPES; do
+  case $d in fp32|amp|bf16) ;;
+    *) echo "unknown precision in SPEED_DTYPES: $d (fp32, amp, bf16)" >&2; exit 2 ;; esac
 done
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$RESULTS"
@@ -80,8 +101,9 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch
 fi
 
 cost=(-m medsemiseg.benchmark.cost --task covid --network unet
-      --network-kwargs '{"features": [16, 32, 64, 128, 256, 16]}' --image-size 256 --batch-size 8
-      --unlabeled-batch-size 8 --iters "$COST_ITERS" --warmup "$COST_WARMUP" --device "$DEVICE" --in-process)
+      --network-kwargs '{"features": [16, 32, 64, 128, 256, 16]}' --image-size "$COST_SIZE" --batch-size "$COST_BATCH"
+      --unlabeled-batch-size "$COST_BATCH" --iters "$COST_ITERS" --warmup "$COST_WARMUP" --device "$DEVICE" --in-process
+      ${COST_METHODS:+--methods $COST_METHODS})
 # the step times the projection uses first: the grid trains with AMP
 if ! wanted cost; then
   step_cost=${COST_JSON:-}
@@ -118,7 +140,7 @@ fi
 # then what the issue asks less urgently: the CUDA tests, AMP against float32, and the repeat's spread
 if wanted tests && [ "${SKIP_TESTS:-0}" != "1" ]; then
   step tests "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_mixing.py tests/test_views.py \
-    tests/test_engine.py tests/test_bundles.py -o addopts="" --junitxml="$RESULTS/tests.xml"
+    tests/test_engine.py tests/test_bundles.py tests/test_speed.py -o addopts="" --junitxml="$RESULTS/tests.xml"
 fi
 if wanted cost_repeat && [ "$DEVICE" != "cpu" ]; then
   step cost_fp32 "$PY" "${cost[@]}" --json "$RESULTS/cost_fp32.json"
@@ -133,6 +155,31 @@ if wanted multi_gpu && [ "$DEVICE" != "cpu" ]; then
   else
     echo "== multi_gpu: skipped, ${gpus:-0} GPU visible (it needs two or more)"
   fi
+fi
+
+# issue 31: eager and compiled side by side, per precision, and the paper grid projected with each
+if wanted speed; then
+  for d in $SPEED_DTYPES; do
+    case $d in
+      fp32) prec=() ;;
+      amp) prec=(--amp --amp-dtype float16) ;;
+      bf16) prec=(--amp --amp-dtype bfloat16) ;;
+    esac
+    if [ "$d" = amp ] && [ "$DEVICE" = cpu ]; then
+      echo "== speed_amp: skipped on the CPU (float16 autocast is CUDA's; bf16 runs on both)"
+      continue
+    fi
+    speed_json="$RESULTS/speed_$d.json"
+    rm -f "$speed_json"  # the projections below read this run's table, never an earlier one's
+    step "speed_$d" "$PY" "${cost[@]}" "${prec[@]}" --compile both --compile-mode "$COMPILE_MODE" \
+      ${CHANNELS_LAST:+--channels-last} --json "$speed_json" --markdown "$RESULTS/speed_$d.md"
+    [ -f "$speed_json" ] || continue
+    for v in eager compiled; do
+      step "projection_${d}_$v" "$PY" -m medsemiseg.benchmark.projection "$GRID" --probe "$PROBE" --cost "$speed_json" \
+        $([ "$v" = compiled ] && echo --compiled) --json "$RESULTS/projection_${d}_$v.json" \
+        --markdown "$RESULTS/projection_${d}_$v.md"
+    done
+  done
 fi
 
 if [ "${#failed[@]}" -gt 0 ]; then

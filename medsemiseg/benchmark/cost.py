@@ -21,6 +21,14 @@ attached) on fixed in-memory batches of the same sizes for every method, and rep
   discriminator (``G``), with backward ≈ 2 × forward. ``measured / floor`` above 1 is work an implementation does beyond the minimum (extra
   passes, a batch that runs with grad where no-grad would do).
 
+**Eager and compiled** (``--compile both``): each method is measured eagerly and then with its network compiled
+(``torch.compile``, :mod:`medsemiseg.engines.speed`; ``--compile-mode``, ``--channels-last``, ``--amp-dtype``) in one
+process, from the same seed and batches. The compiled row adds its time relative to the eager one (``× eager``) and
+the **compile time** paid once: the warm-up iterations' wall time minus ``warmup`` times its median step time (the
+warm-up must be long enough to cover the compilations: the first forward/backward of every shape). Its FLOPs are
+not counted again (the same work as eager; the counter does not see inside compiled code), and on a CPU its peak
+memory is the process's high-water mark reset after the eager run, which includes the compiler's own memory.
+
 Everything is measured in one run, one method after another, with the same seed and batch sizes. The cost module is
 reusable: :func:`measure_method` returns one method's numbers and :func:`cost_table` formats a list of them.
 """
@@ -50,6 +58,7 @@ __all__ = [
     "CostSettings",
     "floor_units",
     "measure_method",
+    "measure_variants",
     "run_cost_benchmark",
     "cost_table",
     "main",
@@ -90,6 +99,14 @@ class CostSettings:
     threads: int | None = None
     seed: int = 0
     method_options: dict = dataclasses.field(default_factory=dict)
+    #: autocast dtype with ``amp``: ``float16`` (GradScaler) or ``bfloat16`` (no scaler)
+    amp_dtype: str = "float16"
+    #: the training step's network compiled with torch.compile (:mod:`medsemiseg.engines.speed`)
+    compile: bool = False
+    #: torch.compile's mode; ``auto``: ``reduce-overhead`` (CUDA graphs) on CUDA, ``default`` elsewhere
+    compile_mode: str = "auto"
+    #: network and inputs in channels-last memory format
+    channels_last: bool = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,6 +210,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
     from ignite.engine import Events
 
     from medsemiseg.engines import SemiSupervisedTrainer
+    from medsemiseg.engines.speed import training_network
     from medsemiseg.methods import create_method, registry
     from medsemiseg.networks import FeatureDiscriminator, get_network
 
@@ -204,20 +222,24 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
     in_ch, num_classes = TASKS[s.task]
     torch.manual_seed(s.seed)
     net = get_network(s.network, in_ch, num_classes, **s.network_kwargs).to(device)
+    # what the trainer and the method call: ``net`` itself when eager (as the bundles do)
+    train_net = training_network(net, device, s.compile, s.compile_mode, s.channels_last)
     options = dict(s.method_options.get(method_name, {}))
     spec = registry.get(method_name)
     if "warmup_iters" in spec.options:
         options.setdefault("warmup_iters", 0)  # measure the steady state: adversarial term on from the start
-    method = create_method(method_name, net, num_classes, **options)
+    method = create_method(method_name, train_net, num_classes, **options)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    n_total = s.warmup + s.iters + 1
+    # compiled: no FLOP-counting iteration (the same work as eager, and the counter cannot see into compiled code)
+    count_flops = not s.compile
+    n_total = s.warmup + s.iters + (1 if count_flops else 0)
     lab = [{k: v.to(device) for k, v in b.items()} for b in _batches(s, 4, in_ch, num_classes, True, s.seed)]
     unl = None
     if getattr(method, "requires_unlabeled", True):
         unl = [{k: v.to(device) for k, v in b.items()} for b in _batches(s, 4, in_ch, num_classes, False, s.seed + 1)]
     trainer = SemiSupervisedTrainer(
-        device=device, max_epochs=1, train_data_loader=lab, network=net, optimizer=opt, method=method,
-        unlabeled_data_loader=unl, epoch_length=n_total, amp=s.amp, decollate=False,
+        device=device, max_epochs=1, train_data_loader=lab, network=train_net, optimizer=opt, method=method,
+        unlabeled_data_loader=unl, epoch_length=n_total, amp=s.amp, amp_dtype=s.amp_dtype, decollate=False,
     )
 
     def sync() -> None:
@@ -225,9 +247,10 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
             torch.cuda.synchronize(device)
 
     times: list[float] = []
+    warmup_times: list[float] = []
     clock: dict[str, Any] = {}
     flops: dict[str, float] = {}
-    flop_iter = n_total  # the last iteration is counted, not timed (the counter slows it down)
+    flop_iter = n_total if count_flops else -1  # the last iteration is counted, not timed (the counter slows it down)
 
     @trainer.on(Events.ITERATION_STARTED)
     def _start(engine) -> None:
@@ -248,8 +271,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
             flops["iter"] = float(clock["fc"].get_total_flops())
             return
         sync()
-        if engine.state.iteration > s.warmup:
-            times.append(time.perf_counter() - clock["t"])
+        (times if engine.state.iteration > s.warmup else warmup_times).append(time.perf_counter() - clock["t"])
 
     probe = _RssPeak() if device.type == "cpu" else None
     if device.type == "cuda":
@@ -279,9 +301,17 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
     fu, eu, gu = spec.floor.units(s.batch_size, s.unlabeled_batch_size) if spec.floor else (float("nan"),) * 3
     floor = fu * f_img + eu * e_img + gu * g_img
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    median = statistics.median(times)
     return {
         "method": method_name,
-        "s_per_iter": statistics.median(times),
+        "variant": "compiled" if s.compile else "eager",
+        "compile_mode": (training_network_mode(s) if s.compile else None),
+        "channels_last": bool(s.channels_last),
+        "amp_dtype": s.amp_dtype if s.amp else None,
+        "warmup_s": sum(warmup_times),
+        # what the warm-up took beyond as many steady steps: torch.compile's one-off work when compiled
+        "compile_s": max(sum(warmup_times) - len(warmup_times) * median, 0.0) if s.compile else 0.0,
+        "s_per_iter": median,
         "s_per_iter_q1": q[0],
         "s_per_iter_q3": q[2],
         "timed_iters": len(times),
@@ -297,6 +327,30 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
         "flops_disc_per_image_fwd": g_img,
         "floor_passes": spec.floor.text if spec.floor else "",
     }
+
+
+def training_network_mode(s: CostSettings) -> str:
+    """The torch.compile mode ``s.compile_mode`` stands for on ``s.device``."""
+    from medsemiseg.engines.speed import compile_mode
+
+    return compile_mode(s.compile_mode, s.device)
+
+
+#: ``--compile`` choices -> the variants measured, in order
+VARIANTS = {"off": ("eager",), "on": ("compiled",), "both": ("eager", "compiled")}
+
+
+def measure_variants(method_name: str, s: CostSettings, variants: Sequence[str] = ("eager",)) -> list[dict[str, Any]]:
+    """:func:`measure_method` for each variant (``"eager"``, ``"compiled"``) in this process, one after the other,
+    from the same seed and batches; a compiled row gets ``x_eager``, its step time over the eager one's."""
+    rows = [measure_method(method_name, dataclasses.replace(s, compile=(v == "compiled"))) for v in variants]
+    eager = next((r for r in rows if r["variant"] == "eager"), None)
+    for r in rows:
+        if r["variant"] == "compiled" and eager is not None:
+            r["x_eager"] = r["s_per_iter"] / eager["s_per_iter"]
+            r["flops_per_iter"] = eager["flops_per_iter"]  # the same work; counted in the eager run
+            r["flops_counted_in"] = "eager"
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -321,70 +375,108 @@ def _machine(s: CostSettings) -> str:
     return f"{dev}; torch {torch.__version__}; Python {platform.python_version()}; {platform.system()}"
 
 
-def run_cost_benchmark(methods: Sequence[str], s: CostSettings, isolate: bool = True, log=print) -> dict[str, Any]:
-    """Measure every method (each in its own subprocess when ``isolate``, which the CPU memory numbers need) and
-    return ``{"settings", "machine", "date", "results": [...]}`` with ratios to ``supervised``."""
+def run_cost_benchmark(methods: Sequence[str], s: CostSettings, isolate: bool = True, log=print,
+                       variants: Sequence[str] = ("eager",)) -> dict[str, Any]:
+    """Measure every method in each of ``variants`` (``"eager"``, ``"compiled"``: :func:`measure_variants`), each
+    method in its own subprocess when ``isolate`` (which the CPU memory numbers need), and return ``{"settings",
+    "machine", "date", "variants", "results": [...]}`` with ratios to ``supervised`` of the same variant."""
     results = []
     for m in methods:
-        log(f"[cost] measuring {m} ...")
+        log(f"[cost] measuring {m} ({' and '.join(variants)}) ...")
         if isolate:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "r.json"
                 cmd = [sys.executable, "-m", "medsemiseg.benchmark.cost", "--_worker", m, "--_settings",
-                       json.dumps(dataclasses.asdict(s)), "--_out", str(out)]
+                       json.dumps(dataclasses.asdict(s)), "--_variants", ",".join(variants), "--_out", str(out)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0 or not out.is_file():
                     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
                     log(f"[cost] {m} FAILED (exit {proc.returncode}):\n{tail}")
-                    results.append({"method": m, "error": tail})
+                    results += [{"method": m, "variant": v, "error": tail} for v in variants]
                     continue
-                r = json.loads(out.read_text())
+                rows = json.loads(out.read_text())
         else:
-            r = measure_method(m, s)
-        peak = ("n/a (in-process)" if not isolate and not s.device.startswith("cuda")
-                else f"+{r['peak_mem_mb']:.0f} MiB")
-        log(f"[cost] {m}: {r['s_per_iter']:.3f} s/iter, peak {peak}, "
-            f"{r['flops_per_iter'] / 1e9:.2f} GFLOP/iter (floor {r['flops_floor'] / 1e9:.2f})")
-        results.append(r)
-    ref = next((r for r in results if r.get("method") == "supervised" and "error" not in r), None)
-    for r in results:
-        if ref is not None and "error" not in r:
-            r["time_x_supervised"] = r["s_per_iter"] / ref["s_per_iter"]
-            r["mem_x_supervised"] = r["peak_mem_mb"] / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0 else float("nan")
-            r["flops_x_supervised"] = r["flops_per_iter"] / ref["flops_per_iter"]
-        if "error" not in r:
-            r["measured_over_floor"] = r["flops_per_iter"] / r["flops_floor"] if r["flops_floor"] else float("nan")
+            rows = measure_variants(m, s, variants)
+        for r in rows:
+            peak = ("n/a (in-process)" if not isolate and not s.device.startswith("cuda")
+                    else f"+{r['peak_mem_mb']:.0f} MiB")
+            extra = (f", {r['x_eager']:.2f} x eager, compile {r['compile_s']:.1f} s once"
+                     if r.get("variant") == "compiled" and "x_eager" in r else "")
+            log(f"[cost] {m} {r.get('variant', 'eager')}: {r['s_per_iter']:.3f} s/iter, peak {peak}, "
+                f"{r['flops_per_iter'] / 1e9:.2f} GFLOP/iter (floor {r['flops_floor'] / 1e9:.2f}){extra}")
+        results += rows
+    for variant in variants:
+        rows = [r for r in results if r.get("variant", "eager") == variant]
+        ref = next((r for r in rows if r.get("method") == "supervised" and "error" not in r), None)
+        for r in rows:
+            if ref is not None and "error" not in r:
+                r["time_x_supervised"] = r["s_per_iter"] / ref["s_per_iter"]
+                r["mem_x_supervised"] = (r["peak_mem_mb"] / ref["peak_mem_mb"] if ref["peak_mem_mb"] > 0
+                                         else float("nan"))
+                r["flops_x_supervised"] = r["flops_per_iter"] / ref["flops_per_iter"]
+            if "error" not in r:
+                r["measured_over_floor"] = r["flops_per_iter"] / r["flops_floor"] if r["flops_floor"] else float("nan")
     return {
         "settings": dataclasses.asdict(s),
         "machine": _machine(s),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "command": "python -m medsemiseg.benchmark.cost " + " ".join(sys.argv[1:]),
         "in_process": not isolate,  # CPU peak memory is then not per method (cost_table prints n/a)
+        "variants": list(variants),
         "results": results,
     }
 
 
+def _speed_note(s: dict[str, Any]) -> str:
+    """How the step ran, for a table's head: AMP and its dtype, channels-last, the compile mode."""
+    parts = []
+    if s.get("amp"):
+        parts.append(f"AMP {s.get('amp_dtype') or 'float16'}")
+    if s.get("channels_last"):
+        parts.append("channels-last")
+    return "".join(f" + {p}" for p in parts)
+
+
 def cost_table(report: dict[str, Any]) -> str:
-    """Markdown table of a :func:`run_cost_benchmark` report."""
+    """Markdown table of a :func:`run_cost_benchmark` report (with compiled rows: a variant column, each compiled
+    step time over the eager one, and the compile time paid once)."""
     s = report["settings"]
+    variants = report.get("variants") or ["eager"]
+    both = "compiled" in variants
+    mode = next((r.get("compile_mode") for r in report["results"] if r.get("compile_mode")), None)
+    compiled_note = f"; compiled: torch.compile mode {mode!r}" if both and mode else ""
     head = (
         f"{s['task']} shapes, {s['network']} {s['image_size']}×{s['image_size']}, batch {s['batch_size']} labelled + "
-        f"{s['unlabeled_batch_size']} unlabelled, {s['device']}{' + AMP' if s['amp'] else ''}, median of "
-        f"{s['iters']} iterations after {s['warmup']} warm-up; {report['machine']}; {report['date']}\n\n"
+        f"{s['unlabeled_batch_size']} unlabelled, {s['device']}{_speed_note(s)}, median of "
+        f"{s['iters']} iterations after {s['warmup']} warm-up{compiled_note}; {report['machine']}; {report['date']}\n\n"
     )
-    lines = [
-        "| method | s/iter (IQR) | × sup | peak mem MiB | × sup | GFLOP/iter | × sup | floor GFLOP | measured/floor | floor passes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+    if both:
+        lines = [
+            "| method | variant | s/iter (IQR) | × eager | compile s (once) | × sup | peak mem MiB | × sup | GFLOP/iter | "
+            "× sup | floor GFLOP | measured/floor | floor passes |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+    else:
+        lines = [
+            "| method | s/iter (IQR) | × sup | peak mem MiB | × sup | GFLOP/iter | × sup | floor GFLOP | measured/floor | floor passes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
     for r in report["results"]:
+        variant = r.get("variant", "eager")
+        first = f"| {r['method']} | {variant} |" if both else f"| {r['method']} |"
         if "error" in r:
-            lines.append(f"| {r['method']} | failed | | | | | | | | |")
+            lines.append(first + " failed |" + " |" * (11 if both else 8))
             continue
         mem_invalid = report.get("in_process") and not str(s["device"]).startswith("cuda")
         mem = "n/a (in-process)" if mem_invalid else f"{r['peak_mem_mb']:.0f}"
         mem_x = "n/a" if mem_invalid else f"{r.get('mem_x_supervised', float('nan')):.2f}"
+        speed = ""
+        if both:
+            x_eager = f"{r['x_eager']:.2f}" if "x_eager" in r else ("1.00" if variant == "eager" else "–")
+            comp = f"{r.get('compile_s', 0.0):.1f}" if variant == "compiled" else "–"
+            speed = f" {x_eager} | {comp} |"
         lines.append(
-            f"| {r['method']} | {r['s_per_iter']:.3f} ({r['s_per_iter_q1']:.3f}–{r['s_per_iter_q3']:.3f}) | "
+            f"{first} {r['s_per_iter']:.3f} ({r['s_per_iter_q1']:.3f}–{r['s_per_iter_q3']:.3f}) |{speed} "
             f"{r.get('time_x_supervised', float('nan')):.2f} | {mem} | "
             f"{mem_x} | {r['flops_per_iter'] / 1e9:.2f} | "
             f"{r.get('flops_x_supervised', float('nan')):.2f} | {r['flops_floor'] / 1e9:.2f} | "
@@ -395,6 +487,12 @@ def cost_table(report: dict[str, Any]) -> str:
     if report.get("in_process") and not str(s["device"]).startswith("cuda"):
         foot += ("\n\nPeak memory not shown: measured --in-process, every method shares one process, so the peak "
                  "resident set size of a method includes the ones measured before it.")
+    if both:
+        foot += ("\n\nCompiled rows: × eager is the compiled median step time over the eager one of the same method "
+                 "(measured one after the other in one process); compile s is the warm-up's wall time beyond as many "
+                 "steady steps (paid once per process); their GFLOP/iter are the eager run's (the same work)."
+                 + (" CPU peak memory of a compiled row includes the compiler's own." if
+                    not str(s["device"]).startswith("cuda") else ""))
     return head + "\n".join(lines) + foot + "\n"
 
 
@@ -411,7 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10, help="timed iterations per method")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
-    p.add_argument("--amp", action="store_true", help="autocast + GradScaler (CUDA only)")
+    p.add_argument("--amp", action="store_true", help="autocast (CUDA; on the CPU with --amp-dtype bfloat16 only)")
+    p.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default="float16",
+                   help="autocast dtype: float16 (with a GradScaler) or bfloat16 (no scaler)")
+    p.add_argument("--compile", choices=sorted(VARIANTS), default="off",
+                   help="off: eager only; on: compiled only; both: eager and compiled, side by side in one process "
+                        "per method, with the ratio and the compile time")
+    p.add_argument("--compile-mode", default="auto",
+                   help="torch.compile mode (auto: reduce-overhead, i.e. CUDA graphs, on CUDA; default elsewhere)")
+    p.add_argument("--channels-last", action="store_true", help="network and inputs in channels-last memory format")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--method-options", default="{}", help='JSON {method: {option: value}}')
     p.add_argument("--in-process", action="store_true", help="no subprocess per method (CPU memory then invalid)")
@@ -420,23 +526,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     p.add_argument("--_settings", help=argparse.SUPPRESS)
     p.add_argument("--_out", help=argparse.SUPPRESS)
+    p.add_argument("--_variants", default="eager", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a._worker:
         s = CostSettings(**json.loads(a._settings))
-        Path(a._out).write_text(json.dumps(measure_method(a._worker, s)))
+        Path(a._out).write_text(json.dumps(measure_variants(a._worker, s, a._variants.split(","))))
         return 0
     measurable = measurable_methods()
     a.methods = measurable if a.methods is None else a.methods
     unknown = [m for m in a.methods if m not in measurable]
     if unknown:
         p.error(f"unknown method(s) {unknown}; choose from {measurable} (the registered methods with a FLOP floor)")
-    if a.amp and not a.device.startswith("cuda"):
-        p.error("--amp needs --device cuda (autocast on CPU is not what the bundles run)")
+    if a.amp and not a.device.startswith("cuda") and a.amp_dtype != "bfloat16":
+        p.error("--amp on the CPU needs --amp-dtype bfloat16 (float16 autocast is CUDA's); or use --device cuda")
+    from medsemiseg.bundle.settings import BundleConfigError
+    from medsemiseg.engines.speed import compile_mode
+
+    try:
+        compile_mode(a.compile_mode, a.device, key="compile-mode")
+    except BundleConfigError as e:
+        p.error(str(e))
     try:
         s = CostSettings(
             task=a.task, network=a.network, network_kwargs=json.loads(a.network_kwargs), image_size=a.image_size,
             batch_size=a.batch_size, unlabeled_batch_size=a.unlabeled_batch_size, iters=a.iters, warmup=a.warmup,
             device=a.device, amp=a.amp, threads=a.threads, method_options=json.loads(a.method_options),
+            amp_dtype=a.amp_dtype, compile_mode=a.compile_mode, channels_last=a.channels_last,
         )
     except json.JSONDecodeError as e:
         p.error(f"--network-kwargs / --method-options must be JSON: {e}")
@@ -448,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("error: --device cuda asked for, but torch sees no CUDA device; use --device cpu", file=sys.stderr)
             return 2
-    report = run_cost_benchmark(a.methods, s, isolate=not a.in_process)
+    report = run_cost_benchmark(a.methods, s, isolate=not a.in_process, variants=VARIANTS[a.compile])
     table = cost_table(report)
     print(table)
     if a.json:

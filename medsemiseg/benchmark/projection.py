@@ -67,8 +67,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 
 _SCHEDULE_KEYS = ("max_epochs", "epoch_length", "network_name", "network_kwargs", "image_size", "patch_size",
-                  "batch_size", "unlabeled_batch_size", "device", "amp", "method_options")
-_OPTIONAL_KEYS = ("patch_size",)
+                  "batch_size", "unlabeled_batch_size", "device", "amp", "method_options", "amp_dtype", "compile",
+                  "compile_mode", "channels_last")
+_OPTIONAL_KEYS = ("patch_size", "amp_dtype", "compile", "compile_mode", "channels_last")
 # what one training step costs depends on these, not on how many steps there are
 _STEP_KEYS = tuple(k for k in _SCHEDULE_KEYS if k not in ("max_epochs", "epoch_length"))
 
@@ -103,8 +104,9 @@ def cell_schedule(cfg: BenchmarkConfig, cell: Cell) -> dict[str, Any]:
 def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 3):
     """The :class:`~medsemiseg.benchmark.cost.CostSettings` that measure step times at the grid's own settings.
 
-    Raises :class:`ConfigError` when the grid's cells do not share network, image size, batch sizes, device and AMP
-    (one cost run could not stand for all of them) or when the image is not square.
+    Raises :class:`ConfigError` when the grid's cells do not share network, image size, batch sizes, device, AMP and
+    its dtype, ``compile`` / ``compile_mode`` and ``channels_last`` (one cost run could not stand for all of them)
+    or when the image is not square.
     """
     from medsemiseg.bundle.settings import as_bool as _as_bool
 
@@ -114,7 +116,7 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
     if task not in TASKS:
         raise ConfigError(f"{cfg.source}: the cost benchmark knows the tasks {sorted(TASKS)}, not {cfg.task!r}")
     shared = ("network_name", "network_kwargs", "image_size", "patch_size", "batch_size", "unlabeled_batch_size",
-              "device", "amp")
+              "device", "amp", "amp_dtype", "compile", "compile_mode", "channels_last")
     seen: dict[str, Any] = {}
     method_options: dict[str, dict] = {}
     first: dict[str, Any] | None = None
@@ -150,6 +152,10 @@ def cost_settings_for_grid(cfg: BenchmarkConfig, iters: int = 20, warmup: int = 
         amp=_as_bool(first["amp"], "amp"),
         threads=int(threads) if threads else None,
         method_options=method_options,
+        amp_dtype=str(first["amp_dtype"] or "float16"),
+        compile=_as_bool(first["compile"], "compile"),
+        compile_mode=str(first["compile_mode"] or "auto"),
+        channels_last=_as_bool(first["channels_last"], "channels_last"),
     )
 
 
@@ -311,12 +317,16 @@ def _project_cell(method: str, n: int, step: float, finished: list[_Finished]) -
     return n * (step + overhead) + fixed + (statistics.fmean(evals) if evals else 0.0), basis
 
 
-def _step_times(cost_report: dict[str, Any]) -> dict[str, float]:
-    return {r["method"]: float(r["s_per_iter"]) for r in cost_report.get("results", []) if "error" not in r}
+def _step_times(cost_report: dict[str, Any], variant: str = "eager") -> dict[str, float]:
+    """Each method's step time in ``variant`` (``"eager"`` or ``"compiled"``; a report of before the variants holds
+    eager rows only)."""
+    return {r["method"]: float(r["s_per_iter"]) for r in cost_report.get("results", [])
+            if "error" not in r and r.get("variant", "eager") == variant}
 
 
 def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Iterable[Cell] | None = None,
-                 keep: Callable[[Cell], bool] | None = None, probe: BenchmarkConfig | None = None) -> dict[str, Any]:
+                 keep: Callable[[Cell], bool] | None = None, probe: BenchmarkConfig | None = None,
+                 variant: str = "eager") -> dict[str, Any]:
     """Per-method rows (cells, finished, projected seconds per cell, basis, remaining seconds) and totals.
 
     ``cost_report`` is a :func:`medsemiseg.benchmark.cost.run_cost_benchmark` report measured at the grid's
@@ -324,13 +334,16 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
     ``keep``: only the finished cells it accepts count as finished (a what-if: "projected from this one cell"),
     the rest are projected as if still to run, and their measured total is returned as ``measured_s`` to compare.
     ``probe``: a grid that stops ``cfg``'s cells early; its finished cells join the references (:func:`probe_cells`).
+    ``variant``: the report's step times to project with, ``"eager"`` or ``"compiled"`` (``cost --compile both``).
     """
-    step_s = _step_times(cost_report)
+    step_s = _step_times(cost_report, variant)
     cells = list(enumerate_cells(cfg) if cells is None else cells)
     missing = sorted({c.method for c in cells} - set(step_s))
     if missing:
-        raise ConfigError(f"the cost report has no step time for {missing} (not measured, or its measurement "
-                          "failed: see the [cost] lines); measure them: python -m medsemiseg.benchmark.cost --methods")
+        how = " --compile both" if variant == "compiled" else ""
+        raise ConfigError(f"the cost report has no {variant} step time for {missing} (not measured, or its "
+                          "measurement failed: see the [cost] lines); measure them: python -m "
+                          f"medsemiseg.benchmark.cost --methods ...{how}")
     all_done = list(iter_done(cfg))
     counted = [(c, d) for c, d in all_done if keep is None or keep(c)]
     finished = _finished_cells(cfg, step_s, counted)
@@ -362,6 +375,7 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
     remaining_s = sum(r["remaining_s"] for r in rows.values())
     return {
         "config": str(cfg.source),
+        "variant": variant,
         "cost_settings": cost_report.get("settings"),
         "cost_machine": cost_report.get("machine"),
         "rows": list(rows.values()),
@@ -382,10 +396,10 @@ def project_grid(cfg: BenchmarkConfig, cost_report: dict[str, Any], cells: Itera
     }
 
 
-def holdout_check(cfg: BenchmarkConfig, cost_report: dict[str, Any]) -> list[dict[str, Any]]:
+def holdout_check(cfg: BenchmarkConfig, cost_report: dict[str, Any], variant: str = "eager") -> list[dict[str, Any]]:
     """For every method with finished cells: its mean measured cell time next to the projection from the *other*
     methods' finished cells only (same kind first), and the relative error."""
-    step_s = _step_times(cost_report)
+    step_s = _step_times(cost_report, variant)
     finished = _finished_cells(cfg, step_s, iter_done(cfg))
     out = []
     for method in sorted({f.method for f in finished}):
@@ -416,10 +430,12 @@ def _fmt(s: float | None) -> str:
 
 def projection_table(proj: dict[str, Any], holdout: list[dict[str, Any]] | None = None) -> str:
     """Markdown: one row per method, then the totals (and the hold-out check when given)."""
+    from .cost import _speed_note
+
     s = proj.get("cost_settings") or {}
     head = (f"{proj['config']}: step times from the cost benchmark at {s.get('network')} "
             f"{s.get('image_size')}×{s.get('image_size')}, batch {s.get('batch_size')} + "
-            f"{s.get('unlabeled_batch_size')}, {s.get('device')}{' + AMP' if s.get('amp') else ''} "
+            f"{s.get('unlabeled_batch_size')}, {s.get('device')}{_speed_note(s)}, {proj.get('variant', 'eager')} "
             f"({proj.get('cost_machine')})\n\n")
     lines = ["| method | s/step | iterations | cells | finished | projected per cell | basis | remaining |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
@@ -473,8 +489,10 @@ def _load_or_measure(cfg: BenchmarkConfig, args: argparse.Namespace, log: Callab
         have = dict(report.get("settings", {}))
         if isinstance(have.get("device"), str):  # "cuda:0" and "cuda" are one device type, as want's is
             have["device"] = have["device"].split(":")[0]
+        defaults = {"amp_dtype": "float16", "channels_last": False}  # a report of before these settings
         differ = [k for k in ("task", "network", "network_kwargs", "image_size", "batch_size",
-                              "unlabeled_batch_size", "device", "amp") if have.get(k) != want[k]]
+                              "unlabeled_batch_size", "device", "amp", "amp_dtype", "channels_last")
+                  if have.get(k, defaults.get(k)) != want[k]]
         if differ:
             log(f"[projection] WARNING: {args.cost} was measured with other settings than the grid's "
                 f"({', '.join(f'{k}: {have.get(k)!r} vs {want[k]!r}' for k in differ)}); the projection inherits that")
@@ -487,12 +505,21 @@ def _load_or_measure(cfg: BenchmarkConfig, args: argparse.Namespace, log: Callab
             raise ConfigError(f"{cfg.source} trains on CUDA and torch sees no CUDA device here: run this on the "
                               "GPU machine the grid will use, or pass step times measured there with --cost")
     methods = ["supervised"] + [m for m in cfg.methods if m != "supervised"]
-    report = run_cost_benchmark(methods, settings, log=log)
+    variants = ("eager", "compiled") if args.compiled or settings.compile else ("eager",)
+    report = run_cost_benchmark(methods, settings, log=log, variants=variants)
     out = cfg.task_dir / "cost.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     log(f"[projection] step times -> {out} (pass it as --cost next time)")
     return report
+
+
+def _grid_compiles(cfg: BenchmarkConfig) -> bool:
+    """Whether the grid's cells train compiled (the bundles' ``compile``; a grid of mixed settings: no)."""
+    try:
+        return cost_settings_for_grid(cfg).compile
+    except ConfigError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -514,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
                         "its cells give the overhead per iteration and evaluation time (a cell stopped before its "
                         "end: the epochs its train.log completed, no evaluation time)")
     p.add_argument("--probe-output-dir", help="the probe grid's output folder, if not its YAML's")
+    p.add_argument("--compiled", action="store_true",
+                   help="project with the compiled step times (a cost report of --compile both or on; measuring: "
+                        "eager and compiled); default: the grid's own compile setting")
     p.add_argument("--json", help="write the projection here")
     p.add_argument("--markdown", help="write the Markdown table here")
     a = p.parse_args(argv)
@@ -533,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         if a.probe_output_dir and not a.probe:
             raise ConfigError("--probe-output-dir needs --probe")
         probe = load_config(a.probe, output_dir=a.probe_output_dir) if a.probe else None
-        proj = project_grid(cfg, report, keep=keep, probe=probe)
-        holdout = holdout_check(cfg, report) if a.holdout else None
+        variant = "compiled" if a.compiled or _grid_compiles(cfg) else "eager"
+        proj = project_grid(cfg, report, keep=keep, probe=probe, variant=variant)
+        holdout = holdout_check(cfg, report, variant) if a.holdout else None
     except (ConfigError, OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

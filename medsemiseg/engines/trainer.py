@@ -9,10 +9,12 @@ mixing, strong views, a discriminator term). This class keeps everything of ``Su
 1. ``prepare_batch`` the labelled batch (``engine.state.batch``) as ``SupervisedTrainer`` does;
 2. take the next batch of an *independently cycled* unlabelled loader (its iterator is recreated when exhausted,
    so every pass reshuffles; a ``DistributedSampler``'s epoch is advanced each pass) and move it to the device;
-3. call ``method(engine, labeled, unlabeled)`` under ``torch.autocast("cuda")`` when ``amp`` and CUDA;
+3. call ``method(engine, labeled, unlabeled)`` under ``torch.autocast`` when ``amp``: on CUDA in ``amp_dtype``
+   (float16 or bfloat16), on the CPU in bfloat16 only (a network wrapped for speed,
+   :class:`medsemiseg.engines.speed.CompiledNetwork`, is told a new step begins first, for CUDA graphs);
 4. check the total loss is finite (else stop with an error naming the iteration and the non-finite terms, before
    any optimiser step, so nothing is updated and no checkpoint of a broken model is written);
-5. back-propagate (through the trainer's ``GradScaler`` when amp), step the optimiser, fire ``FORWARD_COMPLETED``,
+5. back-propagate (through the trainer's ``GradScaler`` when amp in float16; bfloat16 needs no scaler), step the optimiser, fire ``FORWARD_COMPLETED``,
    ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED`` as ``SupervisedTrainer`` does;
 6. a network with ``sync_buffers`` (:class:`medsemiseg.distributed.DistributedNetwork`, one of several
    ``torchrun`` processes) averages its BatchNorm statistics over the processes, so the EMA teacher and the
@@ -77,7 +79,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         loss_function: optional; a method without its own ``sup_loss`` uses it for the supervised term.
         epoch_length: iterations per epoch (default ``len(train_data_loader)``); may exceed both loaders' lengths.
             ``max_epochs`` and ``epoch_length`` must be integers >= 1 (a ``ValueError`` names the bundle key).
-        amp: autocast + GradScaler on CUDA; on a CPU device it is ignored with a warning.
+        amp: autocast + GradScaler on CUDA; on a CPU device it is ignored with a warning, unless ``amp_dtype`` is
+            bfloat16 (CPU autocast supports bfloat16).
+        amp_dtype: the autocast dtype, ``float16`` (with a ``GradScaler``) or ``bfloat16`` (without one: its
+            exponent range is float32's, so no loss scaling is needed); a ``dtype`` in ``amp_kwargs`` wins.
         All other arguments are passed to ``SupervisedTrainer`` unchanged (``inferer`` and ``compile`` are not
         used by methods, which call the network themselves).
     """
@@ -108,8 +113,14 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
         accumulation_steps: int = 1,
+        amp_dtype: Any = None,
         **kwargs: Any,
     ) -> None:
+        from .speed import amp_dtype as _amp_dtype
+
+        amp_kwargs = dict(amp_kwargs or {})
+        if amp_dtype is not None:  # else autocast's own default: float16 on CUDA
+            amp_kwargs.setdefault("dtype", _amp_dtype(amp_dtype))
         if method is None or not callable(method):
             raise TypeError(
                 "SemiSupervisedTrainer(method=...) must be a callable method(engine, labeled, unlabeled) -> dict, "
@@ -188,9 +199,22 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self._pending_streams: dict = {}
         self.state.method_output = {}
         self._amp_warned = False
+        #: bfloat16 autocast: no GradScaler (``run`` creates none)
+        self.amp_bf16 = bool(amp) and amp_kwargs.get("dtype") == torch.bfloat16
 
         for handler in getattr(method, "handlers", None) or []:
             handler.attach(self)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train, as ``SupervisedTrainer.run``; with bfloat16 autocast no ``GradScaler`` is created
+        (``engine.scaler`` is ``None``, and a checkpoint's scaler entry is empty)."""
+        if not self.amp_bf16:
+            super().run()
+            return
+        from monai.engines.workflow import Workflow
+
+        self.scaler = None
+        Workflow.run(self)
 
     # ------------------------------------------------------------------ stream positions (resume)
     def stream_state_dict(self) -> dict:
@@ -313,15 +337,24 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     # ------------------------------------------------------------------ one iteration
     def _use_amp(self, engine: Any) -> bool:
-        if not engine.amp:
+        """Whether this iteration autocasts in float16 on CUDA through the GradScaler."""
+        if not engine.amp or self.amp_bf16:
             return False
         device = engine.state.device
         if (device is None or torch.device(device).type != "cuda") or engine.scaler is None:
             if not self._amp_warned:
-                warnings.warn("SemiSupervisedTrainer: amp=True needs a CUDA device; running in float32.")
+                warnings.warn("SemiSupervisedTrainer: amp=True needs a CUDA device in float16; running in float32 "
+                              "(bfloat16 autocast runs on the CPU too: amp_dtype bfloat16).")
                 self._amp_warned = True
             return False
         return True
+
+    def _bf16_device(self, engine: Any) -> str | None:
+        """The device type to autocast on in bfloat16 (no scaler): CUDA or the CPU; ``None`` without bf16 amp."""
+        if not self.amp_bf16 or engine.state.device is None:
+            return None
+        kind = torch.device(engine.state.device).type
+        return kind if kind in ("cuda", "cpu") else None
 
     def _check_finite(self, engine: Any, result: dict) -> None:
         loss = result[Keys.LOSS]
@@ -359,8 +392,11 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         test fails are the tensors checked exactly (``isfinite``), which also rules out a sum that overflowed
         from finite values.
         """
-        params = [(n, t) for n, t in engine.network.named_parameters() if t.is_floating_point()]
-        named = params + [(n, t) for n, t in engine.network.named_buffers() if t.is_floating_point()]
+        from .speed import unwrap
+
+        network = unwrap(engine.network)  # a CompiledNetwork's tensors by the network's own names
+        params = [(n, t) for n, t in network.named_parameters() if t.is_floating_point()]
+        named = params + [(n, t) for n, t in network.named_buffers() if t.is_floating_point()]
         if not named:
             return
         with torch.no_grad():
@@ -410,12 +446,16 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             should_zero_grad = should_step = True
 
         engine.network.train()
+        begin_step = getattr(engine.network, "begin_step", None)
+        if callable(begin_step):
+            begin_step()  # CompiledNetwork with CUDA graphs: the previous step's replay outputs are done with
         if should_zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
 
-        use_amp = self._use_amp(engine)
-        if use_amp:
-            with torch.autocast("cuda", **engine.amp_kwargs):
+        use_amp = self._use_amp(engine)  # float16 on CUDA: the loss goes through the GradScaler
+        autocast = "cuda" if use_amp else self._bf16_device(engine)
+        if autocast is not None:
+            with torch.autocast(autocast, **engine.amp_kwargs):
                 result = self.method(engine, labeled, unlabeled)
         else:
             result = self.method(engine, labeled, unlabeled)
