@@ -272,8 +272,7 @@ def _not_plain_weights(e: BaseException) -> str:
     import re as _re
 
     text = str(e)
-    found = _re.search(r"GLOBAL\s+([\w.]+(?:\s[\w.]+)?)\s+was not an allowed", text) or _re.search(
-        r"Unsupported global:\s*([\w. ]+?)(?:\s+was|$)", text)
+    found = _re.search(r"GLOBAL\s+([\w.]+)", text)
     what = f" ({found.group(1).strip()})" if found else ""
     return ("not a plain weights file: it asks to import or run Python objects" + what + " when loaded, which this "
             "package never writes, so it is refused unread (it may come from another tool, or have been tampered "

@@ -287,10 +287,9 @@ class TrainCheckpointer:
         if self.run_info is None:
             return
         Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(self.save_dir) / RUN_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.run_info.state_dict(), indent=2, default=str))
-        os.replace(tmp, path)
+        from medsemiseg.atomic_io import atomic_write_text
+
+        atomic_write_text(Path(self.save_dir) / RUN_FILE, json.dumps(self.run_info.state_dict(), indent=2, default=str))
 
     def _take_lock(self, engine: Any) -> None:
         """One training per ``models/`` folder: a second run into it would overwrite and delete the first one's
@@ -369,6 +368,65 @@ class TrainCheckpointer:
             f"which this run, started without --resume, replaces at its first validation: the earlier model is kept "
             f"as {kept.name}" + (f" and its run record as {kept_run.name}" if kept_run else "")
             + ". (--resume true continues that training instead; --overwrite true replaces it without a copy.)"
+        )
+
+    def _broken_best_model(self, stored: Mapping[str, Any]) -> tuple[Path, str, Mapping] | None:
+        """``(model.pt, what is wrong with it, the checkpoint's best-metric record)`` when a resumed run must rebuild
+        the best model: the file is missing although the record says it was saved, or it is there but does not
+        load into this network (empty, truncated, damaged, not a weights file, another architecture); else
+        ``None``."""
+        from .checkpoints import CheckpointError, _check_checkpoint
+
+        model = self._best_model_file() if self.best_model_saver is not None else None
+        if model is None or self.evaluator is None:
+            return None
+        record = stored.get("best_metric") if isinstance(stored.get("best_metric"), Mapping) else {}
+        saved = (record.get("key_metric_checkpoint") or {}).get("_saved") if isinstance(
+            record.get("key_metric_checkpoint"), Mapping) else None
+        if not model.exists():
+            if saved or int(record.get("best_metric_epoch", -1)) > 0:
+                return model, "missing", record
+            return None  # no validation has saved one yet: nothing lost
+        try:
+            _check_checkpoint(model, self.save_dict.get("model"))
+        except (CheckpointError, OSError) as e:
+            return model, f"unusable ({e})", record
+        return None
+
+    def _rebuild_best_model(self, engine: Any, model: Path, problem: str, record: Mapping) -> None:
+        """Re-evaluate the restored network and write ``model.pt`` from it (logged), when resume found the best
+        model missing or unusable (:meth:`_broken_best_model`).
+
+        The best-metric record is reset first, so the validation's key-metric saver writes the file whatever the
+        recorded best score; the record then restarts from this score. When the restored state is the epoch the
+        best model came from, the rebuilt file holds the same weights; otherwise the lost best model cannot be
+        recovered and the log says which epoch and score it had. The random state is kept as it was restored, so
+        the training goes on as it would have."""
+        import random
+
+        epoch = int(engine.state.epoch or 0)
+        best_epoch = int(record.get("best_metric_epoch", -1)) if record else -1
+        best = record.get("best_metric") if record else None
+        np_state, py_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            self.evaluator.state.best_metric = -1
+            self.evaluator.state.best_metric_epoch = -1
+            checkpoint = getattr(self.best_model_saver, "_key_metric_checkpoint", None)
+            if checkpoint is not None:
+                checkpoint.reset()
+            self.evaluator.run(max(epoch, 1))
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        name = getattr(self.evaluator.state, "key_metric_name", None) or "validation score"
+        score = float(getattr(self.evaluator.state, "best_metric", float("nan")))
+        same = best_epoch == epoch and best_epoch > 0
+        lost = "" if same or best_epoch <= 0 else (
+            f"; the best model of epoch {best_epoch} ({name} {float(best):.4f}) was lost with it, so the best-model "
+            "record restarts from this epoch")
+        logger.warning(
+            f"resume: {model} was {problem}; rebuilt it from the restored epoch-{epoch} training state"
+            + (" (the epoch it was saved at: the same weights)" if same else "")
+            + f", re-evaluated at {name} {score:.4f}{lost}."
         )
 
     def _checkpoint_files(self) -> dict[Path, float]:
@@ -480,6 +538,10 @@ class TrainCheckpointer:
                         "without --resume)."
                     )
                 CheckpointLoader(load_path=path, load_dict=load, map_location=loc).attach(engine)
+                broken = self._broken_best_model(stored)
+                if broken is not None:
+                    # after the loader (handlers run in the order attached): the restored network is re-evaluated
+                    engine.add_event_handler(Events.STARTED, lambda e: self._rebuild_best_model(e, *broken))
                 scheduler = self.save_dict.get("lr_scheduler")
                 if scheduler is not None:
                     configured = _schedule_of(scheduler)

