@@ -174,3 +174,38 @@ def test_resume_rebuilds_a_missing_or_unusable_best_model(tmp_path, cache_dir, c
     said = [r.getMessage() for r in caplog.records if "rebuilt it from the restored epoch-1" in r.getMessage()]
     assert len(said) == 1 and str(model) in said[0]
     assert ("was missing" if damage == "missing" else "not a PyTorch checkpoint") in said[0]
+
+
+# ------------------------------------------------------------------------------------- 2. other data on resume
+
+
+@pytest.mark.integration
+def test_resume_on_other_data_is_refused_unless_allowed_and_then_recorded(tmp_path, cache_dir, caplog):
+    """``--resume true`` with another ``--labeled_fraction`` and ``--image_size`` used to continue silently and
+    overwrite run.json with the new data set; now it stops naming each difference and the flag, and with
+    ``--allow_changed_data true`` it continues and run.json keeps both."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5}
+    workflow("covid", "training", **ov).run()
+    run_file = tmp_path / "models" / "run.json"
+    first = json.loads(run_file.read_text())
+    assert first["data_sizes"]["labeled"] > 0 and len(first["datalist_sha256"]) == 64
+    other = {**ov, "max_epochs": 2, "resume": True, "labeled_fraction": "1/4", "image_size": [72, 72]}
+    with pytest.raises(Exception) as info:
+        workflow("covid", "training", **other).parser.get_parsed_content("train#trainer")
+    message = next(m for m in _messages(info.value) if "trained on other data" in m)
+    assert "checkpoint_epoch=1.pt" in message and "image_size: checkpoint [64, 64], this run [72, 72]" in message
+    assert "split sizes" in message and "--allow_changed_data true" in message and '--image_size "[64, 64]"' in message
+    assert json.loads(run_file.read_text()) == first  # the record still says what the model saw
+
+    with caplog.at_level("WARNING"):
+        wf = workflow("covid", "training", **other, allow_changed_data=True)
+        wf.run()
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
+    record = json.loads(run_file.read_text())
+    change, = record["data_changes"]
+    assert change["epoch"] == 1 and change["before"]["image_size"] == [64, 64] and change["after"]["image_size"] == [72, 72]
+    assert change["before"]["data_sizes"] == first["data_sizes"] and record["image_size"] == [72, 72]
+    assert "recorded in run.json under data_changes" in caplog.text
+    # the next resume on the new data needs no flag, and keeps the history
+    workflow("covid", "training", **{**other, "max_epochs": 3}).run()
+    assert json.loads(run_file.read_text())["data_changes"] == record["data_changes"]

@@ -75,13 +75,27 @@ class RunRecord:
     input channels it would finish without a word or fail on hundreds of missing ``state_dict`` keys, so any of these
     differences is an error that names it and the fix. A different ``epoch_length`` is a warning (ignite restores
     the checkpoint's), as is a different ``train_sampling`` (a record without one comes from loaders that drew one
-    pass at a time).
+    pass at a time). The settings that change what the model sees (:data:`DATA`: data set, datalist and its content,
+    split sizes, labelled fraction, image and patch size, intensity) are compared by :meth:`check_data`, which
+    refuses a change unless asked to continue on the new data.
     """
 
     MUST_MATCH = ("method", "network_name", "network_kwargs", "classes", "in_channels")
+    #: the settings that change what the model sees, with the words a message uses for them (:meth:`data_changes`)
+    DATA = {
+        "dataset_dir": "dataset_dir",
+        "datalist": "datalist",
+        "datalist_sha256": "datalist content (sha256)",
+        "labeled_fraction": "labelled fraction (datalist meta)",
+        "data_sizes": "split sizes",
+        "image_size": "image_size",
+        "patch_size": "patch_size",
+        "intensity_kind": "intensity_kind",
+    }
 
     def __init__(self, info: Mapping[str, Any]) -> None:
         self.info = {k: _plain(v) for k, v in dict(info).items()}
+        self.info.update(_datalist_facts(self.info.get("datalist")))
         if "method" in self.info:
             from medsemiseg.methods import canonical_method_name
 
@@ -95,6 +109,61 @@ class RunRecord:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore: the run's own settings stand (they were compared in :meth:`check_against`)."""
+
+    def data_changes(self, stored: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``{key: (checkpoint's value, this run's)}`` for each setting of :data:`DATA` that differs (keys that one
+        of the two records lacks -- a checkpoint of an older version -- are not compared). Paths compare resolved;
+        the datalist by its content when both records have its digest (a moved bundle is the same data), by its
+        path otherwise."""
+        both = lambda k: k in stored and k in self.info  # noqa: E731
+        diffs: dict[str, tuple[Any, Any]] = {}
+        for key in self.DATA:
+            if not both(key):
+                continue
+            a, b = _plain(stored[key]), self.info[key]
+            if key in ("dataset_dir", "datalist"):
+                if key == "datalist" and both("datalist_sha256"):
+                    continue  # compared by content below
+                same = _same_path(a, b)
+            else:
+                same = a == b
+            if not same:
+                diffs[key] = (a, b)
+        return diffs
+
+    def check_data(self, stored: Mapping[str, Any], path: str, allow_changed_data: bool = False,
+                   epoch: int | None = None) -> None:
+        """Refuse to resume ``stored``'s training on other data (:meth:`data_changes`) unless
+        ``allow_changed_data``; then the change is logged and recorded (``data_changes`` in the record, hence in
+        ``run.json`` and the next checkpoints: the epoch it happened at, the settings before and after). Earlier
+        recorded changes are carried over either way."""
+        history = list(stored.get("data_changes") or [])
+        diffs = self.data_changes(stored)
+        if diffs and not allow_changed_data:
+            what = "; ".join(f"{self.DATA[k]}: checkpoint {a!r}, this run {b!r}" for k, a, b in
+                             ((k, *v) for k, v in diffs.items()))
+            back = " ".join(f"--{k} {_cli_value(diffs[k][0])}" for k in ("dataset_dir", "image_size", "patch_size",
+                                                                          "intensity_kind") if k in diffs)
+            raise BundleConfigError(
+                f"resume: {path} was trained on other data than this run uses ({what}): continuing would mix two "
+                "data sets in one training and its record. Resume with the checkpoint's data settings"
+                + (f" ({back})" if back else "")
+                + ", or pass --allow_changed_data true to continue on this data (run.json then records both), or "
+                "train into another --output_dir."
+            )
+        if diffs:
+            history.append({
+                "epoch": epoch,
+                "before": {k: a for k, (a, _b) in diffs.items()},
+                "after": {k: b for k, (_a, b) in diffs.items()},
+            })
+            logger.warning(
+                f"resume: --allow_changed_data true: continuing {path} (epoch {epoch}) on other data ("
+                + "; ".join(f"{self.DATA[k]} {a!r} -> {b!r}" for k, (a, b) in diffs.items())
+                + "); recorded in run.json under data_changes."
+            )
+        if history:
+            self.info["data_changes"] = history
 
     def check_against(self, stored: Mapping[str, Any], path: str) -> None:
         diffs = [(k, stored[k], self.info[k]) for k in self.MUST_MATCH
@@ -136,12 +205,57 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _datalist_facts(datalist: Any) -> dict[str, Any]:
+    """What a datalist file says about the data a run sees: its content digest, split sizes and the labelled
+    fraction its ``meta`` declares (``{}`` when there is no such file or it cannot be read: the datalist's own check
+    reports that)."""
+    import hashlib
+
+    from medsemiseg.data.datalist import meta_and_sizes
+
+    if datalist is None or not isinstance(datalist, (str, os.PathLike)) or not Path(str(datalist)).is_file():
+        return {}
+    try:
+        digest = hashlib.sha256(Path(str(datalist)).read_bytes()).hexdigest()
+        meta, sizes = meta_and_sizes(datalist)
+    except Exception:  # noqa: BLE001 - unreadable datalists are reported by resolve_datalist / load_split
+        return {}
+    facts: dict[str, Any] = {"datalist_sha256": digest, "data_sizes": dict(sorted(sizes.items()))}
+    if meta.get("labeled_fraction") is not None:
+        facts["labeled_fraction"] = _plain(meta["labeled_fraction"])
+    return facts
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    from .settings import is_empty
+
+    if is_empty(a) or is_empty(b):
+        return is_empty(a) and is_empty(b)
+    return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+
+
+def _cli_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    return f'"{json.dumps(v)}"' if isinstance(v, (list, dict)) else str(v)
+
+
 def _say_if_already_finished(engine: Any) -> None:
     if int(engine.state.epoch or 0) >= int(engine.state.max_epochs or 0):
         logger.warning(
             f"resume: the checkpoint is already at epoch {engine.state.epoch} of max_epochs {engine.state.max_epochs}: "
             "nothing left to train (pass a higher --max_epochs to continue it)."
         )
+
+
+def _epoch_of(state: Mapping[str, Any]) -> int | None:
+    """The epoch a training state was saved at (ignite's trainer record: iteration / epoch_length)."""
+    trainer = state.get("trainer") if isinstance(state.get("trainer"), Mapping) else {}
+    if "epoch" in trainer:
+        return int(trainer["epoch"])
+    if {"iteration", "epoch_length"} <= set(trainer):
+        return int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1)
+    return None
 
 
 def _schedule_of(scheduler: Any) -> dict | None:
@@ -231,6 +345,12 @@ class TrainCheckpointer:
     too (:class:`BestMetricRecord`), so resuming never replaces ``model.pt`` by a worse model. A checkpoint written
     without that record still resumes (the record then starts afresh, with a warning).
 
+    Other data: with ``resume``, a run whose data settings differ from the checkpoint's (:meth:`RunRecord.check_data`)
+    stops naming them, unless ``allow_changed_data``; then it continues and ``run.json`` records the change. A best
+    model (``model.pt``) that is missing although the checkpoint's record says one was saved, or that does not load
+    into the network, is rebuilt when the run starts: the restored network is re-evaluated and saved, and the log
+    says so (:meth:`_rebuild_best_model`).
+
     Losing work: the files are written atomically (:class:`medsemiseg.checkpoint_io.AtomicCheckpointSaver`; the
     bundles' ``best_model_saver`` is one too), so a kill or a full disk mid-write leaves the previous checkpoint and
     ``model.pt`` intact. ``resume`` takes the newest checkpoint that loads and logs each newer one it skips and why
@@ -259,6 +379,7 @@ class TrainCheckpointer:
         best_model_saver: Any = None,
         run_info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        allow_changed_data: bool = False,
     ) -> None:
         self.save_dir = str(save_dir)
         self.evaluator = evaluator
@@ -271,6 +392,7 @@ class TrainCheckpointer:
             self.save_dict.setdefault("run", self.run_info)
         self.resume = as_bool(resume, "resume")
         self.overwrite = as_bool(overwrite, "overwrite")
+        self.allow_changed_data = as_bool(allow_changed_data, "allow_changed_data")
         self.save_interval = int(save_interval)
         self.n_saved = int(n_saved)
         self.map_location = map_location
@@ -527,6 +649,7 @@ class TrainCheckpointer:
                 if "run" in load:
                     if "run" in stored:
                         self.run_info.check_against(stored["run"], path)
+                        self.run_info.check_data(stored["run"], path, self.allow_changed_data, _epoch_of(stored))
                     else:
                         load.pop("run")  # written before run records existed: nothing to compare
                 missing = sorted(set(load) - set(stored))
