@@ -21,6 +21,7 @@ import errno
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,70 @@ def test_resume_on_other_data_is_refused_unless_allowed_and_then_recorded(tmp_pa
     # the next resume on the new data needs no flag, and keeps the history
     workflow("covid", "training", **{**other, "max_epochs": 3}).run()
     assert json.loads(run_file.read_text())["data_changes"] == record["data_changes"]
+
+
+# ------------------------------------------------------------------------------------------- 6. foreign locks
+
+
+def _foreign_lock(path: Path, age_s: float, **content) -> None:
+    path.write_text(json.dumps({"since": "2026-01-01T00:00:00", **content}))
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+
+
+def test_a_lock_whose_heartbeat_stopped_is_taken_over_whatever_its_host(tmp_path, caplog):
+    from medsemiseg import runlock
+
+    lock = tmp_path / ".training.lock"
+    _foreign_lock(lock, age_s=301, host="container-before-restart", pid=1, heartbeat_s=30, stale_after_s=300)
+    with caplog.at_level("WARNING", logger="medsemiseg.runlock"):
+        me = runlock.acquire(lock, heartbeat_s=30)
+    assert runlock.holder(lock) == me and me["stale_after_s"] == 300
+    assert "took over the lock" in caplog.text and "container-before-restart" in caplog.text
+    assert "heartbeat stopped 30" in caplog.text and "limit is 300 s" in caplog.text
+
+
+def test_a_live_foreign_lock_is_still_held(tmp_path):
+    from medsemiseg import runlock
+
+    lock = tmp_path / ".training.lock"
+    _foreign_lock(lock, age_s=10, host="other-host", pid=1, heartbeat_s=30, stale_after_s=300)
+    with pytest.raises(runlock.LockHeld):
+        runlock.acquire(lock)
+    _foreign_lock(lock, age_s=3600, host="other-host", pid=1)  # no heartbeat declared: its life cannot be judged
+    with pytest.raises(runlock.LockHeld):
+        runlock.acquire(lock)
+
+
+def test_a_lock_of_a_reused_pid_on_this_host_is_taken_over(tmp_path, caplog):
+    """A container restart gives the old lock's pid to another, live process: its start time tells them apart."""
+    import socket
+
+    from medsemiseg import runlock
+
+    lock = tmp_path / ".training.lock"
+    parent = os.getppid()
+    started = runlock._pid_start(parent)
+    if started is None:
+        pytest.skip("this system does not say when a process started (no /proc)")
+    _foreign_lock(lock, age_s=1, host=socket.gethostname(), pid=parent, pid_start=started + 1)
+    with caplog.at_level("WARNING", logger="medsemiseg.runlock"):
+        runlock.acquire(lock)
+    assert "was reused" in caplog.text
+    _foreign_lock(lock, age_s=1, host=socket.gethostname(), pid=parent, pid_start=started)  # the same process: held
+    with pytest.raises(runlock.LockHeld):
+        runlock.acquire(lock)
+
+
+def test_the_heartbeat_keeps_a_live_lock_fresh(tmp_path):
+    from medsemiseg import runlock
+
+    lock = tmp_path / ".training.lock"
+    me = runlock.acquire(lock, heartbeat_s=30)
+    old = time.time() - 1000
+    os.utime(lock, (old, old))
+    beat = runlock.Heartbeat(lock, me)
+    assert beat.beat() and time.time() - lock.stat().st_mtime < 60
+    assert runlock.stale_reason(lock, runlock.holder(lock)) is None
+    lock.write_text(json.dumps({**me, "since": "another run"}))
+    assert not beat.beat()  # no longer ours: left alone

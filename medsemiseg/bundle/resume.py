@@ -415,9 +415,11 @@ class TrainCheckpointer:
 
     def _take_lock(self, engine: Any) -> None:
         """One training per ``models/`` folder: a second run into it would overwrite and delete the first one's
-        checkpoints mid-run (:mod:`medsemiseg.runlock`: host and pid inside; a dead holder's lock is taken over).
-        Released when the run completes or its process exits; a failed run's lock left in a live process (a
-        notebook) is that process's own and is taken over by its next run."""
+        checkpoints mid-run (:mod:`medsemiseg.runlock`: host, pid and a heartbeat every
+        :data:`~medsemiseg.runlock.HEARTBEAT_S` seconds inside). A lock whose holder is gone -- its pid gone or
+        reused on this host, or its heartbeat older than :data:`~medsemiseg.runlock.STALE_AFTER_S` on any host -- is
+        taken over, with a warning. Released when the run completes or its process exits; a failed run's lock left
+        in a live process (a notebook) is that process's own and is taken over by its next run."""
         import atexit
 
         from ignite.engine import Events
@@ -426,16 +428,21 @@ class TrainCheckpointer:
 
         lock = Path(self.save_dir) / self.LOCK
         try:
-            me = runlock.acquire(lock, take_own=True)
+            me = runlock.acquire(lock, take_own=True, heartbeat_s=runlock.HEARTBEAT_S)
         except runlock.LockHeld as held:
             other = held.holder
+            limit = other.get("stale_after_s")
+            when_gone = (f"if it is gone, this lock is taken over once its heartbeat is older than {limit:.0f} s, or "
+                         f"delete {lock}" if isinstance(limit, (int, float)) else f"if it is gone, delete {lock}")
             raise BundleConfigError(
                 f"another training (pid {other.get('pid')} on host {other.get('host')}, since {other.get('since')}) "
                 f"is writing to {self.save_dir}: two runs in one output_dir would overwrite each other's checkpoints "
-                f"and logs. Give this run its own --output_dir, or wait for that one (if it is gone, delete {lock})."
+                f"and logs. Give this run its own --output_dir, or wait for that one ({when_gone})."
             ) from None
+        heartbeat = runlock.Heartbeat(lock, me).start()
 
         def release(*_args: Any) -> None:
+            heartbeat.stop()
             runlock.release(lock, me)
 
         # COMPLETED for a run that ends normally, atexit for one that fails (an EXCEPTION_RAISED handler would
