@@ -277,3 +277,35 @@ def test_the_heartbeat_keeps_a_live_lock_fresh(tmp_path):
     assert runlock.stale_reason(lock, runlock.holder(lock)) is None
     lock.write_text(json.dumps({**me, "since": "another run"}))
     assert not beat.beat()  # no longer ours: left alone
+
+
+# ------------------------------------------------------------------------------------------- 4. a bad run.json
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", b"\xff\xfe\x00"])
+def test_a_damaged_run_json_is_refused_naming_it_not_ignored(tmp_path, content):
+    """Evaluation and inference used to fall back to the HU window and drop the out-of-distribution check."""
+    from medsemiseg.bundle.checkpoints import check_trained_on
+    from medsemiseg.bundle.runrecord import RunRecordError
+    from medsemiseg.data.declared import declared_value
+    from medsemiseg.handlers import InputDistributionCheck
+
+    models = tmp_path / "models"
+    models.mkdir()
+    run = models / "run.json"
+    run.write_bytes(content if isinstance(content, bytes) else content.encode())
+    ckpt = models / "model.pt"
+    scan = tmp_path / "scan.nii.gz"  # an inference input that declares nothing: the record would be asked
+    scan.write_bytes(b"")
+    checks = [
+        lambda: declared_value(str(scan), "intensity", None, str(ckpt)),
+        lambda: check_trained_on(ckpt, None, "evaluating"),
+        lambda: InputDistributionCheck(ckpt)._load_reference(),
+    ]
+    for check in checks:
+        with pytest.raises(RunRecordError) as info:
+            check()
+        assert str(run) in str(info.value) and "delete it" in str(info.value)
+    run.unlink()  # no record at all (weights from elsewhere): nothing to refuse
+    assert declared_value(str(scan), "intensity", None, str(ckpt)) is None
+    check_trained_on(ckpt, None, "evaluating")

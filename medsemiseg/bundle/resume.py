@@ -23,7 +23,7 @@ import torch
 
 from medsemiseg.checkpoint_io import CHECKPOINT_RE
 
-from .checkpoints import RUN_FILE
+from .runrecord import RUN_FILE, RunRecordError, read_run_record
 from .settings import BundleConfigError, as_bool
 
 __all__ = ["BestMetricRecord", "GradScalerState", "RunRecord", "TrainCheckpointer"]
@@ -481,11 +481,11 @@ class TrainCheckpointer:
         known = []
         run_file = Path(self.save_dir) / RUN_FILE
         try:
-            method = json.loads(run_file.read_text()).get("method")
+            method = (read_run_record(run_file) or {}).get("method")
             if method:
                 known.append(f"method {method}")
-        except (OSError, ValueError, AttributeError):
-            pass
+        except RunRecordError as e:
+            logger.warning(f"{e.path} is {e.reason}; it is kept as it is beside the earlier model.")
         record = state.get("best_metric")
         if isinstance(record, Mapping) and int(record.get("best_metric_epoch", -1)) > 0:
             name = getattr(getattr(self.evaluator, "state", None), "key_metric_name", None) or "validation score"
@@ -629,6 +629,11 @@ class TrainCheckpointer:
                     + "; ".join(f"{e.path.name}: {e.reason}" for e in found.skipped)
                     + "). Delete them to train from scratch in this folder, or train into another --output_dir."
                 )
+            try:
+                read_run_record(Path(self.save_dir) / RUN_FILE)
+            except RunRecordError as e:
+                logger.warning(f"resume: {e.path} is {e.reason}; it is written again from this run's settings when "
+                               "the run starts.")
             if found.path is None:
                 logger.info(f"resume: no checkpoint in {self.save_dir} yet; training from scratch.")
             else:
