@@ -309,3 +309,30 @@ def test_a_damaged_run_json_is_refused_naming_it_not_ignored(tmp_path, content):
     run.unlink()  # no record at all (weights from elsewhere): nothing to refuse
     assert declared_value(str(scan), "intensity", None, str(ckpt)) is None
     check_trained_on(ckpt, None, "evaluating")
+
+
+# ------------------------------------------------------------------------------------------- 7. smaller items
+
+
+def _pictures(src: Path, n: int = 6) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        (src / "labels").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (8, 9), dtype=np.uint8)).save(src / f"p{i}.png")
+        Image.fromarray(rng.integers(0, 2, (8, 9), dtype=np.uint8)).save(src / "labels" / f"p{i}.png")
+    return src
+
+
+def test_prepare_warns_on_a_dangling_link_and_on_another_labelled_subset(tmp_path):
+    from medsemiseg.data.prepare import prepare_folder
+
+    src = _pictures(tmp_path / "src")
+    (src / "p9.png").symlink_to(tmp_path / "gone.png")
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match=r"p9\.png is a symbolic link to .*gone\.png, which does not exist"):
+        prepare_folder(src, out, labeled_fraction="1/2", test_fraction=1, progress=False)
+    with pytest.warns(UserWarning, match=r"another labelled subset \(seed 0 -> 3\).*--allow_changed_data"):
+        prepare_folder(src, out, labeled_fraction="1/2", test_fraction=1, seed=3, progress=False)
