@@ -336,3 +336,30 @@ def test_prepare_warns_on_a_dangling_link_and_on_another_labelled_subset(tmp_pat
         prepare_folder(src, out, labeled_fraction="1/2", test_fraction=1, progress=False)
     with pytest.warns(UserWarning, match=r"another labelled subset \(seed 0 -> 3\).*--allow_changed_data"):
         prepare_folder(src, out, labeled_fraction="1/2", test_fraction=1, seed=3, progress=False)
+
+
+def test_a_killed_dataloader_worker_ends_with_the_fix():
+    from medsemiseg import cli_errors
+
+    try:
+        try:
+            raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+        except RuntimeError as e:
+            raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly") from e
+    except RuntimeError as e:
+        line = cli_errors.last_line(e)
+    assert line.startswith("error: RuntimeError: DataLoader worker (pid 4242) is killed by signal")
+    assert "--num_workers 0" in line and "--resume true" in line
+
+
+def test_the_run_summary_is_the_last_line_of_a_finished_command(caplog):
+    from ignite.engine import Engine
+
+    from medsemiseg.handlers import RunSummary
+
+    engine = Engine(lambda e, b: None)
+    RunSummary(label="training").attach(engine)
+    with caplog.at_level("INFO"):
+        engine.run([0], max_epochs=1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[-1].startswith("training:") and not any("Engine run finished" in m for m in messages)
