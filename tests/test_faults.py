@@ -363,3 +363,21 @@ def test_the_run_summary_is_the_last_line_of_a_finished_command(caplog):
         engine.run([0], max_epochs=1)
     messages = [r.getMessage() for r in caplog.records]
     assert messages[-1].startswith("training:") and not any("Engine run finished" in m for m in messages)
+
+
+def test_a_datalist_without_unlabelled_and_validation_splits_is_named_as_such(tmp_path):
+    from types import SimpleNamespace
+
+    from medsemiseg.bundle.datalists import unlabeled_loader_for
+    from medsemiseg.bundle.settings import BundleConfigError
+
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"labeled": [{"image": "a.png", "label": "a_mask.png"}], "test": []}))
+    method, empty = SimpleNamespace(requires_unlabeled=True), SimpleNamespace(dataset=[])
+    with pytest.raises(BundleConfigError) as info:
+        unlabeled_loader_for(method, empty, str(datalist))
+    assert f"datalist {datalist} has no 'unlabeled' / 'validation' splits" in str(info.value)
+    assert "is empty" not in str(info.value)
+    datalist.write_text(json.dumps({"labeled": [{}], "unlabeled": [], "validation": [{}]}))
+    with pytest.raises(BundleConfigError, match="'unlabeled' split is empty"):
+        unlabeled_loader_for(method, empty, str(datalist))
