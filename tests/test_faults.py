@@ -85,6 +85,22 @@ def test_a_pickle_that_runs_code_is_refused_as_not_plain_weights(tmp_path):
     assert "weights_only" not in str(info.value) and "damaged" not in str(info.value)
 
 
+@pytest.mark.integration
+def test_resume_falls_back_past_a_checkpoint_with_flipped_bytes(tmp_path, cache_dir, caplog):
+    """4 KB of flipped bytes inside the newest checkpoint used to load as good (one weight 3.1e5) and train on."""
+    ov = {**TINY, "output_dir": str(tmp_path), "cache_dir": cache_dir, "method": "supervised", "val_interval": 5}
+    workflow("covid", "training", **{**ov, "max_epochs": 2}).run()
+    newest = tmp_path / "models" / "checkpoint_epoch=2.pt"
+    _flip_bytes(newest, _tensor_offset(newest))
+    with caplog.at_level("WARNING"):
+        wf = workflow("covid", "training", **{**ov, "max_epochs": 3, "resume": True})
+        checkpointer = wf.parser.get_parsed_content("train#checkpointer")
+        wf.run()
+    assert checkpointer.loaded_from.endswith("checkpoint_epoch=1.pt")
+    assert "skipped checkpoint_epoch=2.pt, damaged (its record" in caplog.text and "CRC-32" in caplog.text
+    assert read_checkpoint(newest)["trainer"]["iteration"] == 2 * TINY["epoch_length"]  # rewritten by this run
+
+
 # ------------------------------------------------------------------------------------------- 3. full disk
 
 

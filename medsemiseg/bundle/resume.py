@@ -140,8 +140,8 @@ class RunRecord:
         history = list(stored.get("data_changes") or [])
         diffs = self.data_changes(stored)
         if diffs and not allow_changed_data:
-            what = "; ".join(f"{self.DATA[k]}: checkpoint {a!r}, this run {b!r}" for k, a, b in
-                             ((k, *v) for k, v in diffs.items()))
+            what = "; ".join(f"{self.DATA[k]}: checkpoint {_shown(k, a)}, this run {_shown(k, b)}"
+                             for k, (a, b) in diffs.items())
             back = " ".join(f"--{k} {_cli_value(diffs[k][0])}" for k in ("dataset_dir", "image_size", "patch_size",
                                                                           "intensity_kind") if k in diffs)
             raise BundleConfigError(
@@ -159,7 +159,7 @@ class RunRecord:
             })
             logger.warning(
                 f"resume: --allow_changed_data true: continuing {path} (epoch {epoch}) on other data ("
-                + "; ".join(f"{self.DATA[k]} {a!r} -> {b!r}" for k, (a, b) in diffs.items())
+                + "; ".join(f"{self.DATA[k]} {_shown(k, a)} -> {_shown(k, b)}" for k, (a, b) in diffs.items())
                 + "); recorded in run.json under data_changes."
             )
         if history:
@@ -232,6 +232,11 @@ def _same_path(a: Any, b: Any) -> bool:
     if is_empty(a) or is_empty(b):
         return is_empty(a) and is_empty(b)
     return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+
+
+def _shown(key: str, v: Any) -> str:
+    """A recorded value as a message shows it (a digest by its first 12 digits)."""
+    return f"{v[:12]}..." if key == "datalist_sha256" and isinstance(v, str) else repr(v)
 
 
 def _cli_value(v: Any) -> str:
