@@ -397,3 +397,18 @@ def test_a_datalist_without_unlabelled_and_validation_splits_is_named_as_such(tm
     datalist.write_text(json.dumps({"labeled": [{}], "unlabeled": [], "validation": [{}]}))
     with pytest.raises(BundleConfigError, match="'unlabeled' split is empty"):
         unlabeled_loader_for(method, empty, str(datalist))
+
+
+def test_the_tensorboard_writer_opens_its_file_only_when_it_writes(tmp_path):
+    """A training refused because another holds the folder builds its writer before the lock is checked: it must
+    leave no event file in the other run's logs."""
+    from medsemiseg.bundle.tensorboard import DeferredSummaryWriter
+
+    writer = DeferredSummaryWriter(log_dir=str(tmp_path / "logs"))
+    writer.flush()
+    writer.close()
+    assert not (tmp_path / "logs").exists() or list((tmp_path / "logs").iterdir()) == []
+    writer = DeferredSummaryWriter(log_dir=str(tmp_path / "logs"))
+    writer.add_scalar("loss", 1.0, 1)
+    writer.close()
+    assert [p.name.startswith("events.out.tfevents.") for p in (tmp_path / "logs").iterdir()] == [True]
