@@ -142,8 +142,9 @@ class RunRecord:
         if diffs and not allow_changed_data:
             what = "; ".join(f"{self.DATA[k]}: checkpoint {_shown(k, a)}, this run {_shown(k, b)}"
                              for k, (a, b) in diffs.items())
-            back = " ".join(f"--{k} {_cli_value(diffs[k][0])}" for k in ("dataset_dir", "image_size", "patch_size",
-                                                                          "intensity_kind") if k in diffs)
+            back = " ".join(f"--{k} {_cli_value(diffs[k][0])}" for k in ("dataset_dir", "labeled_fraction",
+                                                                          "image_size", "patch_size", "intensity_kind")
+                            if k in diffs)
             raise BundleConfigError(
                 f"resume: {path} was trained on other data than this run uses ({what}): continuing would mix two "
                 "data sets in one training and its record. Resume with the checkpoint's data settings"
@@ -524,7 +525,8 @@ class TrainCheckpointer:
         try:
             _check_checkpoint(model, self.save_dict.get("model"))
         except (CheckpointError, OSError) as e:
-            return model, f"unusable ({e})", record
+            reason = getattr(e.__cause__, "reason", None) or str(e).split("; pass the ")[0]
+            return model, f"unusable ({reason})", record
         return None
 
     def _rebuild_best_model(self, engine: Any, model: Path, problem: str, record: Mapping) -> None:
