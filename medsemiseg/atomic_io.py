@@ -45,12 +45,14 @@ class DiskFullError(OSError):
     ``errno`` is ``ENOSPC`` (an ``except OSError`` still catches it); ``path``, ``needed`` (bytes, or ``None`` when
     unknown) and ``free`` (bytes free on that file system when it failed) say what happened."""
 
-    def __init__(self, path: Path, needed: int | None, free: int | None, kept: bool) -> None:
+    def __init__(self, path: Path, needed: int | None, free: int | None, kept: bool, block: int = 1) -> None:
         self.path, self.needed, self.free = Path(path), needed, free
         need = f"it needs {_size(needed)}" if needed is not None else "its size is unknown"
         have = f", {_size(free)} are free there" if free is not None else ""
-        more = (f"free at least {_size(max(needed - (free or 0), 1))} on that disk"
-                if needed is not None else "free space on that disk")
+        block = max(int(block), 1)  # the disk allocates whole blocks: the file takes at least one
+        on_disk = -(-needed // block) * block if needed is not None else None
+        more = (f"free at least {_size(max(on_disk - (free or 0), block))} on that disk"
+                if on_disk is not None else "free space on that disk")
         before = f"; the previous {self.path.name} is intact" if kept else "; nothing was written under that name"
         self.message = (
             f"no space left on the device of {self.path.parent} to write {self.path.name} ({need}{have}{before}): "
@@ -131,7 +133,11 @@ def disk_full_error(path: str | os.PathLike, write: Callable[[IO[bytes]], Any] |
             needed = counter.size
         except Exception:  # noqa: BLE001 - the size is a courtesy; the error itself is the full disk
             needed = None
-    return DiskFullError(path, needed, _free_bytes(path.parent), kept)
+    try:
+        block = int(os.statvfs(path.parent).f_frsize)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        block = 1
+    return DiskFullError(path, needed, _free_bytes(path.parent), kept, block)
 
 
 def partial_name(path: str | os.PathLike) -> Path:
