@@ -7,7 +7,8 @@ altogether. Here:
 
 - :func:`atomic_save` writes a temporary file in the target's folder, flushes and ``fsync``\\ s it, and renames it
   over the target (``os.replace``, atomic on one file system): the target is always either the old complete file or
-  the new complete file. A failed write removes its temporary file; a killed one leaves it behind, named
+  the new complete file (:func:`medsemiseg.atomic_io.atomic_write`; a full disk names the file and the space it
+  needs). A failed write removes its temporary file; a killed one leaves it behind, named
   ``.<name>.<pid>.<random>.partial`` (never mistaken for a checkpoint), and :func:`remove_partial_writes` clears it
   when the next training in that folder starts.
 - :class:`AtomicDiskSaver` is ignite's ``DiskSaver`` writing that way, and removing the file a new one supersedes
@@ -16,7 +17,8 @@ altogether. Here:
   :class:`AtomicDiskSaver`: the bundles' ``validate#best_model_saver`` (``models/model.pt``) and the training-state
   saver of :class:`medsemiseg.bundle.resume.TrainCheckpointer`.
 - :func:`keep_copy` keeps an earlier run's ``model.pt`` as a dated copy before a new run replaces it.
-- :func:`read_checkpoint` loads a checkpoint or says in words why it cannot (0 bytes, truncated, not a torch file)
+- :func:`read_checkpoint` loads a checkpoint or says in words why it cannot (0 bytes, truncated, damaged -- a record
+  failing the CRC-32 stored with it, which PyTorch never checks --, not a torch file, not a plain weights file)
   instead of PyTorch's "mmap can only be used with files saved with ...", and :func:`newest_loadable_checkpoint`
   is what ``--resume true`` resumes from: the newest ``checkpoint_epoch=K.pt`` that loads, with the newer ones it
   skipped and why.
