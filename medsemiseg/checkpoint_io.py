@@ -7,7 +7,8 @@ altogether. Here:
 
 - :func:`atomic_save` writes a temporary file in the target's folder, flushes and ``fsync``\\ s it, and renames it
   over the target (``os.replace``, atomic on one file system): the target is always either the old complete file or
-  the new complete file. A failed write removes its temporary file; a killed one leaves it behind, named
+  the new complete file (:func:`medsemiseg.atomic_io.atomic_write`; a full disk names the file and the space it
+  needs). A failed write removes its temporary file; a killed one leaves it behind, named
   ``.<name>.<pid>.<random>.partial`` (never mistaken for a checkpoint), and :func:`remove_partial_writes` clears it
   when the next training in that folder starts.
 - :class:`AtomicDiskSaver` is ignite's ``DiskSaver`` writing that way, and removing the file a new one supersedes
@@ -16,7 +17,8 @@ altogether. Here:
   :class:`AtomicDiskSaver`: the bundles' ``validate#best_model_saver`` (``models/model.pt``) and the training-state
   saver of :class:`medsemiseg.bundle.resume.TrainCheckpointer`.
 - :func:`keep_copy` keeps an earlier run's ``model.pt`` as a dated copy before a new run replaces it.
-- :func:`read_checkpoint` loads a checkpoint or says in words why it cannot (0 bytes, truncated, not a torch file)
+- :func:`read_checkpoint` loads a checkpoint or says in words why it cannot (0 bytes, truncated, damaged -- a record
+  failing the CRC-32 stored with it, which PyTorch never checks --, not a torch file, not a plain weights file)
   instead of PyTorch's "mmap can only be used with files saved with ...", and :func:`newest_loadable_checkpoint`
   is what ``--resume true`` resumes from: the newest ``checkpoint_epoch=K.pt`` that loads, with the newer ones it
   skipped and why.
@@ -27,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import re
-import secrets
 import shutil
 import time
 import zipfile
@@ -40,6 +42,8 @@ import ignite.distributed as idist
 import torch
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
+
+from medsemiseg.atomic_io import atomic_write
 
 __all__ = [
     "atomic_save",
@@ -62,43 +66,16 @@ CHECKPOINT_RE = re.compile(r"^checkpoint.*?(epoch|iteration)=(\d+)\.pt$")
 PARTIAL_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.partial$")
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX); where folders cannot be opened (Windows) the rename stands as is."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj: Any, path: str | os.PathLike, save: Callable[..., Any] = torch.save, **kwargs: Any) -> None:
     """``save(obj, file, **kwargs)`` into ``path`` so that ``path`` is never left incomplete.
 
-    The data go to ``.<name>.<pid>.<random>.partial`` in the same folder (the same file system, so the rename is
-    atomic), are flushed and ``fsync``\\ ed, and the file is renamed over ``path``; the folder is ``fsync``\\ ed so
-    the rename survives a power cut. Any failure (``ENOSPC``, an exception in ``save``, ``KeyboardInterrupt``)
-    removes the temporary file and leaves ``path`` as it was. The file gets the permissions ``open(path, "wb")``
-    would give it (``0o666`` less the umask), not ``tempfile``'s owner-only ones (which is why MONAI turns
-    ignite's own atomic writing off).
+    :func:`medsemiseg.atomic_io.atomic_write`: the data go to ``.<name>.<pid>.<random>.partial`` in the same folder,
+    are flushed and ``fsync``\\ ed, and the file is renamed over ``path``. Any failure removes the temporary file and
+    leaves ``path`` as it was; a full disk is a :class:`~medsemiseg.atomic_io.DiskFullError` naming ``path`` and the
+    size of the checkpoint. The file gets the permissions ``open(path, "wb")`` would give it, not ``tempfile``'s
+    owner-only ones (which is why MONAI turns ignite's own atomic writing off).
     """
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
-    try:
-        with open(tmp, "xb") as f:  # a new file, with the permissions open(path, "wb") would give path
-            save(obj, f, **kwargs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_folder(path.parent)
+    atomic_write(path, lambda f: save(obj, f, **kwargs))
 
 
 def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
@@ -220,7 +197,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
 
 class CheckpointReadError(ValueError):
-    """A checkpoint file cannot be loaded; ``reason`` says why in words (0 bytes, truncated, not a torch file)."""
+    """A checkpoint file cannot be loaded; ``reason`` says why in words (0 bytes, truncated, damaged, not a torch file,
+    not a plain weights file)."""
 
     def __init__(self, path: Path, reason: str) -> None:
         self.path, self.reason = Path(path), reason
@@ -231,11 +209,15 @@ class CheckpointReadError(ValueError):
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-def read_checkpoint(path: str | os.PathLike, mmap: bool = True) -> Any:
+def read_checkpoint(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, or a :class:`CheckpointReadError` saying why not.
 
     With ``mmap`` (default) the tensors are memory-mapped, not read: what the file holds (its keys, shapes) is known
     at the cost of its index. A file in PyTorch's legacy format (which cannot be memory-mapped) is read whole.
+
+    With ``verify`` (default) every record of the archive is checked against its CRC-32 first
+    (:func:`_verify_checksums`, one read of the file): bytes changed after the write are "damaged", not loaded. A
+    file that asks to run Python objects when unpickled (not a plain weights file) is refused as such.
     """
     path = Path(path)
     try:
@@ -254,11 +236,49 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = True) -> Any:
         )
     if not is_zip and head[:1] != b"\x80":
         raise CheckpointReadError(path, f"not a PyTorch checkpoint (it starts with {head!r}, not as torch.save writes)")
+    if is_zip and verify:
+        _verify_checksums(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise CheckpointReadError(path, _not_plain_weights(e)) from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointReadError(path, f"damaged, PyTorch cannot read it ({type(e).__name__}: {first})") from e
     except Exception as e:  # noqa: BLE001 - every way a damaged torch file fails to load ends here
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise CheckpointReadError(path, f"damaged, PyTorch cannot read it ({type(e).__name__}: {first})") from e
+
+
+def _verify_checksums(path: Path) -> None:
+    """Check every record of a ``torch.save`` archive against the CRC-32 the writer stored with it.
+
+    PyTorch itself never checks them: a file whose bytes were flipped later (a disk or copy error) loads with
+    wrong weights and training goes on. A mismatch, or an archive index that no longer parses, is a
+    :class:`CheckpointReadError` saying which record is damaged."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as e:
+        raise CheckpointReadError(path, f"damaged (its archive index cannot be read: {e}): a disk or copy error") \
+            from e
+    if bad is not None:
+        raise CheckpointReadError(
+            path, f"damaged (its record {bad} fails its CRC-32 checksum: bytes changed after it was written, a disk "
+                  "or copy error)"
+        )
+
+
+def _not_plain_weights(e: BaseException) -> str:
+    """The reason for a file that ``weights_only`` loading refuses: what it asks to run, never PyTorch's advice."""
+    import re as _re
+
+    text = str(e)
+    found = _re.search(r"GLOBAL\s+([\w.]+)", text)
+    what = f" ({found.group(1).strip()})" if found else ""
+    return ("not a plain weights file: it asks to import or run Python objects" + what + " when loaded, which this "
+            "package never writes, so it is refused unread (it may come from another tool, or have been tampered "
+            "with)")
 
 
 def checkpoint_files(folder: str | os.PathLike) -> list[Path]:

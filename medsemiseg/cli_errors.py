@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
@@ -92,9 +93,26 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+#: library failures whose message names neither the cause nor the fix: (pattern in any message of the chain, hint)
+_HINTS = (
+    (re.compile(r"DataLoader worker \(pid\(?s?\)? [\d, ]+\) (is killed by signal|exited unexpectedly)"),
+     "a data-loading worker process was killed (most often by the system's out-of-memory killer: see `dmesg`); pass "
+     "--num_workers 0 (or fewer workers, or a smaller --batch_size) and continue with --resume true"),
+)
+
+
+def _hint(exc: BaseException) -> str | None:
+    for e in chain(exc):
+        for pattern, hint in _HINTS:
+            if pattern.search(str(e)):
+                return hint
+    return None
+
+
 def last_line(exc: BaseException) -> str:
     """``"error: <message>"`` of the outermost project error; else ``"error: <Type>: <message>"`` of the root cause
-    (a library's message on one line, cut at a few hundred characters)."""
+    (a library's message on one line, cut at a few hundred characters), followed by the fix for the library failures
+    that name none (:data:`_HINTS`: a killed DataLoader worker)."""
     ours = project_error(exc)
     if ours is not None:
         return f"error: {_one_line(str(ours)) or type(ours).__name__}"
@@ -102,7 +120,8 @@ def last_line(exc: BaseException) -> str:
     message = _one_line(str(cause)) or "(no message)"
     if len(message) > _FOREIGN_LIMIT:
         message = message[:_FOREIGN_LIMIT] + " ..."
-    return f"error: {type(cause).__name__}: {message}"
+    hint = _hint(exc)
+    return f"error: {type(cause).__name__}: {message}" + (f" -- {hint}." if hint else "")
 
 
 def where(exc: BaseException) -> str | None:

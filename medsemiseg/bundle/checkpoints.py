@@ -8,7 +8,6 @@ says it was trained on.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -18,14 +17,13 @@ from typing import Any
 import torch
 
 from .inputs import BUNDLE_FOR_CHANNELS
+from .runrecord import RUN_FILE, RunRecordError, read_run_record
 from .settings import BundleConfigError, is_empty
 
-__all__ = ["RUN_FILE", "CheckpointError", "ModelNotFoundError", "check_trained_on", "trained_checkpoint"]
+__all__ = ["RUN_FILE", "CheckpointError", "RunRecordError", "ModelNotFoundError", "check_trained_on", "trained_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
-#: a training's record of its settings, next to its models (:class:`medsemiseg.bundle.resume.TrainCheckpointer`)
-RUN_FILE = "run.json"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -126,12 +124,12 @@ def _check_checkpoint(path: Path, network: torch.nn.Module | None) -> None:
         return
     run = path.parent / RUN_FILE
     try:
-        record = json.loads(run.read_text())
-        said = {k: record[k] for k in ("method", "network_name", "network_kwargs", "classes", "in_channels")
-                if k in record}
-        recorded = f" (its {run}: {said})" if said else ""
-    except (OSError, ValueError, TypeError, AttributeError):
-        recorded = ""
+        record = read_run_record(run) or {}
+    except RunRecordError:
+        record = {}  # this message is about the weights; the record's own problem is reported where it is used
+    said = {k: record[k] for k in ("method", "network_name", "network_kwargs", "classes", "in_channels")
+            if k in record}
+    recorded = f" (its {run}: {said})" if said else ""
     our_ch, our_cls = _layer_shapes(ours, keys)
     their_ch, their_cls = _layer_shapes(state, keys) if not missing else (None, None)
     if their_ch is not None and (their_ch != our_ch or their_cls != our_cls):
@@ -173,13 +171,14 @@ def check_trained_on(ckpt_path: str | os.PathLike, dataset_dir: Any, workflow: s
     synthetic phantoms without a word. The training writes ``run.json`` next to its models
     (:class:`~medsemiseg.bundle.resume.TrainCheckpointer`); when it is there and names another ``dataset_dir`` than
     this run's, the warning names both and the flag to pass. For ``inferring`` only an empty ``dataset_dir`` (the
-    synthetic test split) is questioned: inferring on new files is what it is for.
+    synthetic test split) is questioned: inferring on new files is what it is for. A ``run.json`` that is there but
+    unreadable stops the run naming it (:class:`~medsemiseg.bundle.runrecord.RunRecordError`).
     """
     run_file = Path(str(ckpt_path)).expanduser().parent / RUN_FILE
-    try:
-        trained = json.loads(run_file.read_text()).get("dataset_dir")
-    except (OSError, ValueError, AttributeError):
+    record = read_run_record(run_file)  # a damaged record stops the run, naming it (RunRecordError)
+    if record is None:
         return
+    trained = record.get("dataset_dir")
     if workflow == "inferring" and not is_empty(dataset_dir):
         return
     if _same_data(trained, dataset_dir):

@@ -205,20 +205,35 @@ def _checked(
     return str(path)
 
 
-def unlabeled_loader_for(method: Any, loader: Any) -> Any:
+def unlabeled_loader_for(method: Any, loader: Any, datalist: str | os.PathLike | None = None) -> Any:
     """``loader`` when ``method`` trains on unlabelled images, else ``None`` (the ``supervised`` method).
 
-    A method that needs unlabelled images with none in the data set (``labeled_fraction`` ``full`` on a data set
-    without extra unlabelled volumes) is an error that says so, rather than an empty loader failing later.
+    A method that needs unlabelled images with none in the data set is an error that says why, rather than an empty
+    loader failing later: a ``datalist`` without an ``unlabeled`` split at all (a hand-written one; the message also
+    names the other splits training needs that it lacks), or one whose split is empty (every training image is
+    labelled, e.g. ``labeled_fraction`` ``full`` on a data set without extra unlabelled volumes).
     """
     if not bool(getattr(method, "requires_unlabeled", True)):
         return None
     if len(getattr(loader, "dataset", ())) == 0:
+        sizes: dict[str, int] | None = None
+        if datalist is not None:
+            try:
+                sizes = meta_and_sizes(datalist)[1]
+            except Exception:  # noqa: BLE001 - an unreadable datalist is reported by load_split, with its message
+                sizes = None
+        if sizes is not None and "unlabeled" not in sizes:
+            lacking = [k for k in ("unlabeled", "labeled", "validation") if k not in sizes]
+            raise BundleConfigError(
+                f"datalist {datalist} has no {' / '.join(repr(k) for k in lacking)} split"
+                f"{'s' if len(lacking) > 1 else ''} (it has {sizes}); method {type(method).__name__} trains on "
+                "unlabelled images and training validates on the 'validation' split: add them (docs/architecture.md "
+                "has the format; `python -m medsemiseg.prepare` writes them), or use --method supervised if it has "
+                "no unlabelled images."
+            )
         raise BundleConfigError(
             f"method {type(method).__name__} trains on unlabelled images, but the datalist's 'unlabeled' split is "
             "empty (every training image is labelled, e.g. labeled_fraction 'full'): use --method supervised, a "
             "smaller --labeled_fraction, or add unlabelled images when preparing the data set."
         )
     return loader
-
-

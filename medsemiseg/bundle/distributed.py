@@ -122,12 +122,13 @@ class NoSummaryWriter:
 
 
 def summary_writer(log_dir: str) -> Any:
-    """TensorBoard's ``SummaryWriter`` into ``log_dir`` in rank 0, :class:`NoSummaryWriter` in the others."""
+    """TensorBoard's writer into ``log_dir`` in rank 0 (:class:`~medsemiseg.bundle.tensorboard.DeferredSummaryWriter`:
+    its event file appears with its first event), :class:`NoSummaryWriter` in the others."""
     if not is_main():
         return NoSummaryWriter()
-    from torch.utils.tensorboard import SummaryWriter
+    from .tensorboard import DeferredSummaryWriter
 
-    return SummaryWriter(log_dir=log_dir)
+    return DeferredSummaryWriter(log_dir=log_dir)
 
 
 def _barrier() -> None:

@@ -23,7 +23,7 @@ import torch
 
 from medsemiseg.checkpoint_io import CHECKPOINT_RE
 
-from .checkpoints import RUN_FILE
+from .runrecord import RUN_FILE, RunRecordError, read_run_record
 from .settings import BundleConfigError, as_bool
 
 __all__ = ["BestMetricRecord", "GradScalerState", "RunRecord", "TrainCheckpointer"]
@@ -75,13 +75,27 @@ class RunRecord:
     input channels it would finish without a word or fail on hundreds of missing ``state_dict`` keys, so any of these
     differences is an error that names it and the fix. A different ``epoch_length`` is a warning (ignite restores
     the checkpoint's), as is a different ``train_sampling`` (a record without one comes from loaders that drew one
-    pass at a time).
+    pass at a time). The settings that change what the model sees (:data:`DATA`: data set, datalist and its content,
+    split sizes, labelled fraction, image and patch size, intensity) are compared by :meth:`check_data`, which
+    refuses a change unless asked to continue on the new data.
     """
 
     MUST_MATCH = ("method", "network_name", "network_kwargs", "classes", "in_channels")
+    #: the settings that change what the model sees, with the words a message uses for them (:meth:`data_changes`)
+    DATA = {
+        "dataset_dir": "dataset_dir",
+        "datalist": "datalist",
+        "datalist_sha256": "datalist content (sha256)",
+        "labeled_fraction": "labelled fraction (datalist meta)",
+        "data_sizes": "split sizes",
+        "image_size": "image_size",
+        "patch_size": "patch_size",
+        "intensity_kind": "intensity_kind",
+    }
 
     def __init__(self, info: Mapping[str, Any]) -> None:
         self.info = {k: _plain(v) for k, v in dict(info).items()}
+        self.info.update(_datalist_facts(self.info.get("datalist")))
         if "method" in self.info:
             from medsemiseg.methods import canonical_method_name
 
@@ -95,6 +109,62 @@ class RunRecord:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Nothing to restore: the run's own settings stand (they were compared in :meth:`check_against`)."""
+
+    def data_changes(self, stored: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """``{key: (checkpoint's value, this run's)}`` for each setting of :data:`DATA` that differs (keys that one
+        of the two records lacks -- a checkpoint of an older version -- are not compared). Paths compare resolved;
+        the datalist by its content when both records have its digest (a moved bundle is the same data), by its
+        path otherwise."""
+        both = lambda k: k in stored and k in self.info  # noqa: E731
+        diffs: dict[str, tuple[Any, Any]] = {}
+        for key in self.DATA:
+            if not both(key):
+                continue
+            a, b = _plain(stored[key]), self.info[key]
+            if key in ("dataset_dir", "datalist"):
+                if key == "datalist" and both("datalist_sha256"):
+                    continue  # compared by content below
+                same = _same_path(a, b)
+            else:
+                same = a == b
+            if not same:
+                diffs[key] = (a, b)
+        return diffs
+
+    def check_data(self, stored: Mapping[str, Any], path: str, allow_changed_data: bool = False,
+                   epoch: int | None = None) -> None:
+        """Refuse to resume ``stored``'s training on other data (:meth:`data_changes`) unless
+        ``allow_changed_data``; then the change is logged and recorded (``data_changes`` in the record, hence in
+        ``run.json`` and the next checkpoints: the epoch it happened at, the settings before and after). Earlier
+        recorded changes are carried over either way."""
+        history = list(stored.get("data_changes") or [])
+        diffs = self.data_changes(stored)
+        if diffs and not allow_changed_data:
+            what = "; ".join(f"{self.DATA[k]}: checkpoint {_shown(k, a)}, this run {_shown(k, b)}"
+                             for k, (a, b) in diffs.items())
+            back = " ".join(f"--{k} {_cli_value(diffs[k][0])}" for k in ("dataset_dir", "labeled_fraction",
+                                                                          "image_size", "patch_size", "intensity_kind")
+                            if k in diffs)
+            raise BundleConfigError(
+                f"resume: {path} was trained on other data than this run uses ({what}): continuing would mix two "
+                "data sets in one training and its record. Resume with the checkpoint's data settings"
+                + (f" ({back})" if back else "")
+                + ", or pass --allow_changed_data true to continue on this data (run.json then records both), or "
+                "train into another --output_dir."
+            )
+        if diffs:
+            history.append({
+                "epoch": epoch,
+                "before": {k: a for k, (a, _b) in diffs.items()},
+                "after": {k: b for k, (_a, b) in diffs.items()},
+            })
+            logger.warning(
+                f"resume: --allow_changed_data true: continuing {path} (epoch {epoch}) on other data ("
+                + "; ".join(f"{self.DATA[k]} {_shown(k, a)} -> {_shown(k, b)}" for k, (a, b) in diffs.items())
+                + "); recorded in run.json under data_changes."
+            )
+        if history:
+            self.info["data_changes"] = history
 
     def check_against(self, stored: Mapping[str, Any], path: str) -> None:
         diffs = [(k, stored[k], self.info[k]) for k in self.MUST_MATCH
@@ -136,12 +206,62 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _datalist_facts(datalist: Any) -> dict[str, Any]:
+    """What a datalist file says about the data a run sees: its content digest, split sizes and the labelled
+    fraction its ``meta`` declares (``{}`` when there is no such file or it cannot be read: the datalist's own check
+    reports that)."""
+    import hashlib
+
+    from medsemiseg.data.datalist import meta_and_sizes
+
+    if datalist is None or not isinstance(datalist, (str, os.PathLike)) or not Path(str(datalist)).is_file():
+        return {}
+    try:
+        digest = hashlib.sha256(Path(str(datalist)).read_bytes()).hexdigest()
+        meta, sizes = meta_and_sizes(datalist)
+    except Exception:  # noqa: BLE001 - unreadable datalists are reported by resolve_datalist / load_split
+        return {}
+    facts: dict[str, Any] = {"datalist_sha256": digest, "data_sizes": dict(sorted(sizes.items()))}
+    if meta.get("labeled_fraction") is not None:
+        facts["labeled_fraction"] = _plain(meta["labeled_fraction"])
+    return facts
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    from .settings import is_empty
+
+    if is_empty(a) or is_empty(b):
+        return is_empty(a) and is_empty(b)
+    return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve()
+
+
+def _shown(key: str, v: Any) -> str:
+    """A recorded value as a message shows it (a digest by its first 12 digits)."""
+    return f"{v[:12]}..." if key == "datalist_sha256" and isinstance(v, str) else repr(v)
+
+
+def _cli_value(v: Any) -> str:
+    if v is None:
+        return "null"
+    return f'"{json.dumps(v)}"' if isinstance(v, (list, dict)) else str(v)
+
+
 def _say_if_already_finished(engine: Any) -> None:
     if int(engine.state.epoch or 0) >= int(engine.state.max_epochs or 0):
         logger.warning(
             f"resume: the checkpoint is already at epoch {engine.state.epoch} of max_epochs {engine.state.max_epochs}: "
             "nothing left to train (pass a higher --max_epochs to continue it)."
         )
+
+
+def _epoch_of(state: Mapping[str, Any]) -> int | None:
+    """The epoch a training state was saved at (ignite's trainer record: iteration / epoch_length)."""
+    trainer = state.get("trainer") if isinstance(state.get("trainer"), Mapping) else {}
+    if "epoch" in trainer:
+        return int(trainer["epoch"])
+    if {"iteration", "epoch_length"} <= set(trainer):
+        return int(trainer["iteration"]) // max(int(trainer["epoch_length"]), 1)
+    return None
 
 
 def _schedule_of(scheduler: Any) -> dict | None:
@@ -231,6 +351,12 @@ class TrainCheckpointer:
     too (:class:`BestMetricRecord`), so resuming never replaces ``model.pt`` by a worse model. A checkpoint written
     without that record still resumes (the record then starts afresh, with a warning).
 
+    Other data: with ``resume``, a run whose data settings differ from the checkpoint's (:meth:`RunRecord.check_data`)
+    stops naming them, unless ``allow_changed_data``; then it continues and ``run.json`` records the change. A best
+    model (``model.pt``) that is missing although the checkpoint's record says one was saved, or that does not load
+    into the network, is rebuilt when the run starts: the restored network is re-evaluated and saved, and the log
+    says so (:meth:`_rebuild_best_model`).
+
     Losing work: the files are written atomically (:class:`medsemiseg.checkpoint_io.AtomicCheckpointSaver`; the
     bundles' ``best_model_saver`` is one too), so a kill or a full disk mid-write leaves the previous checkpoint and
     ``model.pt`` intact. ``resume`` takes the newest checkpoint that loads and logs each newer one it skips and why
@@ -259,6 +385,7 @@ class TrainCheckpointer:
         best_model_saver: Any = None,
         run_info: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        allow_changed_data: bool = False,
     ) -> None:
         self.save_dir = str(save_dir)
         self.evaluator = evaluator
@@ -271,6 +398,7 @@ class TrainCheckpointer:
             self.save_dict.setdefault("run", self.run_info)
         self.resume = as_bool(resume, "resume")
         self.overwrite = as_bool(overwrite, "overwrite")
+        self.allow_changed_data = as_bool(allow_changed_data, "allow_changed_data")
         self.save_interval = int(save_interval)
         self.n_saved = int(n_saved)
         self.map_location = map_location
@@ -287,16 +415,17 @@ class TrainCheckpointer:
         if self.run_info is None:
             return
         Path(self.save_dir).mkdir(parents=True, exist_ok=True)
-        path = Path(self.save_dir) / RUN_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.run_info.state_dict(), indent=2, default=str))
-        os.replace(tmp, path)
+        from medsemiseg.atomic_io import atomic_write_text
+
+        atomic_write_text(Path(self.save_dir) / RUN_FILE, json.dumps(self.run_info.state_dict(), indent=2, default=str))
 
     def _take_lock(self, engine: Any) -> None:
         """One training per ``models/`` folder: a second run into it would overwrite and delete the first one's
-        checkpoints mid-run (:mod:`medsemiseg.runlock`: host and pid inside; a dead holder's lock is taken over).
-        Released when the run completes or its process exits; a failed run's lock left in a live process (a
-        notebook) is that process's own and is taken over by its next run."""
+        checkpoints mid-run (:mod:`medsemiseg.runlock`: host, pid and a heartbeat every
+        :data:`~medsemiseg.runlock.HEARTBEAT_S` seconds inside). A lock whose holder is gone -- its pid gone or
+        reused on this host, or its heartbeat older than :data:`~medsemiseg.runlock.STALE_AFTER_S` on any host -- is
+        taken over, with a warning. Released when the run completes or its process exits; a failed run's lock left
+        in a live process (a notebook) is that process's own and is taken over by its next run."""
         import atexit
 
         from ignite.engine import Events
@@ -305,16 +434,21 @@ class TrainCheckpointer:
 
         lock = Path(self.save_dir) / self.LOCK
         try:
-            me = runlock.acquire(lock, take_own=True)
+            me = runlock.acquire(lock, take_own=True, heartbeat_s=runlock.HEARTBEAT_S)
         except runlock.LockHeld as held:
             other = held.holder
+            limit = other.get("stale_after_s")
+            when_gone = (f"if it is gone, this lock is taken over once its heartbeat is older than {limit:.0f} s, or "
+                         f"delete {lock}" if isinstance(limit, (int, float)) else f"if it is gone, delete {lock}")
             raise BundleConfigError(
                 f"another training (pid {other.get('pid')} on host {other.get('host')}, since {other.get('since')}) "
                 f"is writing to {self.save_dir}: two runs in one output_dir would overwrite each other's checkpoints "
-                f"and logs. Give this run its own --output_dir, or wait for that one (if it is gone, delete {lock})."
+                f"and logs. Give this run its own --output_dir, or wait for that one ({when_gone})."
             ) from None
+        heartbeat = runlock.Heartbeat(lock, me).start()
 
         def release(*_args: Any) -> None:
+            heartbeat.stop()
             runlock.release(lock, me)
 
         # COMPLETED for a run that ends normally, atexit for one that fails (an EXCEPTION_RAISED handler would
@@ -353,11 +487,11 @@ class TrainCheckpointer:
         known = []
         run_file = Path(self.save_dir) / RUN_FILE
         try:
-            method = json.loads(run_file.read_text()).get("method")
+            method = (read_run_record(run_file) or {}).get("method")
             if method:
                 known.append(f"method {method}")
-        except (OSError, ValueError, AttributeError):
-            pass
+        except RunRecordError as e:
+            logger.warning(f"{e.path} is {e.reason}; it is kept as it is beside the earlier model.")
         record = state.get("best_metric")
         if isinstance(record, Mapping) and int(record.get("best_metric_epoch", -1)) > 0:
             name = getattr(getattr(self.evaluator, "state", None), "key_metric_name", None) or "validation score"
@@ -369,6 +503,66 @@ class TrainCheckpointer:
             f"which this run, started without --resume, replaces at its first validation: the earlier model is kept "
             f"as {kept.name}" + (f" and its run record as {kept_run.name}" if kept_run else "")
             + ". (--resume true continues that training instead; --overwrite true replaces it without a copy.)"
+        )
+
+    def _broken_best_model(self, stored: Mapping[str, Any]) -> tuple[Path, str, Mapping] | None:
+        """``(model.pt, what is wrong with it, the checkpoint's best-metric record)`` when a resumed run must rebuild
+        the best model: the file is missing although the record says it was saved, or it is there but does not
+        load into this network (empty, truncated, damaged, not a weights file, another architecture); else
+        ``None``."""
+        from .checkpoints import CheckpointError, _check_checkpoint
+
+        model = self._best_model_file() if self.best_model_saver is not None else None
+        if model is None or self.evaluator is None:
+            return None
+        record = stored.get("best_metric") if isinstance(stored.get("best_metric"), Mapping) else {}
+        saved = (record.get("key_metric_checkpoint") or {}).get("_saved") if isinstance(
+            record.get("key_metric_checkpoint"), Mapping) else None
+        if not model.exists():
+            if saved or int(record.get("best_metric_epoch", -1)) > 0:
+                return model, "missing", record
+            return None  # no validation has saved one yet: nothing lost
+        try:
+            _check_checkpoint(model, self.save_dict.get("model"))
+        except (CheckpointError, OSError) as e:
+            reason = getattr(e.__cause__, "reason", None) or str(e).split("; pass the ")[0]
+            return model, f"unusable ({reason})", record
+        return None
+
+    def _rebuild_best_model(self, engine: Any, model: Path, problem: str, record: Mapping) -> None:
+        """Re-evaluate the restored network and write ``model.pt`` from it (logged), when resume found the best
+        model missing or unusable (:meth:`_broken_best_model`).
+
+        The best-metric record is reset first, so the validation's key-metric saver writes the file whatever the
+        recorded best score; the record then restarts from this score. When the restored state is the epoch the
+        best model came from, the rebuilt file holds the same weights; otherwise the lost best model cannot be
+        recovered and the log says which epoch and score it had. The random state is kept as it was restored, so
+        the training goes on as it would have."""
+        import random
+
+        epoch = int(engine.state.epoch or 0)
+        best_epoch = int(record.get("best_metric_epoch", -1)) if record else -1
+        best = record.get("best_metric") if record else None
+        np_state, py_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            self.evaluator.state.best_metric = -1
+            self.evaluator.state.best_metric_epoch = -1
+            checkpoint = getattr(self.best_model_saver, "_key_metric_checkpoint", None)
+            if checkpoint is not None:
+                checkpoint.reset()
+            self.evaluator.run(max(epoch, 1))
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        name = getattr(self.evaluator.state, "key_metric_name", None) or "validation score"
+        score = float(getattr(self.evaluator.state, "best_metric", float("nan")))
+        same = best_epoch == epoch and best_epoch > 0
+        lost = "" if same or best_epoch <= 0 else (
+            f"; the best model of epoch {best_epoch} ({name} {float(best):.4f}) was lost with it, so the best-model "
+            "record restarts from this epoch")
+        logger.warning(
+            f"resume: {model} was {problem}; rebuilt it from the restored epoch-{epoch} training state"
+            + (" (the epoch it was saved at: the same weights)" if same else "")
+            + f", re-evaluated at {name} {score:.4f}{lost}."
         )
 
     def _checkpoint_files(self) -> dict[Path, float]:
@@ -442,6 +636,11 @@ class TrainCheckpointer:
                     + "; ".join(f"{e.path.name}: {e.reason}" for e in found.skipped)
                     + "). Delete them to train from scratch in this folder, or train into another --output_dir."
                 )
+            try:
+                read_run_record(Path(self.save_dir) / RUN_FILE)
+            except RunRecordError as e:
+                logger.warning(f"resume: {e.path} is {e.reason}; it is written again from this run's settings when "
+                               "the run starts.")
             if found.path is None:
                 logger.info(f"resume: no checkpoint in {self.save_dir} yet; training from scratch.")
             else:
@@ -469,6 +668,7 @@ class TrainCheckpointer:
                 if "run" in load:
                     if "run" in stored:
                         self.run_info.check_against(stored["run"], path)
+                        self.run_info.check_data(stored["run"], path, self.allow_changed_data, _epoch_of(stored))
                     else:
                         load.pop("run")  # written before run records existed: nothing to compare
                 missing = sorted(set(load) - set(stored))
@@ -480,6 +680,10 @@ class TrainCheckpointer:
                         "without --resume)."
                     )
                 CheckpointLoader(load_path=path, load_dict=load, map_location=loc).attach(engine)
+                broken = self._broken_best_model(stored)
+                if broken is not None:
+                    # after the loader (handlers run in the order attached): the restored network is re-evaluated
+                    engine.add_event_handler(Events.STARTED, lambda e: self._rebuild_best_model(e, *broken))
                 scheduler = self.save_dict.get("lr_scheduler")
                 if scheduler is not None:
                     configured = _schedule_of(scheduler)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medsemiseg.atomic_io import atomic_write, atomic_write_bytes
 from medsemiseg.data.slices import item_value
 
 __all__ = ["PredictionWriter", "stored_shape"]
@@ -27,7 +29,8 @@ class PredictionWriter:
     ``k * png_scale``, so a binary vessel map is 0/255). The slices of a 3D input are collected and written as one
     ``(X, Y, Z)`` volume when the last one arrives. A prediction whose size differs from the input's (no inversion
     in ``postprocessing``) is resized back with nearest-neighbour interpolation. Each written file is logged with
-    the input it comes from (``written`` lists the files, ``sources`` maps each to its input). A volume whose
+    the input it comes from (``written`` lists the files, ``sources`` maps each to its input). Each file is written
+    whole or not at all (:mod:`medsemiseg.atomic_io`): a full disk names the file and leaves no 0-byte label map. A volume whose
     slices were unevenly spaced (``slice_spacing_deviation`` of the items, in mm) is written with the mean slice
     step, which one NIfTI affine cannot avoid: that is logged as a warning.
 
@@ -111,7 +114,8 @@ class PredictionWriter:
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         path = self.output_dir / f"{name}{self.suffix}.nii.gz"
-        nib.save(nib.Nifti1Image(label.reshape(stored_shape(source, label.shape)).astype(np.int16), affine), str(path))
+        image = nib.Nifti1Image(label.reshape(stored_shape(source, label.shape)).astype(np.int16), affine)
+        atomic_write_bytes(path, gzip.compress(image.to_bytes(), compresslevel=6, mtime=0))
         self.written.append(str(path))
         if source is not None:
             self.sources[str(path)] = source
@@ -121,7 +125,7 @@ class PredictionWriter:
 
             png_path = self.output_dir / f"{name}{self.suffix}.png"
             img = np.clip(label.T.astype(np.int32) * self.png_scale, 0, 255).astype(np.uint8)  # rows = Y: upright
-            Image.fromarray(img).save(str(png_path))
+            atomic_write(png_path, lambda f: Image.fromarray(img).save(f, format="PNG"))
             self.written.append(str(png_path))
             if source is not None:
                 self.sources[str(png_path)] = source

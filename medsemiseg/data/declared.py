@@ -63,12 +63,11 @@ def declared_meta(dataset_dir: Any) -> tuple[dict, Path | None]:
 def _run_record(ckpt_path: Any) -> tuple[dict, Path | None]:
     if _empty(ckpt_path):
         return {}, None
-    run = Path(str(ckpt_path)).expanduser().parent / "run.json"
-    try:
-        record = json.loads(run.read_text())
-    except (OSError, ValueError):
-        return {}, None
-    return (record if isinstance(record, dict) else {}), run
+    from medsemiseg.bundle.runrecord import read_run_record, run_file_of
+
+    run = run_file_of(ckpt_path)
+    record = read_run_record(run)  # a damaged record stops the run naming it, rather than a silent default
+    return (record, run) if record is not None else ({}, None)
 
 
 @functools.lru_cache(maxsize=None)

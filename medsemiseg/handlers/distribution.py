@@ -23,7 +23,6 @@ A model trained before this record existed has no ``input_reference`` in its ``r
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -183,10 +182,10 @@ class InputDistributionCheck:
 
     def _load_reference(self, _engine: Any = None) -> None:
         self.flagged, self._sums, self._counts = [], {}, {}
-        try:
-            reference = json.loads(self.run_file.read_text()).get("input_reference")
-        except (OSError, ValueError, AttributeError):
-            reference = None
+        from medsemiseg.bundle.runrecord import read_run_record
+
+        record = read_run_record(self.run_file) or {}  # a damaged record stops the run naming it
+        reference = record.get("input_reference")
         self.reference = reference if isinstance(reference, Mapping) and reference.get("images") else None
         if self.reference is None:
             logger.debug(f"{self.run_file}: no input_reference recorded; inputs are not compared with training data")

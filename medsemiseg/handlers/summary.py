@@ -2,7 +2,8 @@
 
 ignite ends a run on "Engine run finished", which says neither where the model, the checkpoint and the logs are nor
 the best validation score; ``evaluating`` and ``inferring`` likewise. :class:`RunSummary` is attached like MONAI's
-handlers (``train#handlers``, ``evaluate#handlers``, ``infer#handlers``) and logs at ``COMPLETED``::
+handlers (``train#handlers``, ``evaluate#handlers``, ``infer#handlers``), logs at ``COMPLETED`` and drops ignite's
+"Engine run finished" of that engine, so the summary is the command's last line::
 
     training: reached epoch 5 of 5 in 3 min 12 s; best val_mIoU 0.4123 at epoch 4; model bundles/covid/models/model.pt;
     checkpoint bundles/covid/models/checkpoint_epoch=5.pt; run record bundles/covid/models/run.json; TensorBoard
@@ -42,6 +43,11 @@ def _shown(path: str | os.PathLike) -> str:
         return str(p.relative_to(Path.cwd()))
     except ValueError:
         return str(p)
+
+
+def _drop_run_finished(record: logging.LogRecord) -> bool:
+    """A ``logging`` filter: ignite's closing "Engine run finished" line of an engine that has a :class:`RunSummary`."""
+    return not str(record.msg).startswith("Engine run finished")
 
 
 class RunSummary:
@@ -85,6 +91,11 @@ class RunSummary:
 
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.COMPLETED, self)
+        # ignite logs "Engine run finished. Time taken: ..." after the COMPLETED handlers: the summary line, which
+        # says the time too, would not be the last one
+        logger = getattr(engine, "logger", None)
+        if isinstance(logger, logging.Logger) and _drop_run_finished not in logger.filters:
+            logger.addFilter(_drop_run_finished)
 
     def _started(self, _engine: Any) -> None:
         self._start = time.perf_counter()

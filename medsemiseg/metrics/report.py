@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from medsemiseg.atomic_io import atomic_write_text
 
 from .overlap import AGGREGATION_NOTE, PerClassDiceMetric, PerClassIoUMetric
 
@@ -159,12 +162,6 @@ def _move_aside(path: Path) -> Path | None:
     return target
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(
     report: Mapping[str, Any],
     path_json: str | os.PathLike,
@@ -175,7 +172,9 @@ def write_report(
 
     An existing file is never overwritten silently: unless ``overwrite``, it is renamed to
     ``<name>.<timestamp><suffix>`` (with a warning) and the new report takes the given name, so the given path
-    always holds the latest report and earlier ones are kept.
+    always holds the latest report and earlier ones are kept. Each file is written whole or not at all
+    (:func:`medsemiseg.atomic_io.atomic_write_text`); a full disk is a :class:`~medsemiseg.atomic_io.DiskFullError`
+    naming the file.
 
     Returns:
         ``{"json": path, "csv": path}`` of what was written.
@@ -185,7 +184,7 @@ def write_report(
     path_json.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite:
         _move_aside(path_json)
-    _atomic_write(path_json, json.dumps(_json_value(dict(report)), indent=2) + "\n")
+    atomic_write_text(path_json, json.dumps(_json_value(dict(report)), indent=2) + "\n")
     written["json"] = path_json
     if path_csv is not None:
         path_csv = Path(path_csv)
@@ -195,26 +194,25 @@ def write_report(
         per_class = report.get("per_class", {})
         cols = [c for c in ("iou", "dice", "iou_pooled", "dice_pooled") if any(c in v for v in per_class.values())]
         means = {"iou": "mIoU", "dice": "mDice", "iou_pooled": "mIoU_pooled", "dice_pooled": "mDice_pooled"}
-        tmp = path_csv.with_name(f".{path_csv.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["class", *cols])
-            for name, v in per_class.items():
-                w.writerow([name, *(v.get(c, "") for c in cols)])
-            w.writerow(["mean", *(report.get(means[c], "") for c in cols)])
-            observer = report.get("second_observer")
-            if isinstance(observer, Mapping):  # the human agreement, scored the same way
-                for name, v in observer.get("per_class", {}).items():
-                    w.writerow([f"second observer: {name}", *(v.get(c, "") for c in cols)])
-                w.writerow(["second observer: mean", *(observer.get(means[c], "") for c in cols)])
-            volumes = report.get("per_volume")
-            if isinstance(volumes, Mapping):  # the 3D scores, each under its own column names
-                vcols = list(volumes.get("mean", {}))
-                w.writerow(["per volume", *vcols])
-                for name, v in volumes.get("per_class", {}).items():
-                    w.writerow([f"per volume: {name}", *(v.get(c, "") for c in vcols)])
-                w.writerow(["per volume: mean", *(volumes["mean"][c] for c in vcols)])
-        os.replace(tmp, path_csv)
+        fh = io.StringIO(newline="")
+        w = csv.writer(fh)
+        w.writerow(["class", *cols])
+        for name, v in per_class.items():
+            w.writerow([name, *(v.get(c, "") for c in cols)])
+        w.writerow(["mean", *(report.get(means[c], "") for c in cols)])
+        observer = report.get("second_observer")
+        if isinstance(observer, Mapping):  # the human agreement, scored the same way
+            for name, v in observer.get("per_class", {}).items():
+                w.writerow([f"second observer: {name}", *(v.get(c, "") for c in cols)])
+            w.writerow(["second observer: mean", *(observer.get(means[c], "") for c in cols)])
+        volumes = report.get("per_volume")
+        if isinstance(volumes, Mapping):  # the 3D scores, each under its own column names
+            vcols = list(volumes.get("mean", {}))
+            w.writerow(["per volume", *vcols])
+            for name, v in volumes.get("per_class", {}).items():
+                w.writerow([f"per volume: {name}", *(v.get(c, "") for c in vcols)])
+            w.writerow(["per volume: mean", *(volumes["mean"][c] for c in vcols)])
+        atomic_write_text(path_csv, fh.getvalue())
         written["csv"] = path_csv
     return written
 

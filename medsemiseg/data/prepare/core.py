@@ -104,12 +104,11 @@ def _run_warnings() -> list[str]:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a datalist."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (:func:`medsemiseg.atomic_io.atomic_write_text`: temp file + rename), so a reader never
+    sees half a datalist and a full disk names the file."""
+    from medsemiseg.atomic_io import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _progress(iterable, total: int | None, desc: str, enabled: bool):

@@ -42,6 +42,7 @@ from .lists import (
     LIST_OPTIONS,
     GroupRule,
     check_leakage,
+    dangling_link,
     drop_held_out,
     find_inputs,
     resolve_lists,
@@ -59,7 +60,7 @@ def _image_sources(folder: Path, skip_dirs: set[str]) -> tuple[list[Path], list[
     """(images, skipped files) in ``folder``: supported files that are not masks, and DICOM series sub-folders."""
     images, skipped = [], []
     for q in sorted(folder.iterdir()):
-        if q.name.startswith("."):
+        if q.name.startswith(".") or dangling_link(q):
             continue
         if q.is_dir():
             if q.name.lower() not in skip_dirs and list_dicom_files(q):
@@ -80,7 +81,7 @@ def _files_by_stem(folder: Path, cache: dict | None) -> dict[str, list[Path]]:
         return cache[folder]
     index: dict[str, list[Path]] = {}
     for q in sorted(folder.iterdir()):
-        if q.is_file() and is_supported_file(q):
+        if not dangling_link(q) and q.is_file() and is_supported_file(q):
             index.setdefault(file_stem(q), []).append(q)
     if cache is not None:
         cache[folder] = index

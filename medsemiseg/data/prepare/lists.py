@@ -52,13 +52,26 @@ def natural_key(text: str) -> list:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", text) if t]
 
 
+def dangling_link(path: Path) -> bool:
+    """True, with a warning naming it and its target, for a symbolic link whose target does not exist (a moved
+    data set, an unmounted disk): the caller passes over it, but not silently."""
+    if not (path.is_symlink() and not path.exists()):
+        return False
+    _warn(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: skipped. Fix or remove the link "
+          "if that file belongs to the data set.")
+    return True
+
+
 def find_inputs(root: Path, is_mask_name) -> list[Path]:
     """Every input under ``root`` at any depth, in natural order: supported files whose name is not a mask's, and
     folders holding a DICOM series (as one input, not entered). Hidden entries and ``labels/`` / ``masks/`` folders
-    (where masks are looked up by name) are passed over."""
+    (where masks are looked up by name) are passed over; a dangling symbolic link is passed over with a warning
+    naming it."""
     found: list[Path] = []
     for q in sorted(root.iterdir(), key=lambda p: natural_key(p.name)):
         if q.name.startswith("."):
+            continue
+        if dangling_link(q):
             continue
         if q.is_dir():
             if q.name.lower() in _MASK_DIRS:

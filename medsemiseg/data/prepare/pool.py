@@ -231,6 +231,24 @@ def _prepare_out(
     return out, created
 
 
+def _warn_if_resplit(existing: Path, datalist: dict) -> None:
+    """Re-preparing over an earlier preparation with another labelled fraction or seed draws another labelled
+    subset: say so (a training on the earlier split, resumed, then refuses the changed datalist)."""
+    try:
+        before = json.loads(existing.read_text()).get("meta", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    after = datalist.get("meta", {})
+    changed = [f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in ("labeled_fraction", "seed")
+               if k in before and before.get(k) != after.get(k)]
+    if changed:
+        _warn(
+            f"{existing} was prepared with another labelled subset ({', '.join(changed)}): it is rewritten with this "
+            "run's. A training on the earlier split stops when resumed (pass --allow_changed_data true to continue "
+            f"it on the new one); to keep the earlier split, prepare into another --out."
+        )
+
+
 class _Output:
     """``--out`` of one run: items are written to a hidden staging folder inside it and moved into place by
     :meth:`commit` only after everything was read and checked, so a failed run (see :func:`_one_run`) leaves the
@@ -248,6 +266,7 @@ class _Output:
     def commit(self, pool: dict, labeled_fraction: Any, seed: int) -> Path:
         """Replace the earlier preparation (only what this module writes) by the staged one; the datalist path."""
         datalist = build_datalist(pool, labeled_fraction, seed)  # a bad fraction fails before anything is replaced
+        _warn_if_resplit(self.root / DATALIST_FILE, datalist)
         for d in _OUTPUT_DIRS:
             shutil.rmtree(self.root / d, ignore_errors=True)
         for f in list(self.root.glob("datalist*.json")) + [self.root / POOL_FILE]:
