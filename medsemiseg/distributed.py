@@ -104,7 +104,7 @@ _NO_BUFFER_SYNC_AT_EACH_PASS = ({"forward_sync_buffers": False}
 class _Calls(nn.Module):
     """What DDP wraps: the network, whose ``forward(*args, _call=name)`` calls ``network.<name>`` (``forward``,
     ``encode`` or ``decode``), so that each of those passes goes through DDP. Its state is the network's own.
-    With ``compile`` (:func:`medsemiseg.engines.speed.training_network`) the calls go to the network's compiled
+    With ``compile`` (:func:`medsemiseg.bundle.speed.training_network`) the calls go to the network's compiled
     view inside DDP (``_compiled``, held outside the module tree), as PyTorch advises: compile the module DDP wraps."""
 
     def __init__(self, network: nn.Module) -> None:

@@ -14,26 +14,29 @@ LAYERS: dict[str, set[str]] = {
     # foundations: no import of the package
     "cli_errors": set(),
     "runlock": set(),
-    "checkpoint_io": set(),
+    "atomic_io": set(),
+    "runrecord": set(),
+    "checkpoint_io": {"atomic_io"},
     "random_state": set(),
     "losses": set(),
     "distributed": set(),
     "tasks": set(),
     # data, pure ops, models, scores
-    "data": {"cli_errors", "tasks"},
+    "data": {"atomic_io", "cli_errors", "runrecord", "tasks"},
     "transforms": set(),
     "networks": set(),
-    "metrics": set(),
+    "metrics": {"atomic_io", "transforms"},
     # pieces that live across iterations, the methods, the engine
-    "handlers": {"checkpoint_io", "data", "distributed"},
+    "handlers": {"checkpoint_io", "data", "distributed", "runrecord"},
     "methods": {"distributed", "handlers", "losses", "networks", "transforms"},
-    "engines": {"random_state"},
+    "engines": {"distributed", "random_state"},
+    "tracking": {"engines"},
     # what the bundle configs call
-    "bundle": {"checkpoint_io", "cli_errors", "data", "distributed", "handlers", "methods", "random_state", "runlock",
-               "tasks"},
+    "bundle": {"atomic_io", "checkpoint_io", "cli_errors", "data", "distributed", "engines", "handlers", "methods",
+               "random_state", "runlock", "runrecord", "tasks", "tracking"},
     # applications on top: the benchmark, the MONAI Label helpers, the prepare command
-    "benchmark": {"bundle", "data", "engines", "methods", "networks", "runlock", "tasks"},
-    "labelapp": {"bundle", "checkpoint_io", "cli_errors", "data", "methods"},
+    "benchmark": {"bundle", "data", "engines", "methods", "networks", "runlock", "tasks", "tracking"},
+    "labelapp": {"bundle", "checkpoint_io", "cli_errors", "data", "methods", "tracking"},
     "prepare": {"data"},
 }
 

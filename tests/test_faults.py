@@ -302,7 +302,7 @@ def test_the_heartbeat_keeps_a_live_lock_fresh(tmp_path):
 def test_a_damaged_run_json_is_refused_naming_it_not_ignored(tmp_path, content):
     """Evaluation and inference used to fall back to the HU window and drop the out-of-distribution check."""
     from medsemiseg.bundle.checkpoints import check_trained_on
-    from medsemiseg.bundle.runrecord import RunRecordError
+    from medsemiseg.runrecord import RunRecordError
     from medsemiseg.data.declared import declared_value
     from medsemiseg.handlers import InputDistributionCheck
 

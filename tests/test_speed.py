@@ -16,7 +16,8 @@ import torch
 
 from medsemiseg.bundle.settings import BundleConfigError
 from medsemiseg.engines import SemiSupervisedTrainer
-from medsemiseg.engines.speed import CompiledNetwork, amp_dtype, amp_kwargs, compile_mode, training_network, unwrap
+from medsemiseg.bundle.speed import amp_dtype, amp_kwargs, compile_mode, training_network
+from medsemiseg.engines.speed import CompiledNetwork, unwrap
 from medsemiseg.methods import create_method
 from medsemiseg.networks import UNet
 from medsemiseg.transforms.views import StrongAugment
@@ -187,7 +188,7 @@ def test_bundles_pass_the_speed_settings_to_the_trainer_and_evaluators():
         assert "@train_network" in cfg["train"]["method"]
         assert cfg["train"]["checkpointer"]["save_dict"].startswith("$dict(model=@network,")  # the plain keys
         for section in ("train#trainer", "validate#evaluator", "evaluate#evaluator", "infer#evaluator"):
-            assert parser[section + "#amp_kwargs"] == "$medsemiseg.engines.speed.amp_kwargs(@amp_dtype)", section
+            assert parser[section + "#amp_kwargs"] == "$medsemiseg.bundle.speed.amp_kwargs(@amp_dtype)", section
         parser.update({"network_def": "$torch.nn.Conv2d(1, 2, 3)", "device": "$torch.device('cpu')",
                        "compile": "true"})
         assert isinstance(parser.get_parsed_content("train_network"), CompiledNetwork)

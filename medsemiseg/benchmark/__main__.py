@@ -115,7 +115,7 @@ def _main(args: argparse.Namespace) -> int:
     tracker = None
     if args.tracking and not args.dry_run:
         try:
-            from medsemiseg.tracking.grid import GridTracker
+            from .tracking import GridTracker
 
             tracker = GridTracker(args.tracking_uri, args.experiment_name)
         except ImportError as e:

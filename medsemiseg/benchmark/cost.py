@@ -210,7 +210,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
     from ignite.engine import Events
 
     from medsemiseg.engines import SemiSupervisedTrainer
-    from medsemiseg.engines.speed import training_network
+    from medsemiseg.bundle.speed import training_network
     from medsemiseg.methods import create_method, registry
     from medsemiseg.networks import FeatureDiscriminator, get_network
 
@@ -331,7 +331,7 @@ def measure_method(method_name: str, s: CostSettings) -> dict[str, Any]:
 
 def training_network_mode(s: CostSettings) -> str:
     """The torch.compile mode ``s.compile_mode`` stands for on ``s.device``."""
-    from medsemiseg.engines.speed import compile_mode
+    from medsemiseg.bundle.speed import compile_mode
 
     return compile_mode(s.compile_mode, s.device)
 
@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.amp and not a.device.startswith("cuda") and a.amp_dtype != "bfloat16":
         p.error("--amp on the CPU needs --amp-dtype bfloat16 (float16 autocast is CUDA's); or use --device cuda")
     from medsemiseg.bundle.settings import BundleConfigError
-    from medsemiseg.engines.speed import compile_mode
+    from medsemiseg.bundle.speed import compile_mode
 
     try:
         compile_mode(a.compile_mode, a.device, key="compile-mode")

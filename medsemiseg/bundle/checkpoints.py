@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .inputs import BUNDLE_FOR_CHANNELS
-from .runrecord import RUN_FILE, RunRecordError, read_run_record
+from medsemiseg.runrecord import RUN_FILE, RunRecordError, read_run_record
 from .settings import BundleConfigError, is_empty
 
 __all__ = ["RUN_FILE", "CheckpointError", "RunRecordError", "ModelNotFoundError", "check_trained_on", "trained_checkpoint"]
@@ -172,7 +172,7 @@ def check_trained_on(ckpt_path: str | os.PathLike, dataset_dir: Any, workflow: s
     (:class:`~medsemiseg.bundle.resume.TrainCheckpointer`); when it is there and names another ``dataset_dir`` than
     this run's, the warning names both and the flag to pass. For ``inferring`` only an empty ``dataset_dir`` (the
     synthetic test split) is questioned: inferring on new files is what it is for. A ``run.json`` that is there but
-    unreadable stops the run naming it (:class:`~medsemiseg.bundle.runrecord.RunRecordError`).
+    unreadable stops the run naming it (:class:`~medsemiseg.runrecord.RunRecordError`).
     """
     run_file = Path(str(ckpt_path)).expanduser().parent / RUN_FILE
     record = read_run_record(run_file)  # a damaged record stops the run, naming it (RunRecordError)

@@ -63,7 +63,7 @@ def declared_meta(dataset_dir: Any) -> tuple[dict, Path | None]:
 def _run_record(ckpt_path: Any) -> tuple[dict, Path | None]:
     if _empty(ckpt_path):
         return {}, None
-    from medsemiseg.bundle.runrecord import read_run_record, run_file_of
+    from medsemiseg.runrecord import read_run_record, run_file_of
 
     run = run_file_of(ckpt_path)
     record = read_run_record(run)  # a damaged record stops the run naming it, rather than a silent default

@@ -1,12 +1,13 @@
 """How the training step runs on the hardware: ``torch.compile``, CUDA graphs, channels-last and the AMP dtype.
 
-The bundles' ``compile``, ``compile_mode``, ``channels_last`` and ``amp_dtype`` settings end here:
+The engine's side of the bundles' ``compile``, ``compile_mode``, ``channels_last`` and ``amp_dtype`` settings
+(:mod:`medsemiseg.bundle.speed` reads them):
 
-- :func:`training_network` returns what the trainer and the method call: the network itself when nothing is asked
-  (eager, the default), else a :class:`CompiledNetwork` around it. The network given stays the one that is
+- :func:`~medsemiseg.bundle.speed.training_network` returns what the trainer and the method call: the network
+  itself when nothing is asked (eager, the default), else a :class:`CompiledNetwork` around it. The network given stays the one that is
   checkpointed, validated, given to the optimiser and (in several processes) wrapped in DDP, so ``state_dict`` keys,
   ``model.pt``, resume and multi-GPU training are those of an eager run;
-- :func:`amp_dtype` / :func:`amp_kwargs` read ``amp_dtype``: ``float16`` (autocast + ``GradScaler``, the default)
+- :func:`amp_dtype` reads the trainer's ``amp_dtype``: ``float16`` (autocast + ``GradScaler``, the default)
   or ``bfloat16`` (autocast without a scaler: bfloat16 has float32's exponent range, so gradients do not underflow).
 
 ``compile_mode`` ``"auto"`` is ``"reduce-overhead"`` on CUDA (CUDA graphs: a fixed-shape step replayed with one
@@ -23,8 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AMP_DTYPES", "COMPILE_MODES", "CPU_OPTIONS", "CompiledNetwork", "amp_dtype", "amp_kwargs", "compile_mode",
-           "training_network", "unwrap"]
+__all__ = ["AMP_DTYPES", "COMPILE_MODES", "CPU_OPTIONS", "CompiledNetwork", "amp_dtype", "unwrap"]
 
 #: ``amp_dtype`` spellings -> autocast dtype
 AMP_DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -41,36 +41,17 @@ COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-auto
 CPU_OPTIONS = {"layout_optimization": False}
 
 
-def amp_dtype(value: Any, key: str = "amp_dtype") -> torch.dtype:
-    """``amp_dtype`` as a torch dtype: ``float16`` (default when empty) or ``bfloat16``; else an error naming
-    ``key``."""
-    from medsemiseg.bundle.settings import BundleConfigError, is_empty
-
-    if is_empty(value):
+def amp_dtype(value: Any) -> torch.dtype:
+    """The trainer's ``amp_dtype`` argument as a torch dtype: ``float16`` (``None``) or ``bfloat16``, by dtype or
+    name; a ``ValueError`` naming the argument otherwise."""
+    if value is None:
         return torch.float16
     if isinstance(value, torch.dtype) and value in AMP_DTYPES.values():
         return value
     name = str(value).strip().lower().removeprefix("torch.")
     if name not in AMP_DTYPES:
-        raise BundleConfigError(f"{key} must be float16 or bfloat16, got {value!r} (e.g. --{key} bfloat16).")
+        raise ValueError(f"SemiSupervisedTrainer(amp_dtype={value!r}): must be torch.float16 or torch.bfloat16.")
     return AMP_DTYPES[name]
-
-
-def amp_kwargs(value: Any, key: str = "amp_dtype") -> dict:
-    """The ``amp_kwargs`` of MONAI's trainers and evaluators for ``amp_dtype`` (``{"dtype": ...}``)."""
-    return {"dtype": amp_dtype(value, key)}
-
-
-def compile_mode(value: Any, device: Any, key: str = "compile_mode") -> str:
-    """``compile_mode`` for ``device``: ``auto`` (or empty) is ``reduce-overhead`` on CUDA, ``default`` elsewhere."""
-    from medsemiseg.bundle.settings import BundleConfigError, is_empty
-
-    mode = "auto" if is_empty(value) else str(value).strip().lower()
-    if mode not in COMPILE_MODES:
-        raise BundleConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {value!r} (e.g. --{key} auto).")
-    if mode == "auto":
-        return "reduce-overhead" if torch.device(device).type == "cuda" else "default"
-    return mode
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -177,42 +158,3 @@ class CompiledNetwork(nn.Module):
                                options=self.options["options"])
 
 
-def training_network(network: nn.Module, device: Any = "cpu", compile: Any = False, mode: Any = None,
-                     channels_last: Any = False) -> nn.Module:
-    """What the trainer and the method call: ``network`` itself (eager, nothing asked), else a
-    :class:`CompiledNetwork` around it; a :class:`~medsemiseg.distributed.DistributedNetwork` (``torchrun``) is
-    returned itself, its DDP passes running a :class:`CompiledNetwork` of the network it wraps.
-
-    Args:
-        network: the network the bundle checkpoints and validates (plain or DDP-wrapped), already on ``device``.
-        device: the training device (``compile_mode`` ``auto`` depends on it).
-        compile: the bundle's ``compile`` switch (``true``/``false`` as typed on the command line).
-        mode: the bundle's ``compile_mode`` (:data:`COMPILE_MODES`; empty: ``auto``).
-        channels_last: the bundle's ``channels_last`` switch.
-    """
-    from medsemiseg.bundle.settings import as_bool
-
-    compiled = as_bool(compile, "compile")
-    nhwc = as_bool(channels_last, "channels_last")
-    chosen = compile_mode(mode, device)  # checked even when compile is off, so a typo is found at once
-    if not compiled and not nhwc:
-        return network
-    from medsemiseg.distributed import DistributedNetwork
-
-    # static shapes (dynamic=False): every shape gets its own kernels, so a resumed run compiles the very kernels of the
-    # uninterrupted one whichever shape it meets first (automatic dynamic shapes would recompile at the second shape
-    # seen, and differently in the two runs), and CUDA graphs replay fixed shapes anyway
-    def view(net: nn.Module) -> CompiledNetwork:
-        return CompiledNetwork(net, compile=compiled, mode=None if chosen == "default" else chosen,
-                               channels_last=nhwc, dynamic=False,
-                               options=CPU_OPTIONS if torch.device(device).type == "cpu" else None)
-
-    if isinstance(network, DistributedNetwork):
-        # compiled inside DDP (PyTorch: "apply torch.compile to the inner module passed to the wrapper"): the DDP
-        # network stays what the trainer calls, its passes with autograd run the compiled calls; passes without
-        # autograd (SUFD's features without gradient) and the EMA teacher (a copy of the plain network) stay eager
-        inner = view(network.network)
-        network.module.__dict__["_compiled"] = inner
-        network.__dict__["begin_step"] = inner.begin_step
-        return network
-    return view(network)

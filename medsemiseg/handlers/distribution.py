@@ -182,7 +182,7 @@ class InputDistributionCheck:
 
     def _load_reference(self, _engine: Any = None) -> None:
         self.flagged, self._sums, self._counts = [], {}, {}
-        from medsemiseg.bundle.runrecord import read_run_record
+        from medsemiseg.runrecord import read_run_record
 
         record = read_run_record(self.run_file) or {}  # a damaged record stops the run naming it
         reference = record.get("input_reference")

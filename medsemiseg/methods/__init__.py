@@ -15,8 +15,8 @@ name                   what it is
 =====================  ======================================================================================
 
 ``fixmatch_sufd``, ``unimatch_sufd`` and ``unimatch_supmix_sufd`` are accepted too. Each module declares its methods
-(name, class, FLOP floor) in ``METHODS``; :mod:`.registry` collects them, and :func:`create_method` builds any of them by name (what the
-bundles' ``--method`` override uses). The classes can also be built directly with ``_target_``.
+(name, class, FLOP floor) in ``METHODS``; :mod:`.registry` collects them, and :func:`create_method` builds any of
+them by name (what the bundles' ``--method`` override uses). The classes can also be built directly with ``_target_``.
 """
 
 from __future__ import annotations

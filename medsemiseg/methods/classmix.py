@@ -172,7 +172,8 @@ class ClassMix(Method):
         loss_unsup = unsupervised_loss(self.unsup_loss, pred_s, lab_m, mask_ratio)
 
         loss = loss_sup + self.unsup_weight * self.unsup_scale * loss_unsup
-        out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=mask_ratio, unsup_scale=self.unsup_scale)
+        out.update(loss=loss, loss_sup=loss_sup, loss_unsup=loss_unsup, mask_ratio=mask_ratio,
+                   unsup_scale=self.unsup_scale)
         return out
 
 

@@ -11,7 +11,7 @@ the same MLflow run with what a medsemiseg run is (see docs/tracking.md):
   class name, the test scores per volume, and the run's files (``run.json``, ``metrics.json``) as artifacts;
 - :func:`scalar_metrics` -- ``engine.state.metrics`` as MLflow scalars (a per-class tensor split by class name);
 - :func:`sqlite_uri`, :func:`run_name` -- the bundles' ``tracking_uri`` and ``run_name``;
-- :mod:`medsemiseg.tracking.grid` -- one MLflow run per cell of a benchmark grid.
+- :mod:`medsemiseg.benchmark.tracking` -- one MLflow run per cell of a benchmark grid.
 
 mlflow is optional (``pip install "medsemiseg[tracking]"``); nothing here imports it until a run is tracked.
 """

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .run import PARAM_VALUE_LIMIT, _name, flat_params, sqlite_uri
+from medsemiseg.tracking.run import PARAM_VALUE_LIMIT, _name, flat_params, sqlite_uri
 
 __all__ = ["GridTracker", "DEFAULT_EXPERIMENT"]
 
@@ -105,6 +105,6 @@ class GridTracker:
 
     def log_grid(self, cfg: Any) -> int:
         """Log every finished cell of the grid not yet in the store; how many were logged."""
-        from medsemiseg.benchmark.cells import iter_done
+        from .cells import iter_done
 
         return sum(self.log_cell(cfg, cell, done) is not None for cell, done in iter_done(cfg))

@@ -7,7 +7,8 @@ and ``inferring`` take the intensity kind and classes from it when the data do n
 (:class:`~medsemiseg.handlers.InputDistributionCheck`). :func:`read_run_record` is how they all read it: a missing
 file is ``None`` (a model from elsewhere, or from before the record existed), and a file that is there but not a
 JSON object is a :class:`RunRecordError` naming it and the fix -- never silently treated as missing, which would
-fall back to the HU window and drop the out-of-distribution check.
+fall back to the HU window and drop the out-of-distribution check. It sits below the package's layers (the data,
+handlers and bundle parts all read it) and imports none of them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .settings import BundleConfigError
 
 __all__ = ["RUN_FILE", "RunRecordError", "read_run_record", "run_file_of"]
 
@@ -25,7 +25,7 @@ __all__ = ["RUN_FILE", "RunRecordError", "read_run_record", "run_file_of"]
 RUN_FILE = "run.json"
 
 
-class RunRecordError(BundleConfigError):
+class RunRecordError(ValueError):
     """A ``run.json`` that exists but cannot be used; ``path`` and ``reason`` say which and why."""
 
     def __init__(self, path: Path, reason: str) -> None:
