@@ -13,24 +13,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from medsemiseg.engines.speed import AMP_DTYPES, COMPILE_MODES, CPU_OPTIONS, CompiledNetwork
+from medsemiseg.engines.speed import COMPILE_MODES, CPU_OPTIONS, CompiledNetwork
+from medsemiseg.engines.speed import amp_dtype as engine_amp_dtype
 
 __all__ = ["amp_dtype", "amp_kwargs", "compile_mode", "training_network"]
 
 
 def amp_dtype(value: Any, key: str = "amp_dtype") -> torch.dtype:
-    """``amp_dtype`` as a torch dtype: ``float16`` (default when empty) or ``bfloat16``; else an error naming
-    ``key``."""
+    """``amp_dtype`` as a torch dtype: ``float16`` (default when empty) or ``bfloat16``
+    (:func:`medsemiseg.engines.speed.amp_dtype` reads it); else an error naming ``key``."""
     from medsemiseg.bundle.settings import BundleConfigError, is_empty
 
-    if is_empty(value):
-        return torch.float16
-    if isinstance(value, torch.dtype) and value in AMP_DTYPES.values():
-        return value
-    name = str(value).strip().lower().removeprefix("torch.")
-    if name not in AMP_DTYPES:
-        raise BundleConfigError(f"{key} must be float16 or bfloat16, got {value!r} (e.g. --{key} bfloat16).")
-    return AMP_DTYPES[name]
+    try:
+        return engine_amp_dtype(None if is_empty(value) else value)
+    except ValueError:
+        raise BundleConfigError(f"{key} must be float16 or bfloat16, got {value!r} (e.g. --{key} bfloat16).") from None
 
 
 def amp_kwargs(value: Any, key: str = "amp_dtype") -> dict:

@@ -37,12 +37,34 @@ from .base import FeatureRequest, build_strong_augment, check_choice, check_flag
 from .classmix import MEAN_TEACHER_FLOOR, ClassMix, classmix_unlabeled
 from .registry import MethodSpec
 
-__all__ = ["SupMix", "METHODS", "SUPMIX_MODES", "paste_labelled"]
+__all__ = ["LabelledPaste", "SupMix", "METHODS", "SUPMIX_MODES", "paste_labelled"]
 
 SUPMIX_MODES = ("fixed", "all", "random_half", "adaptive")
 
 
-class SupMix(ClassMix):
+class LabelledPaste:
+    """SupMix's paste options on a method: which classes (``supmix_mode`` / ``supmix_classes``, the adaptive choice
+    through the method's class statistics), background or not, and how labelled images are paired. A method sets
+    ``supmix_mode`` and ``adaptive_tolerance`` before its base ``__init__`` (which asks
+    :meth:`_class_balance_options`), then calls :meth:`_set_paste_options`."""
+
+    supmix_mode: str
+    adaptive_tolerance: float
+
+    def _set_paste_options(self, owner: str, supmix_classes: Any, include_background: Any,
+                           labeled_pairing: Any) -> None:
+        self.supmix_classes = check_supmix_classes(owner, self.num_classes, self.supmix_mode, supmix_classes)
+        self.include_background = check_flag(owner, "include_background", include_background)
+        self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
+
+    def _class_balance_options(self) -> dict[str, Any]:
+        return {"adaptive": self.supmix_mode == "adaptive", "adaptive_tolerance": self.adaptive_tolerance}
+
+    def _choose_classes(self, y_lp: torch.Tensor) -> torch.Tensor:
+        return choose_classes(self, y_lp)
+
+
+class SupMix(LabelledPaste, ClassMix):
     """SupMix with an EMA teacher.
 
     Args:
@@ -87,7 +109,7 @@ class SupMix(ClassMix):
         pseudo_label_source: str = "teacher",
     ) -> None:
         owner = type(self).__name__
-        self.supmix_mode = mode = check_supmix_mode(owner, supmix_mode)
+        self.supmix_mode = check_supmix_mode(owner, supmix_mode)
         self.adaptive_tolerance = adaptive_tolerance  # read by _class_balance_options during ClassMix.__init__
         super().__init__(
             network,
@@ -103,16 +125,8 @@ class SupMix(ClassMix):
             threshold_floor=threshold_floor,
             pseudo_label_source=pseudo_label_source,
         )
-        self.supmix_classes = check_supmix_classes(owner, self.num_classes, mode, supmix_classes)
-        self.include_background = check_flag(owner, "include_background", include_background)
+        self._set_paste_options(owner, supmix_classes, include_background, labeled_pairing)
         self.with_classmix = check_flag(owner, "with_classmix", with_classmix)
-        self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
-
-    def _class_balance_options(self) -> dict[str, Any]:
-        return {"adaptive": self.supmix_mode == "adaptive", "adaptive_tolerance": self.adaptive_tolerance}
-
-    def _choose_classes(self, y_lp: torch.Tensor) -> torch.Tensor:
-        return choose_classes(self, y_lp)
 
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None

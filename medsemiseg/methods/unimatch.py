@@ -121,17 +121,15 @@ class UniMatch(FixMatch):
         loss_s1 = unsupervised_loss(self.unsup_loss, pred_s1, lab1, self.confident(conf1, lab1, thr))
         loss_s2 = unsupervised_loss(self.unsup_loss, pred_s2, lab2, self.confident(conf2, lab2, thr))
         loss_fp = unsupervised_loss(self.unsup_loss, pred_fp, plabel, confident)
+        return self._total(out, loss_sup, loss_s1, loss_s2, loss_fp, mask_ratio=confident.float().mean())
+
+    def _total(self, out: dict, loss_sup: torch.Tensor, loss_s1: torch.Tensor, loss_s2: torch.Tensor,
+               loss_fp: torch.Tensor, **logged: Any) -> dict:
+        """``out`` with UniMatch's total ``(L_sup + w1 L_s1 + w2 L_s2 + wfp L_fp) / 2``, each term and ``logged``."""
         w1, w2, wfp = self.loss_weights
         loss = (loss_sup + w1 * loss_s1 + w2 * loss_s2 + wfp * loss_fp) / 2.0
-        out.update(
-            loss=loss,
-            loss_sup=loss_sup,
-            loss_s1=loss_s1,
-            loss_s2=loss_s2,
-            loss_fp=loss_fp,
-            loss_unsup=(loss_s1 + loss_s2) / 2.0,
-            mask_ratio=confident.float().mean(),
-        )
+        out.update(loss=loss, loss_sup=loss_sup, loss_s1=loss_s1, loss_s2=loss_s2, loss_fp=loss_fp,
+                   loss_unsup=(loss_s1 + loss_s2) / 2.0, **logged)
         return out
 
 

@@ -34,8 +34,6 @@ from medsemiseg.transforms.mixing import mix
 
 from .base import (
     FeatureRequest,
-    check_choice,
-    check_flag,
     confidence_and_label,
     dropout_features,
     features_output,
@@ -45,7 +43,7 @@ from .base import (
 )
 from .fixmatch import cutmix_strong_view
 from .registry import FlopFloor, MethodSpec
-from .supmix import check_supmix_classes, check_supmix_mode, choose_classes, paste_labelled
+from .supmix import LabelledPaste, check_supmix_mode, paste_labelled
 from .unimatch import UniMatch
 
 __all__ = ["UniMatchSupMix", "METHODS", "pasted_strong_view"]
@@ -70,7 +68,7 @@ def pasted_strong_view(
     }
 
 
-class UniMatchSupMix(UniMatch):
+class UniMatchSupMix(LabelledPaste, UniMatch):
     """UniMatch with SupMix's paste of labelled ground truth in both strong views and the feature-perturbation stream.
 
     Args:
@@ -101,20 +99,12 @@ class UniMatchSupMix(UniMatch):
         adaptive_tolerance: float = 0.9,
     ) -> None:
         owner = type(self).__name__
-        self.supmix_mode = mode = check_supmix_mode(owner, supmix_mode)
+        self.supmix_mode = check_supmix_mode(owner, supmix_mode)
         self.adaptive_tolerance = adaptive_tolerance  # read by _class_balance_options during FixMatch.__init__
         super().__init__(num_classes, conf_threshold, cutmix_p, fp_dropout, loss_weights, unsup_loss, strong_augment,
                          sup_loss, joint_forward=False, threshold_mode=threshold_mode,
                          threshold_floor=threshold_floor)
-        self.supmix_classes = check_supmix_classes(owner, self.num_classes, mode, supmix_classes)
-        self.include_background = check_flag(owner, "include_background", include_background)
-        self.labeled_pairing = check_choice(owner, "labeled_pairing", labeled_pairing, ("random", "cycle"))
-
-    def _class_balance_options(self) -> dict[str, Any]:
-        return {"adaptive": self.supmix_mode == "adaptive", "adaptive_tolerance": self.adaptive_tolerance}
-
-    def _choose_classes(self, y_lp: torch.Tensor) -> torch.Tensor:
-        return choose_classes(self, y_lp)
+        self._set_paste_options(owner, supmix_classes, include_background, labeled_pairing)
 
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
@@ -159,19 +149,11 @@ class UniMatchSupMix(UniMatch):
         loss_s1 = unsupervised_loss(self.unsup_loss, pred_s1, v1["target"], valid_s1)
         loss_s2 = unsupervised_loss(self.unsup_loss, pred_s2, v2["target"], valid_s2)
         loss_fp = unsupervised_loss(self.unsup_loss, pred_fp, v1["pasted_target"], valid_fp)
-        w1, w2, wfp = self.loss_weights
-        loss = (loss_sup + w1 * loss_s1 + w2 * loss_s2 + wfp * loss_fp) / 2.0
-        out.update(
-            loss=loss,
-            loss_sup=loss_sup,
-            loss_s1=loss_s1,
-            loss_s2=loss_s2,
-            loss_fp=loss_fp,
-            loss_unsup=(loss_s1 + loss_s2) / 2.0,
+        return self._total(
+            out, loss_sup, loss_s1, loss_s2, loss_fp,
             mask_ratio=self.confident(conf, plabel, thr).float().mean(),
             paste_ratio=(v1["pasted_mask"].float().mean() + v2["pasted_mask"].float().mean()) / 2.0,
         )
-        return out
 
 
 METHODS = (
