@@ -4,8 +4,10 @@ the file or setting and the fix).
 1. a missing or unusable ``models/model.pt`` on resume is rebuilt from the restored state;
 2. resuming on other data (data set, split, fraction, image / patch size, intensity) is refused unless
    ``--allow_changed_data true``, which run.json then records;
-3. a full disk (a patched writer raising ``OSError(ENOSPC)``) names the file and the space needed, and leaves no
-   0-byte or temporary file;
+3. a full disk (a patched writer raising ``OSError(ENOSPC)``, also midway) names the file and the space needed, and
+   leaves no 0-byte or temporary file and the previous file intact -- the bundles' files, the benchmark grid's
+   (markers, tables, figures, the README's table) and the MONAI Label app's; a built-in data set whose build was
+   killed, or which an older version wrote, is built again;
 4. a ``run.json`` that is not readable JSON is refused naming the file;
 5. bit flips inside a checkpoint are found by its checksums, and resume falls back to the previous checkpoint;
 6. a lock left by a process that is gone (another host, a reused pid) is taken over once its heartbeat is stale;
