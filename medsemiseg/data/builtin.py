@@ -25,6 +25,7 @@ unreadable one, a listed file missing or of another size) is never used: it is l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -180,8 +181,10 @@ def ensure_synthetic_datalist(
     task_dir = synthetic_task_dir(task, root, **generator_kwargs)
     path = task_dir / datalist_filename(labeled_fraction, seed)
     reason = incomplete_reason(task_dir) if task_dir.is_dir() else "absent"
-    if reason is None and path.exists():
-        return path
+    if reason is None:
+        _remove_stale_builds(task_dir)  # of a build that lost the race to another run's and was then stopped
+        if path.exists():
+            return path
     if reason is not None:
         if task_dir.is_dir() and any(task_dir.iterdir()):
             if not (task_dir / POOL_FILE).exists() and not (task_dir / COMPLETE_FILE).exists():
@@ -193,7 +196,8 @@ def ensure_synthetic_datalist(
             _set_aside(task_dir)
         task_dir.parent.mkdir(parents=True, exist_ok=True)
         if task_dir.is_dir():
-            task_dir.rmdir()
+            with contextlib.suppress(OSError):  # not empty: another run's build landed meanwhile (_build checks it)
+                task_dir.rmdir()
         # otherwise the run is silent for the seconds the generation takes (2 s to 10 s on a 2-core CPU)
         logger.info(f"generating the built-in synthetic {task} data set into {task_dir} (first use only) ...")
         start = time.perf_counter()
