@@ -611,3 +611,34 @@ def test_an_incomplete_built_in_data_set_is_not_used_but_built_again(tmp_path, c
     assert f"{task_dir}: not a complete built-in chase data set ({reason}" in caplog.text
     assert again == path and builtin.incomplete_reason(task_dir) is None and path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [task_dir.name]  # nothing set aside is left
+
+
+KILL_MIDWAY = """
+import os, sys
+import medsemiseg.data.builtin as builtin
+real = builtin.prepare_chase
+def killed(raw, out, **kwargs):
+    real(raw, out, **kwargs)
+    os._exit(137)  # SIGKILL's exit status: no clean-up, no finally
+builtin.prepare_chase = killed
+builtin.ensure_synthetic_datalist("chase", sys.argv[1], "1/4", n_images=8, size=(48, 50))
+"""
+
+
+@pytest.mark.integration
+def test_a_built_in_data_set_build_killed_in_another_process_is_built_again(tmp_path):
+    import subprocess
+    import sys
+
+    import medsemiseg.data.builtin as builtin
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", KILL_MIDWAY, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 137, done.stderr
+    task_dir = builtin.synthetic_task_dir("chase", tmp_path, **SMALL_CHASE)
+    [left] = list(tmp_path.iterdir())
+    assert not task_dir.exists() and left.name.startswith(f".{task_dir.name}.tmp-")
+    path = builtin.ensure_synthetic_datalist("chase", tmp_path, "1/4", **SMALL_CHASE)
+    assert [p.name for p in tmp_path.iterdir()] == [task_dir.name] and builtin.incomplete_reason(task_dir) is None
+    assert json.loads(path.read_text())["labeled"]
