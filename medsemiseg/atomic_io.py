@@ -27,6 +27,7 @@ from typing import IO, Any
 
 __all__ = [
     "DiskFullError",
+    "atomic_copy",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -194,3 +195,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """:func:`atomic_write` of ``text`` (``encoding``, newlines as given)."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_copy(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """``shutil.copy2(src, dest)`` whole or not at all: the bytes through :func:`atomic_write`, then ``src``'s
+    permission bits and times onto ``dest``. Returns ``dest``."""
+
+    def copy(f: IO[bytes]) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f)
+
+    atomic_write(dest, copy)
+    shutil.copystat(src, dest)
+    return Path(dest)

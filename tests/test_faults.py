@@ -4,8 +4,10 @@ the file or setting and the fix).
 1. a missing or unusable ``models/model.pt`` on resume is rebuilt from the restored state;
 2. resuming on other data (data set, split, fraction, image / patch size, intensity) is refused unless
    ``--allow_changed_data true``, which run.json then records;
-3. a full disk (a patched writer raising ``OSError(ENOSPC)``) names the file and the space needed, and leaves no
-   0-byte or temporary file;
+3. a full disk (a patched writer raising ``OSError(ENOSPC)``, also midway) names the file and the space needed, and
+   leaves no 0-byte or temporary file and the previous file intact -- the bundles' files, the benchmark grid's
+   (markers, tables, figures, the README's table) and the MONAI Label app's; a built-in data set whose build was
+   killed, or which an older version wrote, is built again;
 4. a ``run.json`` that is not readable JSON is refused naming the file;
 5. bit flips inside a checkpoint are found by its checksums, and resume falls back to the previous checkpoint;
 6. a lock left by a process that is gone (another host, a reused pid) is taken over once its heartbeat is stale;
@@ -412,3 +414,231 @@ def test_the_tensorboard_writer_opens_its_file_only_when_it_writes(tmp_path):
     writer.add_scalar("loss", 1.0, 1)
     writer.close()
     assert [p.name.startswith("events.out.tfevents.") for p in (tmp_path / "logs").iterdir()] == [True]
+
+
+# ------------------------------- 3. full disk and kills: the benchmark grid's, MONAI Label's and the built-in data's files
+
+
+def _full_after(limit: int):
+    """An ``open`` whose files opened for writing take ``limit`` bytes, then fail as a full disk does (midway)."""
+    real_open = open
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        if "x" in mode or "w" in mode:
+            real_write, taken = f.write, [0]
+
+            def write(data):
+                n = memoryview(data).nbytes if not isinstance(data, str) else len(data)
+                if taken[0] + n > limit:
+                    raise FULL
+                taken[0] += n
+                return real_write(data)
+
+            f.write = write
+        return f
+
+    return full_open
+
+
+def _figure(i: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, i])
+    return fig
+
+
+BENCHMARK_WRITES = {
+    "results.csv": lambda path, i: __import__("medsemiseg.benchmark.results", fromlist=["x"]).write_csv(
+        [{"method": "supervised", "miou": 0.5 + i, "cell": "chase/1-8/seed0/supervised"},
+         {"method": "supmix", "miou": 0.6, "cell": "chase/1-8/seed0/supmix"}], path),
+    "done.json": lambda path, i: __import__("medsemiseg.benchmark.grid", fromlist=["x"])._write_json(
+        path, {"metrics": {"miou": 0.5 + i}, "filler": "x" * 300}),
+    "miou_vs_fraction.png": lambda path, i: __import__("medsemiseg.benchmark.plots", fromlist=["x"])._save(
+        _figure(i), path),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARK_WRITES))
+def test_a_full_disk_midway_through_a_benchmark_file_keeps_the_previous_one_and_names_it(tmp_path, monkeypatch, name):
+    write = BENCHMARK_WRITES[name]
+    target = tmp_path / name
+    write(target, 0)
+    before = target.read_bytes()
+    assert len(before) > 64
+    monkeypatch.setattr("builtins.open", _full_after(64))  # the first 64 bytes go to disk, then the disk is full
+    with pytest.raises(DiskFullError) as info:
+        write(target, 1)
+    monkeypatch.undo()
+    assert f"to write {name} (" in str(info.value) and f"the previous {name} is intact" in str(info.value)
+    assert str(info.value).splitlines()[-1].endswith("and run the command again.")
+    assert target.read_bytes() == before
+    assert sorted(_files(tmp_path)) == [name]  # no temporary file left
+    write(target, 1)  # with space again it is replaced whole
+    assert target.read_bytes() != before and sorted(_files(tmp_path)) == [name]
+
+
+def test_the_readme_table_on_a_full_disk_keeps_the_readme_and_names_it(tmp_path, monkeypatch, capsys):
+    from medsemiseg.benchmark.readme_table import BEGIN, END, main
+    from test_readme_table import _grids
+
+    root = _grids(tmp_path, drive={"supervised": ("70.00 ± 1.00", "")}, covid={"supervised": ("30.00 ± 1.00", "")})
+    readme = root / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\n| an old table |\n{END}\n\n" + "more text\n" * 20)
+    before = readme.read_bytes()
+    monkeypatch.setattr("builtins.open", _full_after(16))
+    assert main(["--root", str(root), "--write"]) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "to write README.md" in err[-1] and "previous README.md is intact" in err[-1]
+    assert readme.read_bytes() == before and not list(root.glob(".README.md.*"))
+
+
+@pytest.mark.integration
+def test_the_benchmark_report_on_a_full_disk_ends_on_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    from medsemiseg.benchmark.__main__ import main as cli_main
+    from test_benchmark import _write_config
+
+    path = _write_config(tmp_path, seeds=[0], methods=["supervised"], fractions=["1/8"], upper_bound=None)
+    assert cli_main([str(path), "--no-progress"]) == 0
+    out = tmp_path / "runs" / "chase"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"results.csv", "results.md"} <= set(before)
+    capsys.readouterr()
+    monkeypatch.setattr("builtins.open", _full_after(32))
+    assert cli_main([str(path), "--report-only"]) == 1
+    monkeypatch.undo()
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on the device of") and "to write results.csv" in last
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing half-written
+
+
+def test_monai_labels_train_stats_and_model_copy_on_a_full_disk_keep_the_previous_files(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from medsemiseg.atomic_io import atomic_copy
+    from medsemiseg.handlers import TrainStatsWriter
+
+    stats = tmp_path / "train_stats.json"
+    writer = TrainStatsWriter(stats)
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=1, max_epochs=4, best_metric=0.5, best_metric_epoch=1),
+                             key_metric_name="val_mean_iou")
+    writer._write(engine, "running")
+    before = stats.read_bytes()
+    served = tmp_path / "served.pt"
+    served.write_bytes(b"w" * 4096)
+    atomic_copy(served, tmp_path / "pretrained.pt")
+    monkeypatch.setattr("builtins.open", _full_after(8))
+    engine.state.epoch = 2
+    with pytest.raises(DiskFullError, match=r"to write train_stats\.json .*previous train_stats\.json is intact"):
+        writer._write(engine, "running")
+    with pytest.raises(DiskFullError, match=r"to write pretrained\.pt \(it needs 4\.0 KB"):
+        atomic_copy(served, tmp_path / "pretrained.pt")
+    monkeypatch.undo()
+    assert stats.read_bytes() == before and json.loads(before)["epoch"] == 1
+    assert (tmp_path / "pretrained.pt").read_bytes() == served.read_bytes()
+    assert sorted(_files(tmp_path)) == ["pretrained.pt", "served.pt", "train_stats.json"]
+
+
+SMALL_CHASE = {"n_images": 8, "size": (48, 50)}
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_built_in_data_set_whose_build_was_killed_is_built_again(tmp_path, monkeypatch, caplog):
+    """A kill mid-build leaves the hidden build folder and nothing under the data set's name; the next run removes
+    that folder (its process is gone) and builds the set whole."""
+    import socket
+
+    import medsemiseg.data.builtin as builtin
+
+    real_prepare = builtin.prepare_chase
+
+    def killed_midway(raw, out, **kwargs):
+        real_prepare(raw, out, **kwargs)  # half the folder is written ...
+        raise KeyboardInterrupt  # ... when the process is stopped
+
+    monkeypatch.setattr(builtin, "prepare_chase", killed_midway)
+    monkeypatch.setattr(builtin.shutil, "rmtree", lambda *a, **k: None)  # a kill runs no clean-up
+    with pytest.raises(KeyboardInterrupt):
+        builtin.ensure_synthetic_datalist("chase", tmp_path, "1/4", **SMALL_CHASE)
+    monkeypatch.undo()
+    task_dir = builtin.synthetic_task_dir("chase", tmp_path, **SMALL_CHASE)
+    [left] = [p for p in tmp_path.iterdir()]
+    assert not task_dir.exists() and left.name.startswith(f".{task_dir.name}.tmp-") and (left / "pool.json").exists()
+    # as a stopped process's folder would be named
+    left.rename(task_dir.with_name(f".{task_dir.name}.tmp-{socket.gethostname()}-{_dead_pid()}"))
+    with caplog.at_level("INFO", logger="medsemiseg.data.builtin"):
+        path = builtin.ensure_synthetic_datalist("chase", tmp_path, "1/4", **SMALL_CHASE)
+    assert "the unfinished build of a run that was stopped" in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == [task_dir.name]  # the leftover is gone
+    assert builtin.incomplete_reason(task_dir) is None and json.loads(path.read_text())["labeled"]
+
+
+@pytest.mark.parametrize("damage", ["no marker", "truncated", "missing"])
+def test_an_incomplete_built_in_data_set_is_not_used_but_built_again(tmp_path, caplog, damage):
+    """A folder an older version wrote (no complete.json) or one with a file cut short or gone is logged, set aside
+    and built again; the new datalist is the same as the old one (a resumed training sees the same data)."""
+    import medsemiseg.data.builtin as builtin
+
+    path = builtin.ensure_synthetic_datalist("chase", tmp_path, "1/4", **SMALL_CHASE)
+    task_dir = path.parent
+    before = path.read_bytes()
+    image = sorted((task_dir / "images").iterdir())[0]
+    if damage == "no marker":
+        (task_dir / builtin.COMPLETE_FILE).unlink()
+        reason = "it has no complete.json"
+    elif damage == "truncated":
+        image.write_bytes(image.read_bytes()[:100])
+        reason = f"images/{image.name} has 100 bytes, not the"
+    else:
+        image.unlink()
+        reason = f"images/{image.name} is missing"
+    assert reason in builtin.incomplete_reason(task_dir)
+    with caplog.at_level("WARNING", logger="medsemiseg.data.builtin"):
+        again = builtin.ensure_synthetic_datalist("chase", tmp_path, "1/4", **SMALL_CHASE)
+    assert f"{task_dir}: not a complete built-in chase data set ({reason}" in caplog.text
+    assert again == path and builtin.incomplete_reason(task_dir) is None and path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [task_dir.name]  # nothing set aside is left
+
+
+KILL_MIDWAY = """
+import os, sys
+import medsemiseg.data.builtin as builtin
+real = builtin.prepare_chase
+def killed(raw, out, **kwargs):
+    real(raw, out, **kwargs)
+    os._exit(137)  # SIGKILL's exit status: no clean-up, no finally
+builtin.prepare_chase = killed
+builtin.ensure_synthetic_datalist("chase", sys.argv[1], "1/4", n_images=8, size=(48, 50))
+"""
+
+
+@pytest.mark.integration
+def test_a_built_in_data_set_build_killed_in_another_process_is_built_again(tmp_path):
+    import subprocess
+    import sys
+
+    import medsemiseg.data.builtin as builtin
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", KILL_MIDWAY, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 137, done.stderr
+    task_dir = builtin.synthetic_task_dir("chase", tmp_path, **SMALL_CHASE)
+    [left] = list(tmp_path.iterdir())
+    assert not task_dir.exists() and left.name.startswith(f".{task_dir.name}.tmp-")
+    path = builtin.ensure_synthetic_datalist("chase", tmp_path, "1/4", **SMALL_CHASE)
+    assert [p.name for p in tmp_path.iterdir()] == [task_dir.name] and builtin.incomplete_reason(task_dir) is None
+    assert json.loads(path.read_text())["labeled"]

@@ -7,6 +7,11 @@ Markdown table and plots (:mod:`.config`, :mod:`.cells`, :mod:`.grid`, :mod:`.re
 ``python -m medsemiseg.benchmark.cost`` measures seconds per iteration, peak memory and FLOPs of every method next
 to its FLOP floor (:mod:`.cost`). ``python -m medsemiseg.benchmark.projection`` projects a grid's time from its
 finished cells and those step times (:mod:`.projection`). See ``docs/benchmarks.md``.
+
+Every file these write (the cells' markers, tables, figures, analysis and cost reports, the README's table) is
+written whole or not at all, through :mod:`medsemiseg.atomic_io` (a temporary file in the same folder, renamed over
+the target): a killed or full-disk run leaves the previous file in place, and a full disk names the file. The cells'
+``train.log`` files are appended to as the trainings run and are the exception.
 """
 
 from .config import BenchmarkConfig, Cell, ConfigError, FractionSpec, enumerate_cells, load_config

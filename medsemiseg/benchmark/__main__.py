@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import sys
 
+from medsemiseg.atomic_io import DiskFullError
+
 from .cells import DONE, not_in_table, read_marker, stale_error
 from .config import ConfigError, enumerate_cells, load_config
 from .grid import grid_lock, run_cell, run_grid
@@ -164,6 +166,9 @@ def _main(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except DiskFullError as e:  # a marker, table or figure that did not fit: names the file and the fix
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 1 if n_failed else 0
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import BenchmarkConfig, Cell, ConfigError, enumerate_cells, fraction_slug, load_config
+from .results import write_csv
 
 __all__ = ["epoch_checkpoints", "hidden_labels", "ranking_auc", "analyse_cell", "analyse_grid", "kept_rows",
            "plot_analysis", "main"]
@@ -273,13 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     slug = f"{fraction_slug(a.fraction)}_seed{a.seed}"
     out_csv = cfg.task_dir / f"analysis_{slug}.csv"
     rows = kept_rows(out_csv, {r["method"] for r in rows}) + rows
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    with open(out_csv, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out_csv)
     png = plot_analysis(rows, cfg.task_dir / f"analysis_{slug}.png",
                         title=f"{cfg.task}: pseudo-labels on hidden-label unlabelled images and D accuracy, "
                         f"{a.fraction} labelled, seed {a.seed}")

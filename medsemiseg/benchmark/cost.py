@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from medsemiseg.atomic_io import atomic_write_text
 from medsemiseg.tasks import TASKS as _TASKS
 
 __all__ = [
@@ -530,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a._worker:
         s = CostSettings(**json.loads(a._settings))
-        Path(a._out).write_text(json.dumps(measure_variants(a._worker, s, a._variants.split(","))))
+        atomic_write_text(a._out, json.dumps(measure_variants(a._worker, s, a._variants.split(","))))
         return 0
     measurable = measurable_methods()
     a.methods = measurable if a.methods is None else a.methods
@@ -568,10 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(report, indent=2))
+        atomic_write_text(a.json, json.dumps(report, indent=2))
     if a.markdown:
         Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.markdown).write_text(table)
+        atomic_write_text(a.markdown, table)
     return 1 if any("error" in r for r in report["results"]) else 0
 
 

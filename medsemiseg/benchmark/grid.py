@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from medsemiseg import runlock
+from medsemiseg.atomic_io import atomic_write_text
 
 from .cells import DONE, FAILED, STARTED, TRAINED, cell_status, portable_command, read_marker, stale_changes, stale_error
 from .config import BenchmarkConfig, Cell, ConfigError, enumerate_cells
@@ -162,9 +163,7 @@ def _run_logged(cmd: list[str], log: Path, env: dict[str, str], timeout: float |
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)  # atomic: a killed runner never leaves a half-written marker
+    atomic_write_text(path, json.dumps(data, indent=2))  # a killed runner never leaves a half-written marker
 
 
 def run_cell(cfg: BenchmarkConfig, cell: Cell) -> CellResult:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from medsemiseg.atomic_io import atomic_write_text
+
 from .pairing import (BASELINE, REFERENCE_METHODS, label_gap, paired_differences, paired_markdown,
                       plot_paired_differences, t_interval)
 
@@ -70,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md = compare_grids(base, variant, a.label)
     out = variant.task_dir / f"paired_vs_{Path(a.base).stem}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
+    atomic_write_text(out, md)
     print(md)
     print(f"-> {out}")
     return 0

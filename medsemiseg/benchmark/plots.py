@@ -27,6 +27,8 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from medsemiseg.atomic_io import atomic_write  # noqa: E402
+
 __all__ = [
     "fraction_value",
     "plot_miou_vs_fraction",
@@ -248,6 +250,8 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if tight:
         fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:  # into a temporary file beside path, renamed over it once complete (medsemiseg.atomic_io)
+        atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix.lstrip(".").lower() or None))
+    finally:
+        plt.close(fig)
     return path

@@ -45,6 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from medsemiseg.atomic_io import atomic_write_text
 from medsemiseg.methods import requires_unlabeled
 
 from .cells import DONE, iter_done, read_marker, stale_changes
@@ -509,7 +510,7 @@ def _load_or_measure(cfg: BenchmarkConfig, args: argparse.Namespace, log: Callab
     report = run_cost_benchmark(methods, settings, log=log, variants=variants)
     out = cfg.task_dir / "cost.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    atomic_write_text(out, json.dumps(report, indent=2))
     log(f"[projection] step times -> {out} (pass it as --cost next time)")
     return report
 
@@ -573,10 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({**proj, "holdout": holdout}, indent=2))
+        atomic_write_text(a.json, json.dumps({**proj, "holdout": holdout}, indent=2))
     if a.markdown:
         Path(a.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.markdown).write_text(table)
+        atomic_write_text(a.markdown, table)
     return 0
 
 

@@ -18,6 +18,8 @@ import re
 import sys
 from pathlib import Path
 
+from medsemiseg.atomic_io import atomic_write_text
+
 __all__ = ["BEGIN", "END", "FRACTION", "GRIDS", "grid_rows", "markdown_tables", "readme_block", "render",
            "replace_block"]
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                       "rewrite it with python -m medsemiseg.benchmark.readme_table --write", file=sys.stderr)
                 return 1
             return 0
-        readme.write_text(replace_block(text, table, str(readme)))
+        atomic_write_text(readme, replace_block(text, table, str(readme)))
         print(f"readme_table: wrote the results table into {readme}")
         return 0
     except (OSError, ValueError) as exc:

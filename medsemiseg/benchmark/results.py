@@ -10,9 +10,12 @@ so a one-seed lucky run cannot "win" against a three-seed mean.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from medsemiseg.atomic_io import atomic_write_text
 
 from .cells import iter_done, not_in_table
 from .config import BenchmarkConfig, known_methods
@@ -140,12 +143,12 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             if k not in fields:
                 fields.append(k)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-    return path
+    fh = io.StringIO(newline="")
+    w = csv.DictWriter(fh, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return atomic_write_text(path, fh.getvalue())
 
 
 def write_summary_csv(summary: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -202,6 +205,6 @@ def write_tables(cfg: BenchmarkConfig) -> dict[str, Path]:
         diff = difference_markdown(table, summary, cfg.task)
         parts.append(diff if diff else f"### {cfg.task}: ours minus published\n\n(no (fraction, method) in both yet)\n")
     md = "\n".join(parts)
-    (out / "results.md").write_text(md)
+    atomic_write_text(out / "results.md", md)
     paths["results_md"] = out / "results.md"
     return paths

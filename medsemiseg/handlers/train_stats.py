@@ -18,6 +18,8 @@ from typing import Any
 
 from ignite.engine import Events
 
+from medsemiseg.atomic_io import atomic_write_text
+
 __all__ = ["TrainStatsWriter"]
 
 
@@ -66,6 +68,4 @@ class TrainStatsWriter:
     def _write(self, engine: Any, status: str) -> None:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.stats(engine, status), indent=2) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.stats(engine, status), indent=2) + "\n")

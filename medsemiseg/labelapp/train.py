@@ -43,6 +43,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from medsemiseg.atomic_io import atomic_copy, atomic_write_text
 from medsemiseg.labelapp.params import check_train_request
 
 __all__ = [
@@ -391,7 +392,7 @@ def train_from_datastore(
             "train_stats_file": str(Path(runs) / TRAIN_STATS)}
     served_model = bundle / "models" / MODEL_FILE
     if settings["pretrained"] and served_model.is_file():  # a copy: the served file may be replaced meanwhile
-        shutil.copy2(served_model, run / PRETRAINED)
+        atomic_copy(served_model, run / PRETRAINED)
         args["pretrained_ckpt"] = str(run / PRETRAINED)
         log(f"starting from the served model {served_model} (a request with pretrained=false starts from scratch)")
     elif settings["pretrained"]:
@@ -402,7 +403,7 @@ def train_from_datastore(
 
         args.update(tracking_uri=sqlite_uri(Path(runs)), experiment_name=f"monailabel-{bundle.name}")
     args_file = run / "args.json"
-    args_file.write_text(json.dumps(args, indent=2) + "\n")
+    atomic_write_text(args_file, json.dumps(args, indent=2) + "\n")
     (Path(runs) / TRAIN_STATS).unlink(missing_ok=True)  # the last run's progress is not this one's
     python = python or sys.executable
     cmd, env = training_command(bundle, args_file, python, settings["multi_gpu"], settings["gpus"], tracking)

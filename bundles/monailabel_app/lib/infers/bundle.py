@@ -31,6 +31,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.transform.writer import Writer
 from monailabel.utils.others.generic import file_ext, strtobool
 
+from medsemiseg.atomic_io import atomic_write_bytes
 from medsemiseg.bundle.writer import stored_shape
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class BundleInferTask(BasicInferTask):
         if self.labels is not None:
             data["labels"] = self.labels
         if str(ext).lower() in (".nii", ".nii.gz") and data.get("result_write_to_file", True):
+            import gzip
             import tempfile
 
             import nibabel as nib
@@ -156,6 +158,7 @@ class BundleInferTask(BasicInferTask):
             array = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred).astype(data["result_dtype"])
             array = array.reshape(stored_shape(path, array.shape))  # X x Y x 1 for such a study
             out = tempfile.NamedTemporaryFile(suffix=str(ext)).name
-            nib.save(nib.Nifti1Image(array, affine), out)
+            nifti = nib.Nifti1Image(array, affine).to_bytes()
+            atomic_write_bytes(out, gzip.compress(nifti, mtime=0) if str(ext).lower().endswith(".gz") else nifti)
             return out, data.get(self.output_json_key, {})
         return Writer(label=self.output_label_key, json=self.output_json_key)(data)

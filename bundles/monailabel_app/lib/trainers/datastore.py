@@ -15,6 +15,7 @@ from typing import Any, Dict
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
+from medsemiseg.atomic_io import atomic_write_text
 from medsemiseg.labelapp.params import TRAIN_KEYS, train_defaults
 from medsemiseg.labelapp.train import train_from_datastore, train_stats
 
@@ -64,6 +65,5 @@ class DatastoreTrainTask(TrainTask):
         }
         unlabelled = {i: datastore.get_image_uri(i) for i in datastore.get_unlabeled_images()}
         result = train_from_datastore(self.path, labelled, unlabelled, self.runs, request, log=_say)
-        with open(os.path.join(self.runs, LAST_RUN), "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(os.path.join(self.runs, LAST_RUN), json.dumps(result, indent=2))
         return result
