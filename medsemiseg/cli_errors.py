@@ -18,6 +18,11 @@ traceback as Python does, still followed by the same last line. While installed,
 (MONAI's ``StatsHandler`` logs ``Exception: ...`` with its traceback when an engine fails) keep their message
 and lose the traceback unless ``MEDSEMISEG_DEBUG`` is set, so the failure is not printed twice at length.
 
+A caller may show messages in its own terms: ``install(rewrite=...)`` passes the reported message, and the message
+of every record logged by the package's loggers, through ``rewrite(message, origin)``, where ``origin`` is the
+module that raised the exception (:func:`origin`) or the logger's name. The bundle CLI shows the engine's
+arguments as its flags that way (:mod:`medsemiseg.bundle.flags`).
+
 The bundle configs install it first thing in ``initialize`` (:func:`medsemiseg.bundle.cli.install_failure_report`),
 which does so only when the process is MONAI's bundle CLI (``python -m monai.bundle``); importing the package changes
 nothing.
@@ -31,7 +36,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +47,7 @@ __all__ = [
     "install",
     "is_project_error",
     "last_line",
+    "origin",
     "project_error",
     "report",
     "root_cause",
@@ -56,6 +62,9 @@ _MARK = "_medsemiseg_summary"
 _PACKAGE = Path(__file__).resolve().parent
 #: a library's message is cut here (MONAI's "cannot find a suitable reader" runs to 80+ lines); ours never are
 _FOREIGN_LIMIT = 600
+
+#: ``rewrite(message, origin) -> message``: a message in the caller's terms (see the module's docstring)
+Rewrite = Callable[[str, str], str]
 
 
 def debug_enabled() -> bool:
@@ -89,8 +98,25 @@ def project_error(exc: BaseException) -> BaseException | None:
     return next((e for e in chain(exc) if is_project_error(e)), None)
 
 
+def origin(exc: BaseException) -> str:
+    """The module (``__name__``) of the frame that raised ``exc``, the innermost of its traceback; ``""`` when the
+    exception was never raised."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(tb.tb_frame.f_globals.get("__name__", ""))
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _shown(exc: BaseException, rewrite: Rewrite | None) -> str:
+    """``exc``'s message on one line, through ``rewrite`` when given."""
+    text = _one_line(str(exc))
+    return rewrite(text, origin(exc)) if rewrite is not None and text else text
 
 
 #: library failures whose message names neither the cause nor the fix: (pattern in any message of the chain, hint)
@@ -109,15 +135,15 @@ def _hint(exc: BaseException) -> str | None:
     return None
 
 
-def last_line(exc: BaseException) -> str:
+def last_line(exc: BaseException, rewrite: Rewrite | None = None) -> str:
     """``"error: <message>"`` of the outermost project error; else ``"error: <Type>: <message>"`` of the root cause
     (a library's message on one line, cut at a few hundred characters), followed by the fix for the library failures
-    that name none (:data:`_HINTS`: a killed DataLoader worker)."""
+    that name none (:data:`_HINTS`: a killed DataLoader worker). The message goes through ``rewrite`` when given."""
     ours = project_error(exc)
     if ours is not None:
-        return f"error: {_one_line(str(ours)) or type(ours).__name__}"
+        return f"error: {_shown(ours, rewrite) or type(ours).__name__}"
     cause = root_cause(exc)
-    message = _one_line(str(cause)) or "(no message)"
+    message = _shown(cause, rewrite) or "(no message)"
     if len(message) > _FOREIGN_LIMIT:
         message = message[:_FOREIGN_LIMIT] + " ..."
     hint = _hint(exc)
@@ -140,12 +166,12 @@ def where(exc: BaseException) -> str | None:
     return f"{shown}:{frame.lineno} ({frame.name})"
 
 
-def report(exc: BaseException, what: str = "the command") -> list[str]:
+def report(exc: BaseException, what: str = "the command", rewrite: Rewrite | None = None) -> list[str]:
     """The short form of a failure: a line saying where it was raised and how to see the traceback, then
-    :func:`last_line`."""
+    :func:`last_line` (its message through ``rewrite`` when given)."""
     at = where(exc)
     hint = f"{what} failed" + (f" in {at}" if at else "") + f"; {DEBUG_ENV}=1 prints the full traceback."
-    return [hint, last_line(exc)]
+    return [hint, last_line(exc, rewrite)]
 
 
 def running_monai_bundle_cli(argv: list[str] | None = None) -> bool:
@@ -162,8 +188,9 @@ def _bundle_command(argv: list[str]) -> str:
     return "the bundle command"
 
 
-def _strip_logged_tracebacks() -> None:
-    """Records logged with an exception keep their message; their traceback is dropped (unless debugging).
+def _strip_logged_tracebacks(rewrite: Rewrite | None = None) -> None:
+    """Records logged with an exception keep their message; their traceback is dropped (unless debugging). With
+    ``rewrite``, the message of a record logged by one of the package's loggers goes through it.
 
     MONAI's ``StatsHandler`` logs every engine failure with ``logger.exception`` before re-raising it, which printed
     the whole traceback a first time, before the excepthook's report. A record factory is the one place that sees
@@ -175,6 +202,15 @@ def _strip_logged_tracebacks() -> None:
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if rewrite is not None and record.name.startswith("medsemiseg."):
+            try:
+                text = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record: logging reports it when it is emitted
+                text = None
+            if text is not None:
+                shown = rewrite(text, record.name)
+                if shown != text:
+                    record.msg, record.args = shown, None
         if record.exc_info and not debug_enabled():
             record.exc_info = None
             record.exc_text = None
@@ -184,10 +220,11 @@ def _strip_logged_tracebacks() -> None:
     logging.setLogRecordFactory(factory)
 
 
-def install() -> None:
+def install(rewrite: Rewrite | None = None) -> None:
     """Replace ``sys.excepthook`` (once): the short :func:`report` of a failure, or, with ``MEDSEMISEG_DEBUG=1``,
     Python's full traceback followed by :func:`last_line`; and drop tracebacks from logged errors
-    (:func:`_strip_logged_tracebacks`). The process still exits with status 1."""
+    (:func:`_strip_logged_tracebacks`). ``rewrite(message, origin)`` shows the reported message and the package's
+    logged messages in the caller's terms. The process still exits with status 1."""
     previous = sys.excepthook
     if getattr(previous, _MARK, False):
         return
@@ -198,10 +235,10 @@ def install() -> None:
             return
         if debug_enabled():
             previous(exc_type, exc, tb)
-            print(f"\n{last_line(exc)}", file=sys.stderr)
+            print(f"\n{last_line(exc, rewrite)}", file=sys.stderr)
             return
-        print("\n".join(report(exc, _bundle_command(sys.argv))), file=sys.stderr)
+        print("\n".join(report(exc, _bundle_command(sys.argv), rewrite)), file=sys.stderr)
 
     setattr(hook, _MARK, True)
     sys.excepthook = hook
-    _strip_logged_tracebacks()
+    _strip_logged_tracebacks(rewrite)

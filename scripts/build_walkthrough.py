@@ -24,8 +24,8 @@ threads spin-wait on the busy cores). On a free machine with more cores, raise i
 4. evaluation (per-class IoU / Dice, mIoU) and predictions drawn over the test slices.
 
 Run it from the repository after `pip install -e .` (the README's set-up). Everything is written under `RUN_DIR`.
-The settings below are deliberately tiny; the numbers they give say nothing about real CT. For real data, see the
-README's *Real data* section; for the full comparison, `docs/benchmarks.md`."""),
+The settings below are deliberately tiny; the numbers they give say nothing about real CT. For real data, see
+`docs/howto/own-data.md`; for the comparison on real images, `docs/results.md`."""),
     ("code", """# Parameters: raise MAX_EPOCHS / EPOCH_LENGTH / IMAGE_SIZE for a more meaningful run
 TASK = "covid"                         # or "chase" (fundus vessels)
 METHODS = ["supervised", "supmix_sufd"]
@@ -126,10 +126,10 @@ plt.show()"""),
     ("markdown", """## 3. Train with the bundle
 
 `monai.bundle.run` is what `python -m monai.bundle run training --config_file bundles/covid/train.json --key value ...`
-calls; every keyword below is one of the bundle's overridable keys (README, *Overridable keys*). The whole run is
-MONAI's `SupervisedTrainer` (our `SemiSupervisedTrainer` subclass) with stock handlers: checkpoints, TensorBoard
-logs in `<output_dir>/logs`, validation every `val_interval` epochs, best model by validation mIoU in
-`<output_dir>/models/model.pt`."""),
+calls; every keyword below is one of the bundle's overridable keys (`docs/reference/bundle-keys.md`,
+*Overridable keys*). The whole run is MONAI's `SupervisedTrainer` (our `SemiSupervisedTrainer` subclass) with stock
+handlers: checkpoints, TensorBoard logs in `<output_dir>/logs`, validation every `val_interval` epochs, best model by
+validation mIoU in `<output_dir>/models/model.pt`."""),
     ("code", """config_file = str(BUNDLE / "configs" / "train.json")
 common = dict(
     logging_file=str(BUNDLE / "configs" / "logging.conf"),  # the bundle's logging: one line per iteration
@@ -169,10 +169,11 @@ plt.tight_layout()
 plt.show()"""),
     ("markdown", """## Next
 
-- Real data: `python -m medsemiseg.prepare chase|covid|folder ...` then `--dataset_dir` (README, *Real data*).
-- All seven methods, every labelled fraction, several seeds, tables and plots in the paper's form:
-  `python -m medsemiseg.benchmark configs/benchmark_covid_quick.yaml` (`docs/benchmarks.md`).
-- Serve the trained bundle in MONAI Label: `docs/bundles.md`."""),
+- Real data: `python -m medsemiseg.prepare chase|covid|folder ...` then `--dataset_dir` (`docs/howto/own-data.md`).
+- Every method, every labelled fraction, several seeds, tables and plots in the paper's form:
+  `python -m medsemiseg.benchmark configs/benchmark_covid_quick.yaml` (`docs/benchmarks.md`); the real-data grids'
+  results are in `docs/results.md`.
+- Serve the trained bundle in MONAI Label: `docs/bundles.md`, *MONAI Label*."""),
 ]
 
 

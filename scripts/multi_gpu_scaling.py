@@ -3,7 +3,8 @@
     python scripts/multi_gpu_scaling.py --processes 8                 # 1 and 8 GPUs, the covid bundle
     python scripts/multi_gpu_scaling.py --processes 2 --device cpu --iters 3 --image-size 64 --batch-size 2
 
-Each run is the README's multi-GPU command (``torchrun --standalone --nproc_per_node=n -m monai.bundle run training``
+Each run is the multi-GPU command of ``docs/howto/several-gpus.md``
+(``torchrun --standalone --nproc_per_node=n -m monai.bundle run training``
 with ``configs/train.json`` and ``configs/multi_gpu_train.json``) on the bundle's synthetic data, with the same
 per-process batch (``--batch-size`` labelled + as many unlabelled images), ``--iters`` iterations per epoch and three
 epochs, validation and checkpoints left to the end. The time of epoch 2 (ignite's "Epoch[2] Complete. Time taken",

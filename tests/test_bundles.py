@@ -501,7 +501,8 @@ def test_training_streams_draw_full_batches_unless_told_otherwise(sampling, tmp_
 
 @pytest.mark.integration
 def test_loader_throughput_script_reports_the_streams_as_the_trainer_draws_them(cache_dir, capsys):
-    """scripts/loader_throughput.py (docs/benchmarks.md quotes it): batch sizes and loader starts per stream."""
+    """scripts/loader_throughput.py (docs/notes/2026-11-26-h100-leases.md quotes it): batch sizes and loader starts
+    per stream."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("loader_throughput", REPO / "scripts" / "loader_throughput.py")

@@ -2,6 +2,7 @@
 
 - :mod:`.cli` -- the bundle folder and the command line: where the bundle is, overrides the config lacks, the short
   failure report of ``python -m monai.bundle run``;
+- :mod:`.flags` -- the engine's arguments as the bundle's flags, in the messages that report shows;
 - :mod:`.settings` -- checks of the settings a user types (numbers, switches, sizes, device);
 - :mod:`.datalists` -- the datalist a run trains, validates and evaluates on (a prepared set or the phantoms);
 - :mod:`.inputs` -- inference inputs (files, series, folders, prepared sets) as 2D items;

@@ -7,7 +7,8 @@ MONAI passes a bundle config neither the path it was read from nor the overrides
   repository root, as ``configs/train.json`` from inside the bundle, or read from Python;
 - :func:`check_cli_overrides` -- refuses a ``--key`` the config does not have (MONAI would add it unused);
 - :func:`install_failure_report` -- under the bundle CLI, a failure ends on one line naming the file or key and the
-  fix (:mod:`medsemiseg.cli_errors`); the bundles call it first in ``initialize``.
+  fix (:mod:`medsemiseg.cli_errors`), the engine's arguments shown as the flags that set them (:mod:`.flags`); the
+  bundles call it first in ``initialize``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from medsemiseg import cli_errors
 
+from . import flags
 from .settings import BundleConfigError
 
 __all__ = ["find_bundle_root", "check_cli_overrides", "install_failure_report"]
@@ -29,10 +31,11 @@ logger = logging.getLogger(__name__)
 
 def install_failure_report(argv: Sequence[str]) -> None:
     """Under ``python -m monai.bundle`` (``argv[0]`` is MONAI's bundle ``__main__``), make a failure end on the
-    two-line report of :func:`medsemiseg.cli_errors.install` instead of MONAI's chain of wrapped tracebacks;
-    elsewhere (tests, notebooks, MONAI Label) change nothing."""
+    two-line report of :func:`medsemiseg.cli_errors.install` instead of MONAI's chain of wrapped tracebacks, with
+    the engine's messages naming the bundle's flags (:func:`.flags.rewrite`: ``--unlabeled_batch_size`` where the
+    engine says ``unlabeled_data_loader.batch_size``); elsewhere (tests, notebooks, MONAI Label) change nothing."""
     if cli_errors.running_monai_bundle_cli(list(argv)):
-        cli_errors.install()
+        cli_errors.install(rewrite=flags.rewrite)
 
 
 

@@ -78,7 +78,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             labelled data only. Cycled independently of ``train_data_loader``.
         loss_function: optional; a method without its own ``sup_loss`` uses it for the supervised term.
         epoch_length: iterations per epoch (default ``len(train_data_loader)``); may exceed both loaders' lengths.
-            ``max_epochs`` and ``epoch_length`` must be integers >= 1 (a ``ValueError`` names the bundle key).
+            ``max_epochs`` and ``epoch_length`` must be integers >= 1 (else a ``ValueError`` naming the argument).
         amp: autocast + GradScaler on CUDA; on a CPU device it is ignored with a warning, unless ``amp_dtype`` is
             bfloat16 (CPU autocast supports bfloat16).
         amp_dtype: the autocast dtype, ``float16`` (with a ``GradScaler``) or ``bfloat16`` (without one: its
@@ -131,7 +131,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 continue  # ignite's default: one pass over train_data_loader
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(
-                    f"SemiSupervisedTrainer({key}={value!r}): must be a whole number >= 1 (bundles: --{key}); "
+                    f"SemiSupervisedTrainer: {key}={value!r} must be a whole number >= 1; "
                     + (
                         "with 0 iterations per epoch nothing would be trained and no model written."
                         if key == "epoch_length"
@@ -152,13 +152,14 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 n_unl = None
             if n_unl == 0:
                 raise ValueError(
-                    "SemiSupervisedTrainer: unlabeled_data_loader is empty (0 batches). Check the datalist's "
-                    "'unlabeled' list, and drop_last with a batch size larger than the number of unlabelled images "
-                    "(bundles: lower --unlabeled_batch_size, or --labeled_fraction to leave more images unlabelled)."
+                    "SemiSupervisedTrainer: unlabeled_data_loader is empty (0 batches): its dataset holds no image, "
+                    "or drop_last=True with unlabeled_data_loader.batch_size larger than the number of unlabelled "
+                    "images. Give its dataset the datalist's 'unlabeled' items, or lower "
+                    "unlabeled_data_loader.batch_size."
                 )
-        _log_small_split(train_data_loader, "labelled", "batch_size")
+        _log_small_split(train_data_loader, "labelled", "train_data_loader")
         if unlabeled_data_loader is not None:
-            _log_small_split(unlabeled_data_loader, "unlabelled", "unlabeled_batch_size")
+            _log_small_split(unlabeled_data_loader, "unlabelled", "unlabeled_data_loader")
         if metric_cmp_fn is not None:
             kwargs["metric_cmp_fn"] = metric_cmp_fn
         super().__init__(
@@ -316,9 +317,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             except StopIteration:
                 self._unlabeled_iter = None
         raise ValueError(
-            "SemiSupervisedTrainer: unlabeled_data_loader yielded no batch in a whole pass (empty dataset, or "
-            "drop_last=True with fewer unlabelled images than the batch size; bundles: lower "
-            "--unlabeled_batch_size)."
+            "SemiSupervisedTrainer: unlabeled_data_loader yielded no batch in a whole pass (an empty dataset, or "
+            "drop_last=True with fewer unlabelled images than unlabeled_data_loader.batch_size); lower "
+            "unlabeled_data_loader.batch_size or give its dataset more images."
         )
 
     def _prepare_unlabeled(self, batch: Any) -> dict:
@@ -375,8 +376,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             f"Non-finite training loss ({float(loss.detach())}) at iteration {engine.state.iteration} "
             f"(epoch {engine.state.epoch}) from method {type(self.method).__name__}; non-finite terms: "
             f"{', '.join(bad) if bad else 'none individually (their weighted sum overflowed)'}. "
-            "No optimiser step was taken for this iteration. Check the learning rate, the input intensities "
-            "(are CT images windowed?), and amp."
+            "No optimiser step was taken for this iteration. Check the learning rate (the optimizer's lr), the "
+            "input intensities (are CT images windowed?) and amp."
         )
 
     def _check_finite_weights(self, engine: Any, loss: torch.Tensor) -> None:
@@ -414,8 +415,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             f"{engine.state.iteration} (epoch {engine.state.epoch}) of method {type(self.method).__name__}, although "
             f"the loss was finite ({float(loss.detach()):.4g}). Training stopped right after the optimiser step, "
             "before this iteration's discriminator step / EMA teacher update and before any checkpoint, so no "
-            "checkpoint of this model was written (nor was it validated or saved as the best model). Lower the learning rate (bundles: --learning_rate), and with amp "
-            "check its settings (amp_kwargs dtype, GradScaler) or run with --amp false."
+            "checkpoint of this model was written (nor was it validated or saved as the best model). Lower the "
+            "learning rate (the optimizer's lr); with amp=True, check amp_dtype (float16 relies on the GradScaler) "
+            "or train with amp=False."
         )
 
     def _iteration(self, engine: Any, batchdata: dict[str, torch.Tensor]) -> dict:
@@ -501,8 +503,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         return engine.state.output
 
 
-def _log_small_split(loader: Any, which: str, key: str) -> None:
-    """Log when a split holds fewer images than the loader's batch size.
+def _log_small_split(loader: Any, which: str, argument: str) -> None:
+    """Log when a split holds fewer images than the loader's batch size (``<argument>.batch_size``).
 
     Without ``drop_last`` the loader then yields every batch smaller than asked for (all the images, once per batch),
     which changes the effective batch size (and, for the mixing methods, how many images are mixed). That is normal
@@ -518,7 +520,7 @@ def _log_small_split(loader: Any, which: str, key: str) -> None:
         return
     if 0 < n_images < batch_size:
         logger.info(
-            "SemiSupervisedTrainer: the %s split has %d image(s), fewer than its batch size %d: every %s batch "
-            "holds those %d (bundles: --%s).",
-            which, n_images, batch_size, which, n_images, key,
+            "SemiSupervisedTrainer: the %s split has %d image(s), fewer than its batch size %d "
+            "(%s.batch_size): every %s batch holds those %d.",
+            which, n_images, batch_size, argument, which, n_images,
         )
