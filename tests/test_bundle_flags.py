@@ -18,6 +18,7 @@ from medsemiseg.bundle import flags
 from medsemiseg.bundle.cli import install_failure_report
 from medsemiseg.bundle.settings import BundleConfigError
 from medsemiseg.engines import SemiSupervisedTrainer
+from medsemiseg.handlers import ValidationEveryAndLastHandler
 from medsemiseg.methods import create_method
 from medsemiseg.networks import UNet
 
@@ -37,12 +38,18 @@ def test_each_engine_argument_is_set_by_its_bundle_key():
         "the optimizer's lr": train["optimizer"]["lr"],
         "amp": trainer["amp"],
         "amp_dtype": trainer["amp_kwargs"],  # the engine reads amp_kwargs' dtype as it reads amp_dtype
+        "ValidationEveryAndLastHandler.interval": next(
+            h["interval"] for h in train["handlers"] if h["_target_"].endswith(".ValidationEveryAndLastHandler")
+        ),
     }
     assert set(wiring) == set(flags.ENGINE_TO_BUNDLE)
     params = inspect.signature(SemiSupervisedTrainer).parameters
     for name, key in flags.ENGINE_TO_BUNDLE.items():
         assert key in TEMPLATE, key
         assert f"@{key}" in wiring[name] and f"@{key}_" not in wiring[name], (name, wiring[name])
+        if name.startswith("ValidationEveryAndLastHandler."):
+            assert name.split(".")[1] in inspect.signature(ValidationEveryAndLastHandler).parameters
+            continue
         argument = name.split(".")[0] if "'" not in name else "optimizer"
         assert argument in params, name
     for bundle in ("covid", "chase"):  # the keys users type are in the generated configs too
@@ -97,6 +104,17 @@ def test_the_bundle_report_names_the_flag_the_engine_message_the_argument():
     bundle = cli_errors.last_line(exc, flags.rewrite)
     assert "unlabeled_data_loader is empty" in bundle and bundle.endswith("or lower --unlabeled_batch_size.")
     assert "unlabeled_data_loader.batch_size" not in bundle
+
+    try:  # the validation handler speaks of its own argument too
+        ValidationEveryAndLastHandler(0.5)
+    except ValueError as e:
+        handler = cli_errors.last_line(e)
+        assert "ValidationEveryAndLastHandler.interval=0.5 must be a whole number" in handler and "--" not in handler
+        assert cli_errors.last_line(e, flags.rewrite) == handler.replace(
+            "ValidationEveryAndLastHandler.interval=0.5", "--val_interval 0.5"
+        ).replace("(e.g. ValidationEveryAndLastHandler.interval=1)", "(e.g. --val_interval 1)")
+    else:
+        raise AssertionError("ValidationEveryAndLastHandler(0.5) was accepted")
 
     # the bundle layer's own messages name the flags already and stay as written
     ours = BundleConfigError("amp_dtype must be float16 or bfloat16, got 'x' (e.g. --amp_dtype bfloat16).")

@@ -316,6 +316,7 @@ def test_validation_longer_than_the_training_before_it_is_warned_once(monkeypatc
     assert len(warnings) == 1, warnings  # two validations of 8 s after 3 s of training: said once
     assert warnings[0].startswith("validation of 4 image(s) took 8.0 s, longer than the 3 training iteration(s) "
                                   "before it (3.0 s)")
-    assert "--val_interval" in warnings[0] and "--epoch_length" in warnings[0]
+    assert "(ValidationEveryAndLastHandler.interval, now every 1 epoch(s))" in warnings[0]
+    assert "(epoch_length)" in warnings[0] and "--" not in warnings[0]  # the bundle layer writes them as flags
     caplog.clear()
     assert _validated_run(monkeypatch, caplog, seconds_per_step=3.0, seconds_per_image=2.0) == []  # 8 s after 9 s

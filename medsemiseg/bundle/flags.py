@@ -23,10 +23,11 @@ ENGINE_TO_BUNDLE: dict[str, str] = {
     "the optimizer's lr": "learning_rate",
     "amp": "amp",
     "amp_dtype": "amp_dtype",
+    "ValidationEveryAndLastHandler.interval": "val_interval",
 }
 
-#: the modules whose messages speak of the engine's arguments
-ENGINE_MODULES = ("medsemiseg.engines",)
+#: the modules (and loggers) whose messages speak of the engine's arguments
+ENGINE_MODULES = ("medsemiseg.engines", "medsemiseg.handlers.validation", "medsemiseg.validation")
 
 #: a Python literal as the bundle CLI spells it
 _LITERALS = {"True": "true", "False": "false", "None": "null"}

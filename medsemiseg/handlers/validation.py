@@ -41,7 +41,10 @@ class ValidationEveryAndLastHandler(ValidationHandler):
         except (TypeError, ValueError):
             n = 0
         if n < 1 or (isinstance(interval, float) and interval != n):
-            raise ValueError(f"val_interval must be a whole number of epochs >= 1, got {interval!r} (e.g. --val_interval 1).")
+            raise ValueError(
+                f"ValidationEveryAndLastHandler.interval={interval!r} must be a whole number of epochs >= 1 "
+                "(e.g. ValidationEveryAndLastHandler.interval=1)."
+            )
         super().__init__(interval=n, validator=validator, epoch_level=epoch_level, exec_at_start=exec_at_start)
         self._trained_since: float | None = None
         self._iteration_since = 0
@@ -76,7 +79,7 @@ class ValidationEveryAndLastHandler(ValidationHandler):
             logger.warning(
                 f"validation{images} took {took:.1f} s, longer than the {iterations} training iteration(s) before it "
                 f"({trained:.1f} s): the run spends more time validating than training. Validate less often "
-                f"(interval, now every {self.interval} epoch(s); the bundles' --val_interval) or train more "
-                "iterations per epoch (the bundles' --epoch_length), or validate on fewer images."
+                f"(ValidationEveryAndLastHandler.interval, now every {self.interval} epoch(s)) or train more "
+                "iterations per epoch (epoch_length), or validate on fewer images."
             )
         self._mark(engine)
