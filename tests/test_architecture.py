@@ -22,12 +22,12 @@ LAYERS: dict[str, set[str]] = {
     "distributed": set(),
     "tasks": set(),
     # data, pure ops, models, scores
-    "data": {"atomic_io", "cli_errors", "runrecord", "tasks"},
+    "data": {"atomic_io", "cli_errors", "runlock", "runrecord", "tasks"},
     "transforms": set(),
     "networks": set(),
     "metrics": {"atomic_io", "transforms"},
     # pieces that live across iterations, the methods, the engine
-    "handlers": {"checkpoint_io", "data", "distributed", "runrecord"},
+    "handlers": {"atomic_io", "checkpoint_io", "data", "distributed", "runrecord"},
     "methods": {"distributed", "handlers", "losses", "networks", "transforms"},
     "engines": {"distributed", "random_state"},
     "tracking": {"engines"},
@@ -35,8 +35,8 @@ LAYERS: dict[str, set[str]] = {
     "bundle": {"atomic_io", "checkpoint_io", "cli_errors", "data", "distributed", "engines", "handlers", "methods",
                "random_state", "runlock", "runrecord", "tasks", "tracking"},
     # applications on top: the benchmark, the MONAI Label helpers, the prepare command
-    "benchmark": {"bundle", "data", "engines", "methods", "networks", "runlock", "tasks", "tracking"},
-    "labelapp": {"bundle", "checkpoint_io", "cli_errors", "data", "methods", "tracking"},
+    "benchmark": {"atomic_io", "bundle", "data", "engines", "methods", "networks", "runlock", "tasks", "tracking"},
+    "labelapp": {"atomic_io", "bundle", "checkpoint_io", "cli_errors", "data", "methods", "tracking"},
     "prepare": {"data"},
 }
 
@@ -98,3 +98,15 @@ def test_no_module_is_longer_than_a_reader_can_hold():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES and str(p.relative_to(PACKAGE)) not in LONGER}
     assert not long, f"modules over {MAX_LINES} lines: {long}; split them by concern"
+
+
+def test_the_architecture_page_states_these_layers():
+    """docs/architecture.md's table of what each part may import says what LAYERS enforces."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    stated: dict[str, set[str]] = {}
+    for line in text.split("| part | may import", 1)[1].split("\n\n", 1)[0].splitlines()[2:]:
+        parts_cell, imports_cell = line.strip("|").split("|")[:2]
+        imports = set() if "nothing" in imports_cell else {w.strip(" `") for w in imports_cell.split(",")}
+        for name in parts_cell.split(","):
+            stated[name.strip(" `").removesuffix(".py")] = imports
+    assert stated == LAYERS, "update the table in docs/architecture.md to LAYERS"
