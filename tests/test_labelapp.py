@@ -356,6 +356,18 @@ def test_training_command_single_process_torchrun_and_tracking(tmp_path):
     assert "torch.distributed.run" not in cmd
 
 
+def test_train_stats_of_a_training_that_ended_unfinished_say_stopped(tmp_path):
+    from medsemiseg.labelapp.train import TRAIN_STATS
+
+    assert train_stats(tmp_path) == {} and train_stats(tmp_path, running=False) == {}
+    (tmp_path / TRAIN_STATS).write_text(json.dumps({"epoch": 2, "total_epochs": 5, "status": "running"}))
+    assert train_stats(tmp_path)["status"] == "running"  # unknown whether it still runs: as written
+    assert train_stats(tmp_path, running=True)["status"] == "running"
+    assert train_stats(tmp_path, running=False) == {"epoch": 2, "total_epochs": 5, "status": "stopped"}
+    (tmp_path / TRAIN_STATS).write_text(json.dumps({"epoch": 5, "total_epochs": 5, "status": "finished"}))
+    assert train_stats(tmp_path, running=False)["status"] == "finished"
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="process groups are POSIX")
 def test_the_training_log_is_kept_in_the_run_folder_and_its_error_line_is_the_reason(tmp_path):
     """Every line of the bundle's output goes to ``log`` and to ``<run>/train.log`` (where the error message sends

@@ -345,13 +345,20 @@ def _run_folder(runs: Path) -> Path:
     raise TrainingError(f"{runs}: cannot create a run folder; remove old runs there.")
 
 
-def train_stats(runs: str | os.PathLike) -> dict[str, Any]:
+def train_stats(runs: str | os.PathLike, running: bool | None = None) -> dict[str, Any]:
     """The running or last training's progress (``epoch``, ``total_epochs``, ``best_metric``, ``total_time``,
-    ``status``, ...: :class:`medsemiseg.handlers.TrainStatsWriter`), ``{}`` before the first epoch."""
+    ``status``, ...: :class:`medsemiseg.handlers.TrainStatsWriter`), ``{}`` before the first epoch.
+
+    ``running=False`` (no training runs now, as the server knows) turns a ``"running"`` status, left by a training
+    that ended without finishing (stopped by ``DELETE /train``, killed, failed), into ``"stopped"``; ``None``
+    (unknown) leaves the status as the training wrote it."""
     try:
-        return json.loads((Path(runs) / TRAIN_STATS).read_text())
+        stats = json.loads((Path(runs) / TRAIN_STATS).read_text())
     except (OSError, ValueError):
         return {}
+    if running is False and stats.get("status") == "running":
+        stats["status"] = "stopped"
+    return stats
 
 
 def train_from_datastore(
