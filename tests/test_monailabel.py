@@ -14,8 +14,14 @@ exactly that on 127.0.0.1 with a free port, with the app in a temporary copy of 
   an unknown study id or model are refused with their reason (422, 404);
 - training: two studies are labelled through ``PUT /datastore/label``, the others stay unlabelled; a request
   carrying a value MONAI would evaluate (``$...``) or an unlisted key is refused at once (422) and nothing runs;
-  a training that fails ends in ERROR with its reason in ``GET /train/`` and the served model unchanged; a few
-  SupMix + SUFD iterations on CPU reach DONE, ``model.pt`` changes, and ``/infer`` then answers with the new weights.
+  a training that fails ends in ERROR with its reason in ``GET /train/`` and the served model unchanged; eight
+  SupMix + SUFD iterations from scratch on CPU reach DONE, ``model.pt`` changes, and ``/infer`` then answers with the
+  new weights; while they run, ``train_stats`` in ``GET /info/`` (what 3D Slicer's progress reads) moves from epoch
+  to epoch;
+- fine-tuning and stopping: the same training with ``pretrained`` at its default starts from a copy of the served
+  model, and its first iteration's losses (``<run>/train.log``) are below the from-scratch run's (same seed, same
+  settings: the training is deterministic, so the comparison is the same on every run); ``DELETE /train/`` then
+  stops it: every process of the training task ends, the task is STOPPED and the served model is byte-identical.
 
 The server is always stopped (its whole process group), and every wait is bounded.
 
