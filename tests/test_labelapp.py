@@ -305,6 +305,7 @@ def test_training_from_the_datastore_serves_the_best_validated_model(tmp_path):
     assert (run / "studies" / "labels" / "final" / "study0.nii.gz").exists()  # MONAI Label's layout, as prepared
     assert json.loads((run / "data" / "datalist.json").read_text())["meta"]["classes"] == bundle_classes(bundle)
     assert any("caching unlabelled training set" in line for line in lines)  # the bundle's log passed through
+    assert "caching unlabelled training set" in (run / "train.log").read_text()  # and kept in the run folder
     assert any(line.startswith("left out 1 study whose images are not 1-channel") and "photo (3 channels)" in line
                for line in lines)
     assert not list((run / "studies").glob("photo*"))
@@ -353,6 +354,35 @@ def test_training_command_single_process_torchrun_and_tracking(tmp_path):
     assert env == {"CUDA_VISIBLE_DEVICES": "1,3"}
     cmd, _ = training_command(bundle, args, "py", multi_gpu=True, gpus=[0])  # one GPU: one process
     assert "torch.distributed.run" not in cmd
+
+
+def test_train_stats_of_a_training_that_ended_unfinished_say_stopped(tmp_path):
+    from medsemiseg.labelapp.train import TRAIN_STATS
+
+    assert train_stats(tmp_path) == {} and train_stats(tmp_path, running=False) == {}
+    (tmp_path / TRAIN_STATS).write_text(json.dumps({"epoch": 2, "total_epochs": 5, "status": "running"}))
+    assert train_stats(tmp_path)["status"] == "running"  # unknown whether it still runs: as written
+    assert train_stats(tmp_path, running=True)["status"] == "running"
+    assert train_stats(tmp_path, running=False) == {"epoch": 2, "total_epochs": 5, "status": "stopped"}
+    (tmp_path / TRAIN_STATS).write_text(json.dumps({"epoch": 5, "total_epochs": 5, "status": "finished"}))
+    assert train_stats(tmp_path, running=False)["status"] == "finished"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "killpg"), reason="process groups are POSIX")
+def test_the_training_log_is_kept_in_the_run_folder_and_its_error_line_is_the_reason(tmp_path):
+    """Every line of the bundle's output goes to ``log`` and to ``<run>/train.log`` (where the error message sends
+    the user); a failed run's reason is its last ``error:`` line."""
+    from medsemiseg.labelapp.train import TRAIN_LOG, TrainingError, _run_bundle
+
+    (tmp_path / "args.json").write_text("{}")
+    cmd = ["sh", "-c", "echo 'Epoch: 1/1, Iter: 1/2 -- loss: 1.5'; echo 'error: no data'; echo done; exit 3"]
+    lines: list[str] = []
+    with pytest.raises(TrainingError) as e:
+        _run_bundle(tmp_path / "covid", tmp_path / "args.json", "py", lines.append, cmd=cmd)
+    assert "failed (exit status 3): no data" in str(e.value) and str(tmp_path) in str(e.value)
+    saved = (tmp_path / TRAIN_LOG).read_text().splitlines()
+    assert saved == ["Epoch: 1/1, Iter: 1/2 -- loss: 1.5", "error: no data", "done"] == lines[1:]
+    assert lines[0].startswith("training: sh -c")
 
 
 STOPPABLE = """

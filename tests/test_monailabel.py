@@ -14,8 +14,14 @@ exactly that on 127.0.0.1 with a free port, with the app in a temporary copy of 
   an unknown study id or model are refused with their reason (422, 404);
 - training: two studies are labelled through ``PUT /datastore/label``, the others stay unlabelled; a request
   carrying a value MONAI would evaluate (``$...``) or an unlisted key is refused at once (422) and nothing runs;
-  a training that fails ends in ERROR with its reason in ``GET /train/`` and the served model unchanged; a few
-  SupMix + SUFD iterations on CPU reach DONE, ``model.pt`` changes, and ``/infer`` then answers with the new weights.
+  a training that fails ends in ERROR with its reason in ``GET /train/`` and the served model unchanged; eight
+  SupMix + SUFD iterations from scratch on CPU reach DONE, ``model.pt`` changes, and ``/infer`` then answers with the
+  new weights; while they run, ``train_stats`` in ``GET /info/`` (what 3D Slicer's progress reads) moves from epoch
+  to epoch;
+- fine-tuning and stopping: the same training with ``pretrained`` at its default starts from a copy of the served
+  model, and its first iteration's losses (``<run>/train.log``) are below the from-scratch run's (same seed, same
+  settings: the training is deterministic, so the comparison is the same on every run); ``DELETE /train/`` then
+  stops it: every process of the training task ends, the task is STOPPED and the served model is byte-identical.
 
 The server is always stopped (its whole process group), and every wait is bounded.
 
@@ -38,6 +44,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -55,9 +62,11 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT_S = 240
+# bounds against a hang, not timings: on a 2-core machine under a load of 6, importing MONAI Label took over
+# 2 minutes and a training task 3 to 5 minutes from its request to its first iteration
+STARTUP_TIMEOUT_S = 600
 REQUEST_TIMEOUT_S = 180
-TRAIN_TIMEOUT_S = 420
+TRAIN_TIMEOUT_S = 900
 
 pytestmark = pytest.mark.monailabel
 
@@ -71,7 +80,7 @@ def _monailabel_python() -> str | None:
         py = os.path.abspath(py)  # the server runs in another folder; abspath keeps the venv's symlink unresolved
         probe = subprocess.run(
             [py, "-c", "import monailabel.interfaces.app, monailabel.tasks.infer.basic_infer"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S,
         )
         if probe.returncode == 0:
             return py
@@ -122,6 +131,65 @@ def _nifti(body: bytes) -> nib.Nifti1Image:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _first_losses(run: Path) -> dict[str, float]:
+    """The losses the bundle logged for its first training iteration (``Epoch: 1/N, Iter: 1/M -- loss: ...``), from
+    the run's ``train.log``."""
+    for line in (run / "train.log").read_text().splitlines():
+        found = re.search(r"Epoch: 1/\d+, Iter: 1/\d+ -- (.*)", line)
+        if found:
+            return {k: float(v) for k, v in re.findall(r"(\S+): (\S+)", found.group(1))}
+    raise AssertionError(f"no first iteration in {run / 'train.log'}")
+
+
+def _new_run(runs: Path, known: set[Path], logged: str = "") -> Path:
+    """The run folder in ``runs`` that is not in ``known``, once its ``train.log`` holds ``logged`` (bounded)."""
+    deadline = time.monotonic() + TRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for run in set(runs.glob("*/")) - known:
+            log = run / "train.log"
+            if log.is_file() and logged in log.read_text():
+                return run
+        time.sleep(0.5)
+    raise AssertionError(f"no new run in {runs} logged {logged!r} within {TRAIN_TIMEOUT_S} s")
+
+
+def _children() -> dict[int, list[int]]:
+    """``{parent pid: child pids}`` of every process on this machine (Linux ``/proc``)."""
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        tree.setdefault(ppid, []).append(int(stat.parent.name))
+    return tree
+
+
+def _descendants(pid: int) -> set[int]:
+    tree, found, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _wait_for_training(base: str) -> dict:
@@ -226,7 +294,7 @@ def test_bundles_served_and_trained_by_monailabel(ml_python, tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if "venv" not in p)
-    env["OMP_NUM_THREADS"] = "2"
+    env["OMP_NUM_THREADS"] = "1"  # one torch thread: the test machine may have 2 cores, others busy
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(
         [ml_python, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
@@ -287,9 +355,9 @@ def test_bundles_served_and_trained_by_monailabel(ml_python, tmp_path):
         stats = json.loads(_call(f"{base}/datastore/?output=stats"))
         assert stats["label_tags"] == {"final": 2}
         initial = _sha(served)
-        # from scratch ("pretrained": false; MONAI Label's default continues from the served model), so that two
-        # iterations surely change the label map the served model gives (checked against the bundle's own inference)
-        tiny = {"max_epochs": 1, "epoch_length": 2, "batch_size": 2, "unlabeled_batch_size": 2, "device": "cpu",
+        # from scratch ("pretrained": false; MONAI Label's default continues from the served model), so that the
+        # label map the served model gives surely changes (checked against the bundle's own inference)
+        tiny = {"max_epochs": 4, "epoch_length": 2, "batch_size": 2, "unlabeled_batch_size": 2, "device": "cpu",
                 "method": "supmix_sufd", "val_split": 1, "pretrained": False}
         _post_json(f"{base}/train/covid", {**tiny, "method_options": {"no_such_option": 1}})
         task = _wait_for_training(base)
@@ -297,10 +365,29 @@ def test_bundles_served_and_trained_by_monailabel(ml_python, tmp_path):
         assert "no_such_option" in task["details"][-1] and "served model is unchanged" in task["details"][-1]
         assert _sha(served) == initial
 
-        # ---- a few SupMix + SUFD iterations: DONE, a new model.pt, /infer with the new weights
+        # ---- a few SupMix + SUFD iterations: DONE, a new model.pt, /infer with the new weights; while it runs,
+        # train_stats (what 3D Slicer's progress reads) moves from epoch to epoch
+        runs = app / "runs" / "covid"
+        known = set(runs.glob("*/"))
         _post_json(f"{base}/train/covid", tiny)
+        progress: list[dict] = []
+        deadline = time.monotonic() + TRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            stats = json.loads(_call(f"{base}/info/", timeout=30))["train_stats"]["covid"]
+            if stats.get("status") == "running":
+                progress.append(stats)
+            if stats.get("status") == "finished" or json.loads(_call(f"{base}/train/", timeout=30))["status"] not in (
+                    "SUBMITTED", "RUNNING"):
+                break
+            time.sleep(0.2)
         task = _wait_for_training(base)
         assert task["status"] == "DONE", "\n".join(task.get("details", []))
+        seen = sorted({(p["epoch"], p["status"]) for p in progress})
+        epochs = [epoch for epoch, _ in seen if epoch >= 1]
+        assert len(epochs) >= 2 and set(epochs) <= {1, 2, 3, 4}, f"train_stats while training: {seen}"
+        assert all(p["total_epochs"] == 4 and p["total_time"].count(":") == 2 for p in progress)
+        assert all(0 <= p["best_metric"] <= 1 for p in progress if p["epoch"] >= 1)  # validated every epoch
+        [scratch_run] = set(runs.glob("*/")) - known
         assert _sha(served) != initial
         trained = tmp_path / "trained.pt"
         shutil.copy(served, trained)
@@ -308,6 +395,29 @@ def test_bundles_served_and_trained_by_monailabel(ml_python, tmp_path):
         train_stats = json.loads(_call(f"{base}/info/"))["train_stats"]["covid"]
         assert (train_stats["labelled"], train_stats["validation"]) == (1, 1)
         assert train_stats["unlabelled"] == 7  # 3 + the test slice, picture, flat and DICOM studies; not colour
+        assert (train_stats["epoch"], train_stats["total_epochs"], train_stats["status"]) == (4, 4, "finished")
+
+        # ---- fine-tuning (MONAI Label's default, "pretrained" left out) starts from the served model: the same
+        # training (same seed, same first batch) starts with a lower loss than the run from scratch did; then
+        # DELETE /train stops it: its whole process tree ends and the served model stays as it was
+        known = set(runs.glob("*/"))
+        before = _descendants(server.pid)
+        _post_json(f"{base}/train/covid", {**{k: v for k, v in tiny.items() if k != "pretrained"}, "max_epochs": 200})
+        tuned_run = _new_run(runs, known, logged=", Iter: 1/")  # the bundle is training
+        tree = _descendants(server.pid) - before  # MONAI Label's task process, the bundle's training, ...
+        assert (tuned_run / "pretrained.pt").read_bytes() == trained.read_bytes()  # its starting point
+        scratch, tuned = _first_losses(scratch_run), _first_losses(tuned_run)
+        assert tuned["loss"] < scratch["loss"] and tuned["loss_sup"] < scratch["loss_sup"], (tuned, scratch)
+        assert any("monai.bundle run training" in _command(pid) for pid in tree), [_command(p) for p in tree]
+        task = json.loads(_call(f"{base}/train/", "DELETE"))
+        assert task["status"] == "STOPPED", task
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [_command(pid) for pid in tree if _alive(pid)], "processes left after DELETE /train"
+        assert json.loads(_call(f"{base}/train/"))["status"] == "STOPPED"
+        assert json.loads(_call(f"{base}/info/"))["train_stats"]["covid"]["status"] == "stopped"
+        assert _sha(served) == _sha(trained)
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)

@@ -26,8 +26,8 @@ What ``POST /train/<model>`` runs (through the app's ``DatastoreTrainTask``), st
    served ones atomically (the app's inference task reloads a changed ``model.pt`` on its next request); on failure
    the served model is left as it was and :class:`TrainingError` carries the run's last error line.
 
-Each run keeps its folder, ``<runs>/<UTC date-time>/`` (``studies/``, ``data/``, ``args.json``, ``models/``,
-``logs/``), for its TensorBoard logs and checkpoints; remove old ones freely.
+Each run keeps its folder, ``<runs>/<UTC date-time>/`` (``studies/``, ``data/``, ``args.json``, ``train.log``,
+``models/``, ``logs/``), for its log, TensorBoard logs and checkpoints; remove old ones freely.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ MODEL_FILE = "model.pt"
 RUN_FILE = "run.json"
 #: the progress of the running (or last) training, rewritten every epoch: MONAI Label's ``train_stats``
 TRAIN_STATS = "train_stats.json"
+#: the training's whole output (the bundle's log), in the run folder
+TRAIN_LOG = "train.log"
 #: the copy of the served model a run starts from (``pretrained``)
 PRETRAINED = "pretrained.pt"
 FINAL = "final"  # MONAI Label's tag of a confirmed label (DefaultLabelTag.FINAL)
@@ -252,7 +254,8 @@ def training_command(bundle: Path, args_file: Path, python: str, multi_gpu: bool
 def _run_bundle(bundle: Path, args_file: Path, python: str, log: Callable[[str], None],
                 cmd: list[str] | None = None, env_extra: Mapping[str, str] | None = None) -> str:
     """Run the bundle's training (``cmd``, default :func:`training_command`); returns its summary line
-    (``training: reached epoch ...; best val_mIoU ...``).
+    (``training: reached epoch ...; best val_mIoU ...``). Its whole output (the bundle's log: every iteration's
+    losses, every validation) is passed to ``log`` line by line and kept in ``<run>/train.log``.
 
     The training runs in its own process group. SIGTERM to this process (how MONAI Label's ``DELETE /train`` stops
     a training) stops that whole group -- the training, torchrun's workers, data loader workers -- and ends here
@@ -266,9 +269,10 @@ def _run_bundle(bundle: Path, args_file: Path, python: str, log: Callable[[str],
     log("training: " + " ".join(cmd))
     tail: deque[str] = deque(maxlen=40)
     stopped: list[int] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=str(args_file.parent), start_new_session=True,
-                          preexec_fn=_die_with_parent if os.name == "posix" else None) as proc:
+    with open(args_file.parent / TRAIN_LOG, "w", encoding="utf-8") as saved, \
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                             cwd=str(args_file.parent), start_new_session=True,
+                             preexec_fn=_die_with_parent if os.name == "posix" else None) as proc:
 
         def stop(signum: int, frame: Any) -> None:  # noqa: ARG001
             stopped.append(signum)
@@ -286,6 +290,8 @@ def _run_bundle(bundle: Path, args_file: Path, python: str, log: Callable[[str],
             for line in proc.stdout:
                 line = line.rstrip()
                 tail.append(line)
+                saved.write(line + "\n")
+                saved.flush()
                 log(line)
             code = proc.wait()
         finally:
@@ -340,13 +346,20 @@ def _run_folder(runs: Path) -> Path:
     raise TrainingError(f"{runs}: cannot create a run folder; remove old runs there.")
 
 
-def train_stats(runs: str | os.PathLike) -> dict[str, Any]:
+def train_stats(runs: str | os.PathLike, running: bool | None = None) -> dict[str, Any]:
     """The running or last training's progress (``epoch``, ``total_epochs``, ``best_metric``, ``total_time``,
-    ``status``, ...: :class:`medsemiseg.handlers.TrainStatsWriter`), ``{}`` before the first epoch."""
+    ``status``, ...: :class:`medsemiseg.handlers.TrainStatsWriter`), ``{}`` before the first epoch.
+
+    ``running=False`` (no training runs now, as the server knows) turns a ``"running"`` status, left by a training
+    that ended without finishing (stopped by ``DELETE /train``, killed, failed), into ``"stopped"``; ``None``
+    (unknown) leaves the status as the training wrote it."""
     try:
-        return json.loads((Path(runs) / TRAIN_STATS).read_text())
+        stats = json.loads((Path(runs) / TRAIN_STATS).read_text())
     except (OSError, ValueError):
         return {}
+    if running is False and stats.get("status") == "running":
+        stats["status"] = "stopped"
+    return stats
 
 
 def train_from_datastore(

@@ -30,6 +30,16 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _training_runs() -> bool | None:
+    """Whether this server runs a training task now (MONAI Label's record of its background training process);
+    ``None`` where MONAI Label keeps no such record (another version)."""
+    try:
+        from monailabel.utils.async_tasks.utils import background_processes
+    except ImportError:
+        return None
+    return bool(background_processes.get("train"))
+
+
 class DatastoreTrainTask(TrainTask):
     """Semi-supervised training of the bundle served from ``path`` on the datastore's studies."""
 
@@ -49,14 +59,15 @@ class DatastoreTrainTask(TrainTask):
 
     def stats(self) -> Dict[str, Any]:
         """The running or last training's progress, rewritten by the bundle every epoch (``epoch``,
-        ``total_epochs``, ``best_metric``, ``total_time``: what 3D Slicer's progress reads), with the last successful
-        run's result (served model, run folder, split sizes, summary) next to them; ``{}`` before any training."""
+        ``total_epochs``, ``best_metric``, ``total_time``: what 3D Slicer's progress reads; ``status`` ``running``,
+        ``finished``, or ``stopped`` for one that ended unfinished), with the last successful run's result (served
+        model, run folder, split sizes, summary) next to them; ``{}`` before any training."""
         try:
             with open(os.path.join(self.runs, LAST_RUN)) as f:
                 last = json.load(f)
         except (OSError, ValueError):
             last = {}
-        return {**last, **train_stats(self.runs)}
+        return {**last, **train_stats(self.runs, running=_training_runs())}
 
     def __call__(self, request, datastore: Datastore):
         final = DefaultLabelTag.FINAL.value
