@@ -44,12 +44,19 @@ SUPMIX_MODES = ("fixed", "all", "random_half", "adaptive")
 
 class LabelledPaste:
     """SupMix's paste options on a method: which classes (``supmix_mode`` / ``supmix_classes``, the adaptive choice
-    through the method's class statistics), background or not, and how labelled images are paired. A method sets
-    ``supmix_mode`` and ``adaptive_tolerance`` before its base ``__init__`` (which asks
-    :meth:`_class_balance_options`), then calls :meth:`_set_paste_options`."""
+    through the method's class statistics), background or not, and how labelled images are paired. A method calls
+    :meth:`_set_paste_mode` before its base ``__init__`` (which asks :meth:`_class_balance_options`), then
+    :meth:`_set_paste_options`."""
 
     supmix_mode: str
     adaptive_tolerance: float
+
+    def _set_paste_mode(self, supmix_mode: Any, adaptive_tolerance: float) -> str:
+        """Checks and sets ``supmix_mode`` and ``adaptive_tolerance``; returns the owner name for later messages."""
+        owner = type(self).__name__
+        self.supmix_mode = check_supmix_mode(owner, supmix_mode)
+        self.adaptive_tolerance = adaptive_tolerance
+        return owner
 
     def _set_paste_options(self, owner: str, supmix_classes: Any, include_background: Any,
                            labeled_pairing: Any) -> None:
@@ -108,9 +115,7 @@ class SupMix(LabelledPaste, ClassMix):
         adaptive_tolerance: float = 0.9,
         pseudo_label_source: str = "teacher",
     ) -> None:
-        owner = type(self).__name__
-        self.supmix_mode = check_supmix_mode(owner, supmix_mode)
-        self.adaptive_tolerance = adaptive_tolerance  # read by _class_balance_options during ClassMix.__init__
+        owner = self._set_paste_mode(supmix_mode, adaptive_tolerance)
         super().__init__(
             network,
             num_classes,

@@ -78,13 +78,7 @@ class UniMatch(FixMatch):
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
     ) -> dict:
-        x_u = self._require_unlabeled(unlabeled, "UniMatch")
-        net = engine.network
-        if not (hasattr(net, "encode") and hasattr(net, "decode")):
-            raise TypeError(
-                f"UniMatch needs a network with encode()/decode() for feature perturbation; {type(net).__name__} "
-                "has none (use medsemiseg.networks.UNet or DeepLabV3Plus)."
-            )
+        x_u, net = self._unlabeled_and_network(engine, unlabeled)
         out: dict = {}
         x_l = labeled["image"]
         label_map(labeled["label"])
@@ -122,6 +116,19 @@ class UniMatch(FixMatch):
         loss_s2 = unsupervised_loss(self.unsup_loss, pred_s2, lab2, self.confident(conf2, lab2, thr))
         loss_fp = unsupervised_loss(self.unsup_loss, pred_fp, plabel, confident)
         return self._total(out, loss_sup, loss_s1, loss_s2, loss_fp, mask_ratio=confident.float().mean())
+
+    def _unlabeled_and_network(self, engine: Any, unlabeled: dict | None) -> tuple[torch.Tensor, Any]:
+        """The unlabelled images and ``engine.network``; raises ``ValueError`` without unlabelled images and
+        ``TypeError`` for a network without ``encode()``/``decode()`` (feature perturbation needs them)."""
+        owner = type(self).__name__
+        x_u = self._require_unlabeled(unlabeled, owner)
+        net = engine.network
+        if not (hasattr(net, "encode") and hasattr(net, "decode")):
+            raise TypeError(
+                f"{owner} needs a network with encode()/decode() for feature perturbation; {type(net).__name__} "
+                "has none (use medsemiseg.networks.UNet or DeepLabV3Plus)."
+            )
+        return x_u, net
 
     def _total(self, out: dict, loss_sup: torch.Tensor, loss_s1: torch.Tensor, loss_s2: torch.Tensor,
                loss_fp: torch.Tensor, **logged: Any) -> dict:

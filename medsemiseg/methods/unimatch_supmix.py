@@ -43,7 +43,7 @@ from .base import (
 )
 from .fixmatch import cutmix_strong_view
 from .registry import FlopFloor, MethodSpec
-from .supmix import LabelledPaste, check_supmix_mode, paste_labelled
+from .supmix import LabelledPaste, paste_labelled
 from .unimatch import UniMatch
 
 __all__ = ["UniMatchSupMix", "METHODS", "pasted_strong_view"]
@@ -98,9 +98,7 @@ class UniMatchSupMix(LabelledPaste, UniMatch):
         threshold_floor: float = 0.5,
         adaptive_tolerance: float = 0.9,
     ) -> None:
-        owner = type(self).__name__
-        self.supmix_mode = check_supmix_mode(owner, supmix_mode)
-        self.adaptive_tolerance = adaptive_tolerance  # read by _class_balance_options during FixMatch.__init__
+        owner = self._set_paste_mode(supmix_mode, adaptive_tolerance)
         super().__init__(num_classes, conf_threshold, cutmix_p, fp_dropout, loss_weights, unsup_loss, strong_augment,
                          sup_loss, joint_forward=False, threshold_mode=threshold_mode,
                          threshold_floor=threshold_floor)
@@ -109,13 +107,7 @@ class UniMatchSupMix(LabelledPaste, UniMatch):
     def __call__(
         self, engine: Any, labeled: dict, unlabeled: dict | None, features: FeatureRequest | None = None
     ) -> dict:
-        x_u = self._require_unlabeled(unlabeled, "UniMatchSupMix")
-        net = engine.network
-        if not (hasattr(net, "encode") and hasattr(net, "decode")):
-            raise TypeError(
-                f"UniMatchSupMix needs a network with encode()/decode() for feature perturbation; "
-                f"{type(net).__name__} has none (use medsemiseg.networks.UNet or DeepLabV3Plus)."
-            )
+        x_u, net = self._unlabeled_and_network(engine, unlabeled)
         out: dict = {}
         x_l = labeled["image"]
         label_map(labeled["label"])
